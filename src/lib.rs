@@ -1,0 +1,24 @@
+//! Helpers for the end-to-end tests in `tests/`: they run the real `ds-*` binaries.
+
+use std::path::PathBuf;
+
+/// Path of a workspace binary built next to the running test executable
+/// (`target/<profile>/ds-…`). `make test` builds the binaries before the tests.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/test-hash -> target/<profile>/
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target profile folder");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` (make test does) before the end-to-end tests",
+        path.display()
+    );
+    path
+}
+
+/// `../shared/data` beside the repository, when present (tests using it skip otherwise).
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    dir.is_dir().then_some(dir)
+}
