@@ -16,6 +16,8 @@ const MAX_HEADER_BYTES: usize = 64 << 10;
 /// Largest record content accepted; larger records are reported and skipped.
 pub const MAX_CONTENT_BYTES: usize = 512 << 20;
 const GZIP_MAGIC: [u8; 3] = [0x1f, 0x8b, 0x08];
+/// Decoded bytes of one gzip member held back until its CRC is checked.
+const MEMBER_BUFFER_BYTES: usize = 64 << 20;
 
 /// A well-formed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,16 +126,47 @@ pub fn read_records(input: impl Read, mut on_event: impl FnMut(Event)) -> io::Re
             }
             continue;
         }
+        // Events wait until the member's CRC is checked, so a corrupt member never yields
+        // records (up to a budget: a whole-file member is streamed past it).
+        source.set_mark();
         let mut stream = PeekStream::new(GzDecoder::new(&mut source), member_offset, true);
+        let mut pending: Vec<Event> = Vec::new();
+        let mut pending_bytes = 0usize;
         let mut reported = false;
         parse_stream(&mut stream, &mut |event| {
             reported |= matches!(event, Event::Damage(_));
-            on_event(event)
+            pending_bytes += match &event {
+                Event::Record(r) => r.content.len(),
+                Event::Damage(d) => d.content.len(),
+            };
+            pending.push(event);
+            if pending_bytes > MEMBER_BUFFER_BYTES {
+                pending.drain(..).for_each(&mut on_event);
+                pending_bytes = 0;
+            }
         });
-        if let Some(err) = stream.into_io_error() {
-            let kind = if err.kind() == io::ErrorKind::UnexpectedEof { DamageKind::TruncatedGzip } else { DamageKind::CorruptGzip };
-            // The parser already reported the record the break cut; report a break between records.
-            if !reported {
+        let error = stream.into_io_error();
+        let corrupt = error.as_ref().is_some_and(|e| e.kind() != io::ErrorKind::UnexpectedEof);
+        let mut damage_reported = reported;
+        for event in pending {
+            match event {
+                Event::Record(r) if corrupt => {
+                    damage_reported = true;
+                    on_event(Event::Damage(Damage {
+                        offset: r.offset,
+                        kind: DamageKind::CorruptGzip,
+                        detail: "record decoded from a gzip member that fails its integrity check".to_string(),
+                        headers: r.headers,
+                        content: r.content,
+                    }))
+                }
+                event => on_event(event),
+            }
+        }
+        if let Some(err) = error {
+            let kind = if corrupt { DamageKind::CorruptGzip } else { DamageKind::TruncatedGzip };
+            // Report the break itself unless a damaged record already carries it.
+            if !damage_reported {
                 on_event(Event::Damage(Damage {
                     offset: member_offset,
                     kind,
@@ -143,10 +176,13 @@ pub fn read_records(input: impl Read, mut on_event: impl FnMut(Event)) -> io::Re
                 }));
             }
             if kind == DamageKind::CorruptGzip {
-                // Resynchronize on the next member header, past this member's own.
-                if source.position() == member_offset {
-                    source.consume(1);
+                // Resynchronize on the next member header after this member's own start: bad
+                // deflate data may have run on into the next member.
+                if !source.rewind_to_mark() && source.position() > member_offset {
+                    source.skip_to_gzip_magic()?;
+                    continue;
                 }
+                source.consume(1);
                 source.skip_to_gzip_magic()?;
             }
         }
@@ -459,33 +495,63 @@ fn find_record_start(hay: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// The compressed side: a buffered reader that can look further ahead than one refill and
-/// knows its position in the file (for record offsets and gzip resynchronization).
+/// The compressed side: a buffered reader that can look further ahead than one refill, knows
+/// its position in the file, and can go back to a marked member start (to resynchronize after
+/// a corrupt member whose bad deflate data ran on into the next member).
 struct RawSource<R> {
     inner: R,
     buf: Vec<u8>,
     start: usize,
-    position: u64,
+    /// File position of `buf[0]`.
+    origin: u64,
+    /// Position kept in the buffer for [`RawSource::rewind`], if any.
+    mark: Option<u64>,
 }
+
+/// Bytes kept for rewinding; a longer member is not rewound.
+const REWIND_LIMIT: usize = 64 << 20;
 
 impl<R: Read> RawSource<R> {
     fn new(inner: R) -> Self {
-        RawSource { inner, buf: Vec::new(), start: 0, position: 0 }
+        RawSource { inner, buf: Vec::new(), start: 0, origin: 0, mark: None }
     }
 
     fn position(&self) -> u64 {
-        self.position
+        self.origin + self.start as u64
+    }
+
+    fn set_mark(&mut self) {
+        self.mark = Some(self.position());
+    }
+
+    /// Goes back to the mark if its bytes are still held.
+    fn rewind_to_mark(&mut self) -> bool {
+        match self.mark.take() {
+            Some(m) if m >= self.origin => {
+                self.start = (m - self.origin) as usize;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Up to `n` bytes ahead without consuming them (fewer only at the end of input).
     fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        let keep_from = match self.mark {
+            Some(m) if m >= self.origin && self.start - ((m - self.origin) as usize) < REWIND_LIMIT => (m - self.origin) as usize,
+            _ => {
+                self.mark = None;
+                self.start
+            }
+        };
+        if keep_from > 0 && self.buf.len() - self.start < n {
+            self.buf.drain(..keep_from);
+            self.start -= keep_from;
+            self.origin += keep_from as u64;
         }
-        while self.buf.len() < n {
+        while self.buf.len() - self.start < n {
             let old = self.buf.len();
-            self.buf.resize(old + (n - old).max(1 << 16), 0);
+            self.buf.resize(old + (n - (old - self.start)).max(1 << 16), 0);
             match self.inner.read(&mut self.buf[old..]) {
                 Ok(0) => {
                     self.buf.truncate(old);
@@ -499,7 +565,8 @@ impl<R: Read> RawSource<R> {
                 }
             }
         }
-        Ok(&self.buf[..n.min(self.buf.len())])
+        let end = (self.start + n).min(self.buf.len());
+        Ok(&self.buf[self.start..end])
     }
 
     /// Skips to the next gzip member header (or the end), returning the skipped bytes.
@@ -541,16 +608,12 @@ impl<R: Read> Read for RawSource<R> {
 impl<R: Read> BufRead for RawSource<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.start >= self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
             self.peek(1 << 16)?;
         }
         Ok(&self.buf[self.start..])
     }
 
     fn consume(&mut self, n: usize) {
-        let n = n.min(self.buf.len() - self.start);
-        self.start += n;
-        self.position += n as u64;
+        self.start += n.min(self.buf.len() - self.start);
     }
 }
