@@ -175,16 +175,15 @@ pub fn read_records(input: impl Read, mut on_event: impl FnMut(Event)) -> io::Re
                     content: vec![],
                 }));
             }
-            if kind == DamageKind::CorruptGzip {
-                // Resynchronize on the next member header after this member's own start: bad
-                // deflate data may have run on into the next member.
-                if !source.rewind_to_mark() && source.position() > member_offset {
-                    source.skip_to_gzip_magic()?;
-                    continue;
-                }
-                source.consume(1);
+            // Resynchronize on the next member header after this member's own start: bad
+            // deflate data may have run on into the next member (and even to the end of the
+            // file, which looks like truncation).
+            if !source.rewind_to_mark() && source.position() > member_offset {
                 source.skip_to_gzip_magic()?;
+                continue;
             }
+            source.consume(1);
+            source.skip_to_gzip_magic()?;
         }
     }
 }

@@ -87,7 +87,7 @@ proptest! {
         // Flipped bytes may, rarely, still decode into a valid record: expected ⊆ got, in order.
         let mut it = got.iter();
         for e in &expected {
-            prop_assert!(it.any(|g| g == e), "lost a good record: {:?}", e);
+            prop_assert!(it.any(|g| g == e), "lost a good record: {:?}; texts {:?}, damages {:?}", e, texts, damages);
         }
     }
 
@@ -118,3 +118,5 @@ proptest! {
         let _ = read_records(file.as_slice(), |_| {});
     }
 }
+
+
