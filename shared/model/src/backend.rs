@@ -1,0 +1,143 @@
+//! The primitive operations the model is written against. The CPU backend (`cpu.rs`)
+//! implements them in f32 with `gemm` and rayon; a CUDA backend implements the same list op for
+//! op, so one model file serves both (llm.c's train_gpt2.c / train_gpt2.cu split).
+//!
+//! Conventions every implementation follows:
+//! - Buffers are flat and row-major; shapes are passed explicitly.
+//! - Activations of `n` tokens are `[n, width]`; attention tensors are `[batch, seq, heads,
+//!   head_dim]`, i.e. exactly the output of the projection that made them.
+//! - Linear weights are `[out, in]` (PyTorch / Hugging Face layout): `out = inp · Wᵀ`.
+//! - Backward ops ADD into the gradients of their inputs (`+=`); the caller zeroes them. That
+//!   makes residual branches and gradient accumulation over micro-batches free.
+//! - Every reduction has a fixed order, so results are bit-identical whatever the thread count.
+
+/// Target id meaning "no target here": contributes no loss and no gradient.
+pub const IGNORE_TARGET: u32 = u32::MAX;
+
+/// Shape of a causal grouped-query attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Hyperparameters of one AdamW update of one tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWStep {
+    pub learning_rate: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step number, for bias correction.
+    pub step: u64,
+    /// Multiplies the gradient first (global-norm clipping).
+    pub grad_scale: f32,
+}
+
+/// Primitive operations over device buffers.
+pub trait Backend {
+    /// A buffer of f32 on the device.
+    type Buffer;
+    /// A buffer of u32 token ids on the device.
+    type Tokens;
+
+    /// A zeroed buffer of `len` floats.
+    fn alloc(&self, len: usize) -> Self::Buffer;
+    fn upload(&self, host: &[f32]) -> Self::Buffer;
+    fn download(&self, buf: &Self::Buffer) -> Vec<f32>;
+    /// Overwrites the first `host.len()` floats of `buf`.
+    fn write(&self, buf: &mut Self::Buffer, host: &[f32]);
+    fn zero(&self, buf: &mut Self::Buffer);
+    fn upload_tokens(&self, host: &[u32]) -> Self::Tokens;
+    /// Overwrites the first `host.len()` ids of `buf`.
+    fn write_tokens(&self, buf: &mut Self::Tokens, host: &[u32]);
+
+    /// `out[rows, out_dim] = inp[rows, in_dim] · weight[out_dim, in_dim]ᵀ`.
+    fn matmul_forward(&self, out: &mut Self::Buffer, inp: &Self::Buffer, weight: &Self::Buffer, rows: usize, in_dim: usize, out_dim: usize);
+    /// `d_inp += d_out · weight` and `d_weight += d_outᵀ · inp`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_backward(
+        &self,
+        d_inp: &mut Self::Buffer,
+        d_weight: &mut Self::Buffer,
+        d_out: &Self::Buffer,
+        inp: &Self::Buffer,
+        weight: &Self::Buffer,
+        rows: usize,
+        in_dim: usize,
+        out_dim: usize,
+    );
+
+    /// `out = inp / sqrt(mean(inp²) + eps) · weight` per row; saves `rstd[rows]` for backward.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_forward(&self, out: &mut Self::Buffer, rstd: &mut Self::Buffer, inp: &Self::Buffer, weight: &Self::Buffer, rows: usize, dim: usize, eps: f32);
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(
+        &self,
+        d_inp: &mut Self::Buffer,
+        d_weight: &mut Self::Buffer,
+        d_out: &Self::Buffer,
+        inp: &Self::Buffer,
+        weight: &Self::Buffer,
+        rstd: &Self::Buffer,
+        rows: usize,
+        dim: usize,
+    );
+
+    /// The `[seq, head_dim / 2]` cos table followed by the sin table, as Hugging Face computes
+    /// them (f32 inverse frequencies `1 / theta^(2i / head_dim)`).
+    fn rope_table(&self, seq: usize, head_dim: usize, theta: f64) -> Self::Buffer;
+    /// Rotate-half RoPE in place on `x[batch, seq, heads, head_dim]`.
+    fn rope_forward(&self, x: &mut Self::Buffer, table: &Self::Buffer, batch: usize, seq: usize, heads: usize, head_dim: usize);
+    /// In place on the gradient: the inverse rotation.
+    fn rope_backward(&self, d_x: &mut Self::Buffer, table: &Self::Buffer, batch: usize, seq: usize, heads: usize, head_dim: usize);
+
+    /// Causal softmax attention with scale `1/sqrt(head_dim)`; query head `h` reads K/V head
+    /// `h / (heads / kv_heads)`. Saves the row log-sum-exp `lse[batch, seq, heads]` so backward
+    /// recomputes the probabilities instead of storing them.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_forward(&self, out: &mut Self::Buffer, lse: &mut Self::Buffer, q: &Self::Buffer, k: &Self::Buffer, v: &Self::Buffer, shape: AttentionShape);
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        d_q: &mut Self::Buffer,
+        d_k: &mut Self::Buffer,
+        d_v: &mut Self::Buffer,
+        d_out: &Self::Buffer,
+        out: &Self::Buffer,
+        lse: &Self::Buffer,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        shape: AttentionShape,
+    );
+
+    /// `out = silu(gate) · up`, elementwise over `n` values.
+    fn swiglu_forward(&self, out: &mut Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
+    fn swiglu_backward(&self, d_gate: &mut Self::Buffer, d_up: &mut Self::Buffer, d_out: &Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
+
+    /// `out[i] = table[tokens[i]]`.
+    fn embedding_forward(&self, out: &mut Self::Buffer, tokens: &Self::Tokens, table: &Self::Buffer, n_tokens: usize, dim: usize);
+    fn embedding_backward(&self, d_table: &mut Self::Buffer, d_out: &Self::Buffer, tokens: &Self::Tokens, n_tokens: usize, dim: usize);
+
+    /// `out = a + b` over `n` values (the residual connection).
+    fn add(&self, out: &mut Self::Buffer, a: &Self::Buffer, b: &Self::Buffer, n: usize);
+
+    /// Per-row loss `logsumexp(logits) − logits[target]` (0 where the target is
+    /// [`IGNORE_TARGET`]); saves the row log-sum-exp `lse[rows]` for backward.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_forward(&self, losses: &mut Self::Buffer, lse: &mut Self::Buffer, logits: &Self::Buffer, targets: &Self::Tokens, rows: usize, vocab: usize);
+    /// Replaces `logits` by `scale · (softmax(logits) − onehot(target))`, the gradient of
+    /// `scale · Σ losses` (zero rows where the target is ignored).
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_backward(&self, logits: &mut Self::Buffer, lse: &Self::Buffer, targets: &Self::Tokens, rows: usize, vocab: usize, scale: f32);
+
+    /// Σ x² over the first `n` values, in f64, in a fixed order.
+    fn sum_squares(&self, x: &Self::Buffer, n: usize) -> f64;
+    /// One AdamW step of `param` (PyTorch's decoupled weight decay) over `n` values.
+    fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, n: usize, hp: AdamWStep);
+}

@@ -1,0 +1,555 @@
+//! The CPU backend: f32, matrix products by the `gemm` crate, everything else by rayon over
+//! rows. Each op splits work so that every output value is reduced in one fixed order, so the
+//! results do not depend on the number of threads.
+//!
+//! Attention runs one task per (sequence, K/V head) and does its products with gemm over the
+//! full `seq × seq` square, masking in the softmax: twice the arithmetic a causal kernel needs,
+//! but gemm is an order of magnitude faster than scalar loops. Like flash attention it keeps
+//! only the row log-sum-exp and recomputes the probabilities in backward.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::backend::{AdamWStep, AttentionShape, Backend, IGNORE_TARGET};
+
+/// f32 on the CPU; buffers are plain vectors. Uses rayon's current thread pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBackend;
+
+/// Work per rayon task for elementwise ops: big enough to amortise scheduling.
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+impl Backend for CpuBackend {
+    type Buffer = Vec<f32>;
+    type Tokens = Vec<u32>;
+
+    fn alloc(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+    fn upload(&self, host: &[f32]) -> Vec<f32> {
+        host.to_vec()
+    }
+    fn download(&self, buf: &Vec<f32>) -> Vec<f32> {
+        buf.clone()
+    }
+    fn write(&self, buf: &mut Vec<f32>, host: &[f32]) {
+        buf[..host.len()].copy_from_slice(host);
+    }
+    fn zero(&self, buf: &mut Vec<f32>) {
+        buf.par_chunks_mut(ELEMENTWISE_CHUNK).for_each(|c| c.fill(0.0));
+    }
+    fn upload_tokens(&self, host: &[u32]) -> Vec<u32> {
+        host.to_vec()
+    }
+    fn write_tokens(&self, buf: &mut Vec<u32>, host: &[u32]) {
+        buf[..host.len()].copy_from_slice(host);
+    }
+
+    fn matmul_forward(&self, out: &mut Vec<f32>, inp: &Vec<f32>, weight: &Vec<f32>, rows: usize, in_dim: usize, out_dim: usize) {
+        // out[rows, out] = inp[rows, in] · Wᵀ, where Wᵀ[in, out] is W read with swapped strides.
+        gemm_row_major(
+            &mut out[..rows * out_dim],
+            (rows, out_dim, in_dim),
+            Strided { data: &inp[..rows * in_dim], row_stride: in_dim, col_stride: 1 },
+            Strided { data: &weight[..out_dim * in_dim], row_stride: 1, col_stride: in_dim },
+            false,
+            1.0,
+            true,
+        );
+    }
+
+    fn matmul_backward(
+        &self,
+        d_inp: &mut Vec<f32>,
+        d_weight: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        inp: &Vec<f32>,
+        weight: &Vec<f32>,
+        rows: usize,
+        in_dim: usize,
+        out_dim: usize,
+    ) {
+        let d_out = &d_out[..rows * out_dim];
+        // d_inp[rows, in] += d_out[rows, out] · W[out, in]
+        gemm_row_major(
+            &mut d_inp[..rows * in_dim],
+            (rows, in_dim, out_dim),
+            Strided { data: d_out, row_stride: out_dim, col_stride: 1 },
+            Strided { data: &weight[..out_dim * in_dim], row_stride: in_dim, col_stride: 1 },
+            true,
+            1.0,
+            true,
+        );
+        // d_W[out, in] += d_outᵀ[out, rows] · inp[rows, in]
+        gemm_row_major(
+            &mut d_weight[..out_dim * in_dim],
+            (out_dim, in_dim, rows),
+            Strided { data: d_out, row_stride: 1, col_stride: out_dim },
+            Strided { data: &inp[..rows * in_dim], row_stride: in_dim, col_stride: 1 },
+            true,
+            1.0,
+            true,
+        );
+    }
+
+    fn rmsnorm_forward(&self, out: &mut Vec<f32>, rstd: &mut Vec<f32>, inp: &Vec<f32>, weight: &Vec<f32>, rows: usize, dim: usize, eps: f32) {
+        out[..rows * dim]
+            .par_chunks_mut(dim)
+            .zip(rstd[..rows].par_iter_mut())
+            .zip(inp[..rows * dim].par_chunks(dim))
+            .for_each(|((out_row, rstd), x)| {
+                let mean_square = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / dim as f64;
+                let r = 1.0 / ((mean_square as f32) + eps).sqrt();
+                *rstd = r;
+                for ((o, &xv), &w) in out_row.iter_mut().zip(x).zip(&weight[..dim]) {
+                    *o = w * (xv * r);
+                }
+            });
+    }
+
+    fn rmsnorm_backward(
+        &self,
+        d_inp: &mut Vec<f32>,
+        d_weight: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        inp: &Vec<f32>,
+        weight: &Vec<f32>,
+        rstd: &Vec<f32>,
+        rows: usize,
+        dim: usize,
+    ) {
+        let weight = &weight[..dim];
+        d_inp[..rows * dim]
+            .par_chunks_mut(dim)
+            .zip(d_out[..rows * dim].par_chunks(dim))
+            .zip(inp[..rows * dim].par_chunks(dim))
+            .zip(rstd[..rows].par_iter())
+            .for_each(|(((dx, g), x), &r)| {
+                // y = w·x·r with r = (mean(x²)+eps)^−½, so dx = r·w·g − r³/dim · x · Σ(g·w·x).
+                let gwx: f64 = g.iter().zip(weight).zip(x).map(|((&g, &w), &x)| (g * w * x) as f64).sum();
+                let correction = (gwx as f32) * r * r * r / dim as f32;
+                for j in 0..dim {
+                    dx[j] += r * weight[j] * g[j] - correction * x[j];
+                }
+            });
+        // The weight gradient sums over rows: split by columns so each sum runs rows in order.
+        const COLUMNS: usize = 64;
+        d_weight[..dim].par_chunks_mut(COLUMNS).enumerate().for_each(|(chunk, dw)| {
+            let first = chunk * COLUMNS;
+            for (row, &r) in rstd[..rows].iter().enumerate() {
+                let base = row * dim + first;
+                for (j, dw) in dw.iter_mut().enumerate() {
+                    *dw += d_out[base + j] * inp[base + j] * r;
+                }
+            }
+        });
+    }
+
+    fn rope_table(&self, seq: usize, head_dim: usize, theta: f64) -> Vec<f32> {
+        let half = head_dim / 2;
+        let inverse_frequency: Vec<f32> =
+            (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32)).collect();
+        let mut table = vec![0.0; 2 * seq * half];
+        let (cos, sin) = table.split_at_mut(seq * half);
+        for t in 0..seq {
+            for i in 0..half {
+                let angle = t as f32 * inverse_frequency[i];
+                cos[t * half + i] = angle.cos();
+                sin[t * half + i] = angle.sin();
+            }
+        }
+        table
+    }
+
+    fn rope_forward(&self, x: &mut Vec<f32>, table: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        rotate(x, table, batch, seq, heads, head_dim, 1.0);
+    }
+
+    fn rope_backward(&self, d_x: &mut Vec<f32>, table: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        rotate(d_x, table, batch, seq, heads, head_dim, -1.0);
+    }
+
+    fn attention_forward(&self, out: &mut Vec<f32>, lse: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, shape: AttentionShape) {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let group = heads / kv_heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let views = HeadViews { shape, q, k, v };
+        // One task per (batch, K/V head) computes its query heads into local buffers, which are
+        // then copied into place (they interleave in `out`, so tasks cannot write there).
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..batch * kv_heads)
+            .into_par_iter()
+            .map(|task| {
+                let (b, g) = (task / kv_heads, task % kv_heads);
+                let mut probabilities = vec![0.0f32; seq * seq];
+                let mut head_out = vec![0.0f32; group * seq * head_dim];
+                let mut head_lse = vec![0.0f32; group * seq];
+                for r in 0..group {
+                    let h = g * group + r;
+                    // S = scale · Q Kᵀ over the full square; the causal mask is applied in the softmax.
+                    gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
+                    for t in 0..seq {
+                        let row = &mut probabilities[t * seq..(t + 1) * seq];
+                        head_lse[r * seq + t] = softmax_causal_row(row, t);
+                    }
+                    let o = &mut head_out[r * seq * head_dim..(r + 1) * seq * head_dim];
+                    gemm_row_major(o, (seq, head_dim, seq), Strided::rows(&probabilities, seq), views.v(b, g), false, 1.0, false);
+                }
+                (head_out, head_lse)
+            })
+            .collect();
+        for (task, (head_out, head_lse)) in partials.iter().enumerate() {
+            let (b, g) = (task / kv_heads, task % kv_heads);
+            for r in 0..group {
+                let h = g * group + r;
+                for t in 0..seq {
+                    let row = (b * seq + t) * heads + h;
+                    out[row * head_dim..(row + 1) * head_dim].copy_from_slice(&head_out[(r * seq + t) * head_dim..][..head_dim]);
+                    lse[row] = head_lse[r * seq + t];
+                }
+            }
+        }
+    }
+
+    fn attention_backward(
+        &self,
+        d_q: &mut Vec<f32>,
+        d_k: &mut Vec<f32>,
+        d_v: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        out: &Vec<f32>,
+        lse: &Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        shape: AttentionShape,
+    ) {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let group = heads / kv_heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let views = HeadViews { shape, q, k, v };
+        let q_offset = |b: usize, t: usize, h: usize| ((b * seq + t) * heads + h) * head_dim;
+        let kv_offset = |b: usize, t: usize, g: usize| ((b * seq + t) * kv_heads + g) * head_dim;
+        // One task per (batch, K/V head): it owns the gradients of that K/V head and of its
+        // query heads, so every sum runs in one fixed order. Results go to task-local buffers
+        // and are added into the outputs afterwards.
+        let partials: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..batch * kv_heads)
+            .into_par_iter()
+            .map(|task| {
+                let (b, g) = (task / kv_heads, task % kv_heads);
+                let mut probabilities = vec![0.0f32; seq * seq];
+                let mut d_scores = vec![0.0f32; seq * seq];
+                let mut dq = vec![0.0f32; group * seq * head_dim];
+                let mut dk = vec![0.0f32; seq * head_dim];
+                let mut dv = vec![0.0f32; seq * head_dim];
+                for r in 0..group {
+                    let h = g * group + r;
+                    let d_out_h = Strided { data: &d_out[q_offset(b, 0, h)..], row_stride: heads * head_dim, col_stride: 1 };
+                    // Recompute P from the saved log-sum-exp.
+                    gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
+                    // dP = dO Vᵀ
+                    gemm_row_major(&mut d_scores, (seq, seq, head_dim), d_out_h.clone(), views.v_transposed(b, g), false, 1.0, false);
+                    for t in 0..seq {
+                        let row_lse = lse[(b * seq + t) * heads + h];
+                        let at = q_offset(b, t, h);
+                        let do_dot_o = dot(&d_out[at..at + head_dim], &out[at..at + head_dim]);
+                        let p = &mut probabilities[t * seq..(t + 1) * seq];
+                        let ds = &mut d_scores[t * seq..(t + 1) * seq];
+                        for j in 0..seq {
+                            if j <= t {
+                                p[j] = (p[j] - row_lse).exp();
+                                // dS = P ⊙ (dP − rowsum(dO ⊙ O)), then the 1/sqrt(d) of S.
+                                ds[j] = scale * p[j] * (ds[j] - do_dot_o);
+                            } else {
+                                p[j] = 0.0;
+                                ds[j] = 0.0;
+                            }
+                        }
+                    }
+                    let dq_h = &mut dq[r * seq * head_dim..(r + 1) * seq * head_dim];
+                    // dQ = dS K, dK += dSᵀ Q, dV += Pᵀ dO
+                    gemm_row_major(dq_h, (seq, head_dim, seq), Strided::rows(&d_scores, seq), views.k(b, g), false, 1.0, false);
+                    gemm_row_major(&mut dk, (seq, head_dim, seq), Strided::columns(&d_scores, seq), views.q(b, h), true, 1.0, false);
+                    gemm_row_major(&mut dv, (seq, head_dim, seq), Strided::columns(&probabilities, seq), d_out_h, true, 1.0, false);
+                }
+                (dq, dk, dv)
+            })
+            .collect();
+        for (task, (dq, dk, dv)) in partials.iter().enumerate() {
+            let (b, g) = (task / kv_heads, task % kv_heads);
+            for t in 0..seq {
+                for r in 0..group {
+                    let at = q_offset(b, t, g * group + r);
+                    add_into(&mut d_q[at..at + head_dim], &dq[(r * seq + t) * head_dim..][..head_dim]);
+                }
+                let at = kv_offset(b, t, g);
+                add_into(&mut d_k[at..at + head_dim], &dk[t * head_dim..][..head_dim]);
+                add_into(&mut d_v[at..at + head_dim], &dv[t * head_dim..][..head_dim]);
+            }
+        }
+    }
+
+    fn swiglu_forward(&self, out: &mut Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>, n: usize) {
+        out[..n]
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(gate[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(up[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((o, g), u)| {
+                for i in 0..o.len() {
+                    o[i] = g[i] * sigmoid(g[i]) * u[i];
+                }
+            });
+    }
+
+    fn swiglu_backward(&self, d_gate: &mut Vec<f32>, d_up: &mut Vec<f32>, d_out: &Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>, n: usize) {
+        d_gate[..n]
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(d_up[..n].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .zip(d_out[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(gate[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(up[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((((dg, du), d), g), u)| {
+                for i in 0..dg.len() {
+                    let s = sigmoid(g[i]);
+                    du[i] += d[i] * g[i] * s;
+                    // d silu(g)/dg = s·(1 + g·(1 − s))
+                    dg[i] += d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                }
+            });
+    }
+
+    fn embedding_forward(&self, out: &mut Vec<f32>, tokens: &Vec<u32>, table: &Vec<f32>, n_tokens: usize, dim: usize) {
+        out[..n_tokens * dim].par_chunks_mut(dim).zip(&tokens[..n_tokens]).for_each(|(row, &token)| {
+            let at = token as usize * dim;
+            row.copy_from_slice(&table[at..at + dim]);
+        });
+    }
+
+    fn embedding_backward(&self, d_table: &mut Vec<f32>, d_out: &Vec<f32>, tokens: &Vec<u32>, n_tokens: usize, dim: usize) {
+        // Serial: repeated tokens add into the same row, and this is a tiny share of a step.
+        for (i, &token) in tokens[..n_tokens].iter().enumerate() {
+            let at = token as usize * dim;
+            add_into(&mut d_table[at..at + dim], &d_out[i * dim..(i + 1) * dim]);
+        }
+    }
+
+    fn add(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>, n: usize) {
+        out[..n]
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(a[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(b[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((o, a), b)| {
+                for i in 0..o.len() {
+                    o[i] = a[i] + b[i];
+                }
+            });
+    }
+
+    fn cross_entropy_forward(&self, losses: &mut Vec<f32>, lse: &mut Vec<f32>, logits: &Vec<f32>, targets: &Vec<u32>, rows: usize, vocab: usize) {
+        losses[..rows]
+            .par_iter_mut()
+            .zip(lse[..rows].par_iter_mut())
+            .zip(logits[..rows * vocab].par_chunks(vocab))
+            .zip(&targets[..rows])
+            .for_each(|(((loss, lse), row), &target)| {
+                *lse = log_sum_exp(row);
+                *loss = if target == IGNORE_TARGET { 0.0 } else { *lse - row[target as usize] };
+            });
+    }
+
+    fn cross_entropy_backward(&self, logits: &mut Vec<f32>, lse: &Vec<f32>, targets: &Vec<u32>, rows: usize, vocab: usize, scale: f32) {
+        logits[..rows * vocab].par_chunks_mut(vocab).zip(&lse[..rows]).zip(&targets[..rows]).for_each(|((row, &lse), &target)| {
+            if target == IGNORE_TARGET {
+                row.fill(0.0);
+                return;
+            }
+            for value in row.iter_mut() {
+                *value = scale * (*value - lse).exp();
+            }
+            row[target as usize] -= scale;
+        });
+    }
+
+    fn sum_squares(&self, x: &Vec<f32>, n: usize) -> f64 {
+        let partial: Vec<f64> = x[..n]
+            .par_chunks(ELEMENTWISE_CHUNK)
+            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+            .collect();
+        partial.iter().sum()
+    }
+
+    fn adamw_update(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, n: usize, hp: AdamWStep) {
+        // The order of operations is PyTorch's AdamW (decay, moments, bias-corrected step).
+        let decay = 1.0 - hp.learning_rate * hp.weight_decay;
+        let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
+        let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
+        param[..n]
+            .par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(m[..n].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .zip(v[..n].par_chunks_mut(ELEMENTWISE_CHUNK))
+            .zip(grad[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                for i in 0..p.len() {
+                    let g = g[i] * hp.grad_scale;
+                    p[i] *= decay;
+                    m[i] = hp.beta1 * m[i] + (1.0 - hp.beta1) * g;
+                    v[i] = hp.beta2 * v[i] + (1.0 - hp.beta2) * g * g;
+                    let denom = v[i].sqrt() / bias_correction2_sqrt + hp.eps;
+                    p[i] -= step_size * m[i] / denom;
+                }
+            });
+    }
+}
+
+/// A read-only matrix given by its data and strides (in elements).
+#[derive(Clone)]
+struct Strided<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// A row-major matrix with `width` columns.
+    fn rows(data: &'a [f32], width: usize) -> Self {
+        Self { data, row_stride: width, col_stride: 1 }
+    }
+    /// The transpose of a row-major matrix with `width` columns.
+    fn columns(data: &'a [f32], width: usize) -> Self {
+        Self { data, row_stride: 1, col_stride: width }
+    }
+}
+
+/// Per-head views into attention's `[batch, seq, heads, head_dim]` tensors.
+struct HeadViews<'a> {
+    shape: AttentionShape,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+}
+
+impl<'a> HeadViews<'a> {
+    /// Query head `h` of sequence `b` as a `[seq, head_dim]` matrix.
+    fn q(&self, b: usize, h: usize) -> Strided<'a> {
+        let s = self.shape;
+        Strided::rows(&self.q[(b * s.seq * s.heads + h) * s.head_dim..], s.heads * s.head_dim)
+    }
+    fn kv(&self, data: &'a [f32], b: usize, g: usize) -> Strided<'a> {
+        let s = self.shape;
+        Strided::rows(&data[(b * s.seq * s.kv_heads + g) * s.head_dim..], s.kv_heads * s.head_dim)
+    }
+    fn k(&self, b: usize, g: usize) -> Strided<'a> {
+        self.kv(self.k, b, g)
+    }
+    fn v(&self, b: usize, g: usize) -> Strided<'a> {
+        self.kv(self.v, b, g)
+    }
+    fn transposed(m: Strided<'a>) -> Strided<'a> {
+        Strided { data: m.data, row_stride: m.col_stride, col_stride: m.row_stride }
+    }
+    fn k_transposed(&self, b: usize, g: usize) -> Strided<'a> {
+        Self::transposed(self.k(b, g))
+    }
+    fn v_transposed(&self, b: usize, g: usize) -> Strided<'a> {
+        Self::transposed(self.v(b, g))
+    }
+}
+
+/// Turns row `t` of causal attention scores into probabilities in place (zero after position
+/// `t`) and returns its log-sum-exp.
+fn softmax_causal_row(row: &mut [f32], t: usize) -> f32 {
+    let max = row[..=t].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for p in &mut row[..=t] {
+        *p = (*p - max).exp();
+        sum += *p as f64;
+    }
+    let inverse = (1.0 / sum) as f32;
+    row[..=t].iter_mut().for_each(|p| *p *= inverse);
+    row[t + 1..].fill(0.0);
+    max + (sum as f32).ln()
+}
+
+/// `dst[m, n] (row-major) = (accumulate ? dst : 0) + scale · lhs[m, k] · rhs[k, n]`. `parallel`
+/// splits the work over rayon's threads (never the k sums, so results do not depend on the
+/// thread count); ops that already run one gemm per rayon task pass false.
+fn gemm_row_major(dst: &mut [f32], (m, n, k): (usize, usize, usize), lhs: Strided, rhs: Strided, accumulate: bool, scale: f32, parallel: bool) {
+    assert!(dst.len() >= m * n);
+    let last = |s: &Strided, rows: usize, cols: usize| (rows.max(1) - 1) * s.row_stride + (cols.max(1) - 1) * s.col_stride;
+    assert!(m == 0 || k == 0 || last(&lhs, m, k) < lhs.data.len(), "gemm lhs out of bounds");
+    assert!(n == 0 || k == 0 || last(&rhs, k, n) < rhs.data.len(), "gemm rhs out of bounds");
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the asserts above keep every index the strides reach inside the slices, and
+    // `dst` does not alias the inputs (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Rotate-half RoPE: `direction` 1 rotates by +angle (forward), −1 by −angle (its transpose).
+fn rotate(x: &mut [f32], table: &[f32], batch: usize, seq: usize, heads: usize, head_dim: usize, direction: f32) {
+    let half = head_dim / 2;
+    let (cos, sin) = table.split_at(seq * half);
+    x[..batch * seq * heads * head_dim].par_chunks_mut(head_dim).enumerate().for_each(|(row, x)| {
+        let t = (row / heads) % seq;
+        let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+        let (first, second) = x.split_at_mut(half);
+        for i in 0..half {
+            let (a, b, sin) = (first[i], second[i], direction * s[i]);
+            first[i] = a * c[i] - b * sin;
+            second[i] = b * c[i] + a * sin;
+        }
+    });
+}
+
+/// Dot product with eight independent accumulators (so it vectorises) summed in a fixed order.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
+}
+
+fn add_into(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += x;
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
+    max + (sum as f32).ln()
+}
+
+#[cfg(test)]
+mod tests;

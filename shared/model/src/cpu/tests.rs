@@ -1,0 +1,217 @@
+//! Every backward op of the CPU backend against central finite differences of its forward,
+//! with the loss `Σ r ⊙ out` for a fixed random `r`; and thread-count independence.
+
+use super::*;
+use crate::testutil::{numeric_gradient, random_vec, relative_error};
+
+const B: CpuBackend = CpuBackend;
+/// Finite-difference step and the relative error allowed: f32 forward passes limit the
+/// precision of the numeric gradient (errors seen: 1e-6 to 3e-5).
+const EPS: f32 = 1e-2;
+const TOLERANCE: f64 = 1e-3;
+
+fn weighted_sum(out: &[f32], r: &[f32]) -> f64 {
+    out.iter().zip(r).map(|(&o, &r)| o as f64 * r as f64).sum()
+}
+
+/// Compares `analytic[i]` with finite differences of `loss` over `inputs[i]`, for each input.
+fn check(name: &str, inputs: &[Vec<f32>], analytic: &[Vec<f32>], loss: impl Fn(&[Vec<f32>]) -> f64) {
+    for (i, grad) in analytic.iter().enumerate() {
+        let mut x = inputs[i].clone();
+        let (indices, numeric) = numeric_gradient(&mut x, 48, EPS, |xi| {
+            let mut all = inputs.to_vec();
+            all[i] = xi.to_vec();
+            loss(&all)
+        });
+        let analytic: Vec<f64> = indices.iter().map(|&j| grad[j] as f64).collect();
+        let error = relative_error(&analytic, &numeric);
+        println!("gradient check {name} input {i}: relative error {error:.2e}");
+        assert!(error < TOLERANCE, "{name} input {i}: relative error {error:.2e}");
+    }
+}
+
+#[test]
+fn matmul_backward_matches_finite_differences() {
+    let (rows, in_dim, out_dim) = (5, 7, 3);
+    let inputs = vec![random_vec(1, rows * in_dim, 1.0), random_vec(2, out_dim * in_dim, 1.0)];
+    let r = random_vec(3, rows * out_dim, 1.0);
+    let forward = |x: &[Vec<f32>]| {
+        let mut out = vec![0.0; rows * out_dim];
+        B.matmul_forward(&mut out, &x[0], &x[1], rows, in_dim, out_dim);
+        weighted_sum(&out, &r)
+    };
+    let (mut d_inp, mut d_w) = (vec![0.0; rows * in_dim], vec![0.0; out_dim * in_dim]);
+    B.matmul_backward(&mut d_inp, &mut d_w, &r, &inputs[0], &inputs[1], rows, in_dim, out_dim);
+    check("matmul", &inputs, &[d_inp, d_w], forward);
+}
+
+#[test]
+fn rmsnorm_backward_matches_finite_differences() {
+    let (rows, dim) = (4, 9);
+    let inputs = vec![random_vec(4, rows * dim, 1.0), random_vec(5, dim, 1.0)];
+    let r = random_vec(6, rows * dim, 1.0);
+    let forward = |x: &[Vec<f32>]| {
+        let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+        B.rmsnorm_forward(&mut out, &mut rstd, &x[0], &x[1], rows, dim, 1e-6);
+        weighted_sum(&out, &r)
+    };
+    let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+    B.rmsnorm_forward(&mut out, &mut rstd, &inputs[0], &inputs[1], rows, dim, 1e-6);
+    let (mut d_inp, mut d_w) = (vec![0.0; rows * dim], vec![0.0; dim]);
+    B.rmsnorm_backward(&mut d_inp, &mut d_w, &r, &inputs[0], &inputs[1], &rstd, rows, dim);
+    check("rmsnorm", &inputs, &[d_inp, d_w], forward);
+}
+
+#[test]
+fn rope_backward_matches_finite_differences() {
+    let (batch, seq, heads, head_dim) = (2, 5, 3, 8);
+    let n = batch * seq * heads * head_dim;
+    let table = B.rope_table(seq, head_dim, 10000.0);
+    let inputs = vec![random_vec(7, n, 1.0)];
+    let r = random_vec(8, n, 1.0);
+    let forward = |x: &[Vec<f32>]| {
+        let mut y = x[0].clone();
+        B.rope_forward(&mut y, &table, batch, seq, heads, head_dim);
+        weighted_sum(&y, &r)
+    };
+    let mut d_x = r.clone();
+    B.rope_backward(&mut d_x, &table, batch, seq, heads, head_dim);
+    check("rope", &inputs, &[d_x], forward);
+}
+
+#[test]
+fn rope_matches_hugging_face_rotate_half() {
+    // Position 1, head_dim 4: inverse frequencies 1 and 1/100; pairs are (x0, x2) and (x1, x3).
+    let table = B.rope_table(2, 4, 10000.0);
+    let mut x = vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0];
+    B.rope_forward(&mut x, &table, 1, 2, 1, 4);
+    let (c0, s0, c1, s1) = (1f32.cos(), 1f32.sin(), 0.01f32.cos(), 0.01f32.sin());
+    let expected = [1.0 * c0 - 3.0 * s0, 2.0 * c1 - 4.0 * s1, 3.0 * c0 + 1.0 * s0, 4.0 * c1 + 2.0 * s1];
+    for (got, want) in x[4..].iter().zip(expected) {
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn attention_backward_matches_finite_differences() {
+    let shape = AttentionShape { batch: 2, seq: 5, heads: 4, kv_heads: 2, head_dim: 8 };
+    let q_len = shape.batch * shape.seq * shape.heads * shape.head_dim;
+    let kv_len = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    let inputs = vec![random_vec(9, q_len, 1.0), random_vec(10, kv_len, 1.0), random_vec(11, kv_len, 1.0)];
+    let r = random_vec(12, q_len, 1.0);
+    let run = |x: &[Vec<f32>]| {
+        let (mut out, mut lse) = (vec![0.0; q_len], vec![0.0; q_len / shape.head_dim]);
+        B.attention_forward(&mut out, &mut lse, &x[0], &x[1], &x[2], shape);
+        (out, lse)
+    };
+    let (out, lse) = run(&inputs);
+    let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q_len], vec![0.0; kv_len], vec![0.0; kv_len]);
+    B.attention_backward(&mut d_q, &mut d_k, &mut d_v, &r, &out, &lse, &inputs[0], &inputs[1], &inputs[2], shape);
+    check("attention", &inputs, &[d_q, d_k, d_v], |x| weighted_sum(&run(x).0, &r));
+}
+
+#[test]
+fn attention_is_causal_and_matches_a_direct_softmax() {
+    // One query head over one K/V head: the output at t uses only positions ≤ t.
+    let shape = AttentionShape { batch: 1, seq: 3, heads: 1, kv_heads: 1, head_dim: 2 };
+    let q = vec![1.0, 0.0, 0.5, 0.5, 0.0, 1.0];
+    let k = vec![1.0, 2.0, -1.0, 0.0, 3.0, 1.0];
+    let v = vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0];
+    let (mut out, mut lse) = (vec![0.0; 6], vec![0.0; 3]);
+    B.attention_forward(&mut out, &mut lse, &q, &k, &v, shape);
+    assert_eq!(&out[..2], &[1.0, 10.0]);
+    let scale = 1.0 / 2f32.sqrt();
+    let (s0, s1) = (scale * (0.5 + 1.0), scale * (-0.5));
+    let p0 = s0.exp() / (s0.exp() + s1.exp());
+    assert!((out[2] - (p0 * 1.0 + (1.0 - p0) * 2.0)).abs() < 1e-6);
+}
+
+#[test]
+fn swiglu_backward_matches_finite_differences() {
+    let n = 37;
+    let inputs = vec![random_vec(13, n, 2.0), random_vec(14, n, 1.0)];
+    let r = random_vec(15, n, 1.0);
+    let forward = |x: &[Vec<f32>]| {
+        let mut out = vec![0.0; n];
+        B.swiglu_forward(&mut out, &x[0], &x[1], n);
+        weighted_sum(&out, &r)
+    };
+    let (mut d_gate, mut d_up) = (vec![0.0; n], vec![0.0; n]);
+    B.swiglu_backward(&mut d_gate, &mut d_up, &r, &inputs[0], &inputs[1], n);
+    check("swiglu", &inputs, &[d_gate, d_up], forward);
+}
+
+#[test]
+fn embedding_backward_matches_finite_differences() {
+    let (vocab, dim) = (6, 5);
+    let tokens = vec![3u32, 0, 3, 5, 1, 3];
+    let inputs = vec![random_vec(16, vocab * dim, 1.0)];
+    let r = random_vec(17, tokens.len() * dim, 1.0);
+    let forward = |x: &[Vec<f32>]| {
+        let mut out = vec![0.0; tokens.len() * dim];
+        B.embedding_forward(&mut out, &tokens, &x[0], tokens.len(), dim);
+        weighted_sum(&out, &r)
+    };
+    let mut d_table = vec![0.0; vocab * dim];
+    B.embedding_backward(&mut d_table, &r, &tokens, tokens.len(), dim);
+    check("embedding", &inputs, &[d_table], forward);
+}
+
+#[test]
+fn cross_entropy_backward_matches_finite_differences() {
+    let (rows, vocab) = (4, 7);
+    let targets = vec![2u32, IGNORE_TARGET, 6, 0];
+    let scale = 0.37;
+    let inputs = vec![random_vec(18, rows * vocab, 2.0)];
+    let forward = |x: &[Vec<f32>]| {
+        let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+        B.cross_entropy_forward(&mut losses, &mut lse, &x[0], &targets, rows, vocab);
+        (scale as f64 * losses.iter().map(|&l| l as f64).sum::<f64>(), lse)
+    };
+    let mut grad = inputs[0].clone();
+    B.cross_entropy_backward(&mut grad, &forward(&inputs).1, &targets, rows, vocab, scale);
+    assert!(grad[vocab..2 * vocab].iter().all(|&g| g == 0.0), "ignored rows get no gradient");
+    check("cross_entropy", &inputs, &[grad], |x| forward(x).0);
+}
+
+#[test]
+fn adamw_matches_pytorch_formula() {
+    let hp = AdamWStep { learning_rate: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3, grad_scale: 0.5 };
+    let (mut p, g, mut m, mut v) = (vec![1.0f32, -2.0], vec![0.4f32, -0.2], vec![0.1f32, 0.0], vec![0.01f32, 0.02]);
+    B.adamw_update(&mut p, &g, &mut m, &mut v, 2, hp);
+    // The same update in f64, written as torch.optim.AdamW does it.
+    let expected = |p: f64, g: f64, m: f64, v: f64| {
+        let g = g * 0.5;
+        let p = p * (1.0 - 1e-2 * 0.1);
+        let m = 0.9 * m + 0.1 * g;
+        let v = 0.95 * v + 0.05 * g * g;
+        let denom = v.sqrt() / (1.0 - 0.95f64.powi(3)).sqrt() + 1e-8;
+        p - 1e-2 / (1.0 - 0.9f64.powi(3)) * m / denom
+    };
+    assert!((p[0] as f64 - expected(1.0, 0.4, 0.1, 0.01)).abs() < 1e-6);
+    assert!((p[1] as f64 - expected(-2.0, -0.2, 0.0, 0.02)).abs() < 1e-6);
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    // rows is the inner dimension of the weight gradient: large, so gemm splits it in blocks.
+    let (rows, in_dim, out_dim) = (1300, 96, 170);
+    let inp = random_vec(19, rows * in_dim, 1.0);
+    let w = random_vec(20, out_dim * in_dim, 1.0);
+    let d_out = random_vec(21, rows * out_dim, 1.0);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut out = vec![0.0; rows * out_dim];
+            B.matmul_forward(&mut out, &inp, &w, rows, in_dim, out_dim);
+            let (mut d_inp, mut d_w) = (vec![0.0; rows * in_dim], vec![0.0; out_dim * in_dim]);
+            B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim);
+            let squares = B.sum_squares(&inp, inp.len());
+            (out, d_inp, d_w, squares)
+        })
+    };
+    let one = run(1);
+    for threads in [2, 3, 4] {
+        assert!(one == run(threads), "results differ with {threads} threads");
+    }
+}

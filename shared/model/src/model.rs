@@ -1,0 +1,385 @@
+//! The LLaMA model, forward and backward, written once against [`Backend`]: pre-norm
+//! RMSNorm, rotate-half RoPE, causal grouped-query attention, SwiGLU, no biases, untied
+//! embeddings. Same semantics as Hugging Face `LlamaForCausalLM`.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::backend::{AttentionShape, Backend, IGNORE_TARGET};
+use crate::config::ModelConfig;
+use crate::weights::{TensorSpec, Weights};
+
+/// A tensor in host memory (f32, row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// `batch_size` sequences of `seq_len` input tokens and their next-token targets
+/// ([`IGNORE_TARGET`] where there is none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+impl TokenBatch {
+    /// Number of positions that have a target.
+    pub fn target_count(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE_TARGET).count()
+    }
+}
+
+/// Summed next-token loss (nats) over `tokens` targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossSum {
+    pub sum_nats: f64,
+    pub tokens: usize,
+}
+
+impl LossSum {
+    pub fn mean(&self) -> f64 {
+        self.sum_nats / self.tokens.max(1) as f64
+    }
+}
+
+/// What one block saves in forward for backward.
+struct LayerActivations<Buf> {
+    attn_norm: Buf,
+    attn_rstd: Buf,
+    /// Q and K after RoPE.
+    q: Buf,
+    k: Buf,
+    v: Buf,
+    attn_out: Buf,
+    attn_lse: Buf,
+    /// The residual stream after attention.
+    mid: Buf,
+    mlp_norm: Buf,
+    mlp_rstd: Buf,
+    gate: Buf,
+    up: Buf,
+    swiglu: Buf,
+}
+
+/// Buffers sized for one (batch, seq): forward's saved values and backward's scratch.
+struct Activations<B: Backend> {
+    batch: usize,
+    seq: usize,
+    inputs: B::Tokens,
+    targets: B::Tokens,
+    rope: B::Buffer,
+    /// `residuals[l]` is block l's input; the last one feeds the final norm.
+    residuals: Vec<B::Buffer>,
+    layers: Vec<LayerActivations<B::Buffer>>,
+    final_norm: B::Buffer,
+    final_rstd: B::Buffer,
+    /// Holds the logits after forward and their gradient after backward.
+    logits: B::Buffer,
+    logits_lse: B::Buffer,
+    losses: B::Buffer,
+    projection: B::Buffer,
+    d_residual: B::Buffer,
+    d_norm: B::Buffer,
+    d_attn_out: B::Buffer,
+    d_q: B::Buffer,
+    d_k: B::Buffer,
+    d_v: B::Buffer,
+    d_gate: B::Buffer,
+    d_up: B::Buffer,
+    d_swiglu: B::Buffer,
+    /// Whether the last forward computed losses that backward may use.
+    ready_for_backward: bool,
+}
+
+impl<B: Backend> Activations<B> {
+    fn new(backend: &B, config: &ModelConfig, batch: usize, seq: usize) -> Self {
+        let n = batch * seq;
+        let (d, ff, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let heads = config.num_attention_heads;
+        let (q_dim, kv_dim) = (heads * config.head_dim(), config.kv_dim());
+        let alloc = |len: usize| backend.alloc(len);
+        Self {
+            batch,
+            seq,
+            inputs: backend.upload_tokens(&vec![0; n]),
+            targets: backend.upload_tokens(&vec![IGNORE_TARGET; n]),
+            rope: backend.rope_table(seq, config.head_dim(), config.rope_theta),
+            residuals: (0..=config.num_hidden_layers).map(|_| alloc(n * d)).collect(),
+            layers: (0..config.num_hidden_layers)
+                .map(|_| LayerActivations {
+                    attn_norm: alloc(n * d),
+                    attn_rstd: alloc(n),
+                    q: alloc(n * q_dim),
+                    k: alloc(n * kv_dim),
+                    v: alloc(n * kv_dim),
+                    attn_out: alloc(n * q_dim),
+                    attn_lse: alloc(n * heads),
+                    mid: alloc(n * d),
+                    mlp_norm: alloc(n * d),
+                    mlp_rstd: alloc(n),
+                    gate: alloc(n * ff),
+                    up: alloc(n * ff),
+                    swiglu: alloc(n * ff),
+                })
+                .collect(),
+            final_norm: alloc(n * d),
+            final_rstd: alloc(n),
+            logits: alloc(n * v),
+            logits_lse: alloc(n),
+            losses: alloc(n),
+            projection: alloc(n * d),
+            d_residual: alloc(n * d),
+            d_norm: alloc(n * d),
+            d_attn_out: alloc(n * q_dim),
+            d_q: alloc(n * q_dim),
+            d_k: alloc(n * kv_dim),
+            d_v: alloc(n * kv_dim),
+            d_gate: alloc(n * ff),
+            d_up: alloc(n * ff),
+            d_swiglu: alloc(n * ff),
+            ready_for_backward: false,
+        }
+    }
+}
+
+/// The model: its weights, their gradients, and the activations of the last forward.
+pub struct Llama<B: Backend> {
+    pub backend: B,
+    pub config: ModelConfig,
+    pub specs: Weights<TensorSpec>,
+    pub weights: Weights<B::Buffer>,
+    /// Accumulated by [`Llama::backward`]; cleared by [`Llama::zero_grads`].
+    pub grads: Weights<B::Buffer>,
+    activations: Option<Activations<B>>,
+}
+
+impl<B: Backend> Llama<B> {
+    /// A freshly initialised model, as Hugging Face initialises LLaMA: every matrix (the
+    /// embedding included) from N(0, initializer_range²), norm gains at 1. The same seed gives
+    /// the same weights on every backend.
+    pub fn new_random(backend: B, config: ModelConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        if config.vocab_size == 0 {
+            bail!("vocab_size is 0: set it from the tokenizer (ModelConfig::with_vocab_size)");
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let normal = Normal::new(0.0f32, config.initializer_range as f32).context("bad initializer_range")?;
+        let specs = Weights::specs(&config);
+        let weights = specs.map(|spec| {
+            let host: Vec<f32> = if spec.is_norm {
+                vec![1.0; spec.numel()]
+            } else {
+                (0..spec.numel()).map(|_| normal.sample(&mut rng)).collect()
+            };
+            backend.upload(&host)
+        });
+        Ok(Self::with_weights(backend, config, specs, weights))
+    }
+
+    /// A model with the given tensors, keyed by their Hugging Face names.
+    pub fn from_host_tensors(backend: B, config: ModelConfig, tensors: &HashMap<String, HostTensor>) -> Result<Self> {
+        config.validate()?;
+        let specs = Weights::specs(&config);
+        for spec in specs.tensors() {
+            let tensor = tensors.get(&spec.name).with_context(|| format!("checkpoint has no tensor {}", spec.name))?;
+            if tensor.shape != spec.shape {
+                bail!("tensor {} has shape {:?}; the config expects {:?}", spec.name, tensor.shape, spec.shape);
+            }
+        }
+        let weights = specs.map(|spec| backend.upload(&tensors[&spec.name].data));
+        Ok(Self::with_weights(backend, config, specs, weights))
+    }
+
+    fn with_weights(backend: B, config: ModelConfig, specs: Weights<TensorSpec>, weights: Weights<B::Buffer>) -> Self {
+        let grads = specs.map(|spec| backend.alloc(spec.numel()));
+        Self { backend, config, specs, weights, grads, activations: None }
+    }
+
+    /// Copies of every weight, keyed by Hugging Face name.
+    pub fn host_tensors(&self) -> Vec<(String, HostTensor)> {
+        self.specs
+            .tensors()
+            .into_iter()
+            .zip(self.weights.tensors())
+            .map(|(spec, buf)| (spec.name.clone(), HostTensor { shape: spec.shape.clone(), data: self.backend.download(buf) }))
+            .collect()
+    }
+
+    pub fn zero_grads(&mut self) {
+        for grad in self.grads.tensors_mut() {
+            self.backend.zero(grad);
+        }
+    }
+
+    /// Runs the model on `batch` and returns the summed next-token loss. Saves what
+    /// [`Llama::backward`] needs.
+    pub fn forward(&mut self, batch: &TokenBatch) -> Result<LossSum> {
+        self.run_forward(batch, true)?;
+        let acts = self.activations.as_mut().expect("forward allocated activations");
+        acts.ready_for_backward = true;
+        let losses = self.backend.download(&acts.losses);
+        let n = batch.batch_size * batch.seq_len;
+        // Summed on the host in position order: the same total whatever the backend's threads.
+        let sum_nats = losses[..n].iter().map(|&l| l as f64).sum();
+        Ok(LossSum { sum_nats, tokens: batch.target_count() })
+    }
+
+    /// The logits `[batch_size · seq_len, vocab_size]` for `batch.inputs` (targets unused).
+    pub fn logits(&mut self, batch: &TokenBatch) -> Result<Vec<f32>> {
+        self.run_forward(batch, false)?;
+        let acts = self.activations.as_ref().expect("forward allocated activations");
+        let mut logits = self.backend.download(&acts.logits);
+        logits.truncate(batch.batch_size * batch.seq_len * self.config.vocab_size);
+        Ok(logits)
+    }
+
+    fn run_forward(&mut self, batch: &TokenBatch, with_loss: bool) -> Result<()> {
+        let (b, t) = (batch.batch_size, batch.seq_len);
+        let n = b * t;
+        if batch.inputs.len() != n || batch.targets.len() != n {
+            bail!("batch of {b}×{t} has {} inputs and {} targets", batch.inputs.len(), batch.targets.len());
+        }
+        if t > self.config.max_position_embeddings {
+            bail!("sequence length {t} exceeds max_position_embeddings {}", self.config.max_position_embeddings);
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(bad) = batch.inputs.iter().chain(&batch.targets).find(|&&id| id as usize >= vocab && id != IGNORE_TARGET) {
+            bail!("token id {bad} is outside the model's vocabulary of {vocab}");
+        }
+        let needs_new = self.activations.as_ref().is_none_or(|a| a.batch != b || a.seq != t);
+        if needs_new {
+            self.activations = None; // free the old buffers before allocating the new ones
+            self.activations = Some(Activations::new(&self.backend, &self.config, b, t));
+        }
+        let acts = self.activations.as_mut().expect("just allocated");
+        let (be, c, w) = (&self.backend, &self.config, &self.weights);
+        let (d, ff) = (c.hidden_size, c.intermediate_size);
+        let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let (q_dim, kv_dim) = (heads * head_dim, c.kv_dim());
+        let shape = AttentionShape { batch: b, seq: t, heads, kv_heads, head_dim };
+        let eps = c.rms_norm_eps as f32;
+        acts.ready_for_backward = false;
+        be.write_tokens(&mut acts.inputs, &batch.inputs);
+        be.write_tokens(&mut acts.targets, &batch.targets);
+
+        be.embedding_forward(&mut acts.residuals[0], &acts.inputs, &w.embed_tokens, n, d);
+        for (l, (lw, la)) in w.layers.iter().zip(acts.layers.iter_mut()).enumerate() {
+            let (before, after) = acts.residuals.split_at_mut(l + 1);
+            let (x, x_next) = (&before[l], &mut after[0]);
+            be.rmsnorm_forward(&mut la.attn_norm, &mut la.attn_rstd, x, &lw.input_layernorm, n, d, eps);
+            be.matmul_forward(&mut la.q, &la.attn_norm, &lw.q_proj, n, d, q_dim);
+            be.matmul_forward(&mut la.k, &la.attn_norm, &lw.k_proj, n, d, kv_dim);
+            be.matmul_forward(&mut la.v, &la.attn_norm, &lw.v_proj, n, d, kv_dim);
+            be.rope_forward(&mut la.q, &acts.rope, b, t, heads, head_dim);
+            be.rope_forward(&mut la.k, &acts.rope, b, t, kv_heads, head_dim);
+            be.attention_forward(&mut la.attn_out, &mut la.attn_lse, &la.q, &la.k, &la.v, shape);
+            be.matmul_forward(&mut acts.projection, &la.attn_out, &lw.o_proj, n, q_dim, d);
+            be.add(&mut la.mid, x, &acts.projection, n * d);
+            be.rmsnorm_forward(&mut la.mlp_norm, &mut la.mlp_rstd, &la.mid, &lw.post_attention_layernorm, n, d, eps);
+            be.matmul_forward(&mut la.gate, &la.mlp_norm, &lw.gate_proj, n, d, ff);
+            be.matmul_forward(&mut la.up, &la.mlp_norm, &lw.up_proj, n, d, ff);
+            be.swiglu_forward(&mut la.swiglu, &la.gate, &la.up, n * ff);
+            be.matmul_forward(&mut acts.projection, &la.swiglu, &lw.down_proj, n, ff, d);
+            be.add(x_next, &la.mid, &acts.projection, n * d);
+        }
+        let last = &acts.residuals[c.num_hidden_layers];
+        be.rmsnorm_forward(&mut acts.final_norm, &mut acts.final_rstd, last, &w.norm, n, d, eps);
+        be.matmul_forward(&mut acts.logits, &acts.final_norm, &w.lm_head, n, d, c.vocab_size);
+        if with_loss {
+            be.cross_entropy_forward(&mut acts.losses, &mut acts.logits_lse, &acts.logits, &acts.targets, n, c.vocab_size);
+        }
+        Ok(())
+    }
+
+    /// Adds the gradient of `loss_scale · Σ losses` of the last [`Llama::forward`] into
+    /// [`Llama::grads`]. Use `loss_scale = 1 / (targets in the whole optimizer step)` to
+    /// accumulate the mean loss's gradient over micro-batches.
+    pub fn backward(&mut self, loss_scale: f32) {
+        let acts = self.activations.as_mut().expect("backward needs a forward first");
+        assert!(acts.ready_for_backward, "backward needs a fresh forward with targets");
+        acts.ready_for_backward = false;
+        let (be, c, w, g) = (&self.backend, &self.config, &self.weights, &mut self.grads);
+        let (b, t) = (acts.batch, acts.seq);
+        let n = b * t;
+        let (d, ff) = (c.hidden_size, c.intermediate_size);
+        let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let (q_dim, kv_dim) = (heads * head_dim, c.kv_dim());
+        let shape = AttentionShape { batch: b, seq: t, heads, kv_heads, head_dim };
+
+        be.cross_entropy_backward(&mut acts.logits, &acts.logits_lse, &acts.targets, n, c.vocab_size, loss_scale);
+        be.zero(&mut acts.d_norm);
+        be.zero(&mut acts.d_residual);
+        be.matmul_backward(&mut acts.d_norm, &mut g.lm_head, &acts.logits, &acts.final_norm, &w.lm_head, n, d, c.vocab_size);
+        let last = &acts.residuals[c.num_hidden_layers];
+        be.rmsnorm_backward(&mut acts.d_residual, &mut g.norm, &acts.d_norm, last, &w.norm, &acts.final_rstd, n, d);
+        // d_residual now holds dL/d(block output); walk the blocks back.
+        for l in (0..c.num_hidden_layers).rev() {
+            let (lw, lg, la) = (&w.layers[l], &mut g.layers[l], &acts.layers[l]);
+            // Feed-forward branch: out = mid + down(silu(gate(norm(mid))) · up(norm(mid))).
+            be.zero(&mut acts.d_swiglu);
+            be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d);
+            be.zero(&mut acts.d_gate);
+            be.zero(&mut acts.d_up);
+            be.swiglu_backward(&mut acts.d_gate, &mut acts.d_up, &acts.d_swiglu, &la.gate, &la.up, n * ff);
+            be.zero(&mut acts.d_norm);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.gate_proj, &acts.d_gate, &la.mlp_norm, &lw.gate_proj, n, d, ff);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.up_proj, &acts.d_up, &la.mlp_norm, &lw.up_proj, n, d, ff);
+            be.rmsnorm_backward(
+                &mut acts.d_residual,
+                &mut lg.post_attention_layernorm,
+                &acts.d_norm,
+                &la.mid,
+                &lw.post_attention_layernorm,
+                &la.mlp_rstd,
+                n,
+                d,
+            );
+            // Attention branch: mid = x + o(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x)))).
+            be.zero(&mut acts.d_attn_out);
+            be.matmul_backward(&mut acts.d_attn_out, &mut lg.o_proj, &acts.d_residual, &la.attn_out, &lw.o_proj, n, q_dim, d);
+            be.zero(&mut acts.d_q);
+            be.zero(&mut acts.d_k);
+            be.zero(&mut acts.d_v);
+            be.attention_backward(
+                &mut acts.d_q,
+                &mut acts.d_k,
+                &mut acts.d_v,
+                &acts.d_attn_out,
+                &la.attn_out,
+                &la.attn_lse,
+                &la.q,
+                &la.k,
+                &la.v,
+                shape,
+            );
+            be.rope_backward(&mut acts.d_q, &acts.rope, b, t, heads, head_dim);
+            be.rope_backward(&mut acts.d_k, &acts.rope, b, t, kv_heads, head_dim);
+            be.zero(&mut acts.d_norm);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.q_proj, &acts.d_q, &la.attn_norm, &lw.q_proj, n, d, q_dim);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.k_proj, &acts.d_k, &la.attn_norm, &lw.k_proj, n, d, kv_dim);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.v_proj, &acts.d_v, &la.attn_norm, &lw.v_proj, n, d, kv_dim);
+            be.rmsnorm_backward(
+                &mut acts.d_residual,
+                &mut lg.input_layernorm,
+                &acts.d_norm,
+                &acts.residuals[l],
+                &lw.input_layernorm,
+                &la.attn_rstd,
+                n,
+                d,
+            );
+        }
+        be.embedding_backward(&mut g.embed_tokens, &acts.d_residual, &acts.inputs, n, d);
+    }
+}
+
+#[cfg(test)]
+mod tests;

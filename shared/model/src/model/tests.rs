@@ -1,0 +1,89 @@
+use super::*;
+use crate::cpu::CpuBackend;
+use crate::testutil::{numeric_gradient, random_vec, relative_error, tiny_test_config};
+
+fn random_batch(seed: u64, batch_size: usize, seq_len: usize, vocab: usize) -> TokenBatch {
+    let tokens: Vec<u32> = random_vec(seed, batch_size * (seq_len + 1), 1.0)
+        .iter()
+        .map(|v| ((v.abs() * 1000.0) as usize % vocab) as u32)
+        .collect();
+    let mut batch = TokenBatch { batch_size, seq_len, inputs: vec![], targets: vec![] };
+    for s in tokens.chunks(seq_len + 1) {
+        batch.inputs.extend_from_slice(&s[..seq_len]);
+        batch.targets.extend_from_slice(&s[1..]);
+    }
+    batch
+}
+
+#[test]
+fn whole_model_gradient_matches_finite_differences() {
+    let config = tiny_test_config();
+    let mut model = Llama::new_random(CpuBackend, config.clone(), 7).unwrap();
+    let mut batch = random_batch(8, 2, 6, config.vocab_size);
+    batch.targets[3] = IGNORE_TARGET;
+    let loss = model.forward(&batch).unwrap();
+    model.zero_grads();
+    model.backward(1.0 / loss.tokens as f32);
+    let grads: Vec<Vec<f32>> = model.grads.tensors().into_iter().cloned().collect();
+    let names: Vec<String> = model.specs.tensors().iter().map(|s| s.name.clone()).collect();
+    let (mut all_analytic, mut all_numeric) = (Vec::new(), Vec::new());
+    for (t, name) in names.iter().enumerate() {
+        let mut x = model.weights.tensors()[t].clone();
+        let original = x.clone();
+        let (indices, numeric) = numeric_gradient(&mut x, 6, 1e-2, |xi| {
+            *model.weights.tensors_mut()[t] = xi.to_vec();
+            model.forward(&batch).unwrap().mean()
+        });
+        *model.weights.tensors_mut()[t] = original;
+        let analytic: Vec<f64> = indices.iter().map(|&i| grads[t][i] as f64).collect();
+        let error = relative_error(&analytic, &numeric);
+        println!("gradient check model {name}: relative error {error:.2e}");
+        assert!(error < 2e-3, "{name}: relative error {error:.2e}");
+        all_analytic.extend(analytic);
+        all_numeric.extend(numeric);
+    }
+    let error = relative_error(&all_analytic, &all_numeric);
+    println!("gradient check whole model: relative error {error:.2e}");
+    assert!(error < 1e-3, "whole model: relative error {error:.2e}");
+}
+
+#[test]
+fn forward_and_backward_are_identical_for_any_thread_count() {
+    let config = tiny_test_config();
+    let batch = random_batch(9, 3, 7, config.vocab_size);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut model = Llama::new_random(CpuBackend, config.clone(), 3).unwrap();
+            let loss = model.forward(&batch).unwrap();
+            model.zero_grads();
+            model.backward(0.1);
+            (loss.sum_nats.to_bits(), model.grads.tensors().into_iter().cloned().collect::<Vec<_>>())
+        })
+    };
+    let one = run(1);
+    assert!(one == run(2) && one == run(3));
+}
+
+#[test]
+fn positions_do_not_see_the_future() {
+    let config = tiny_test_config();
+    let mut model = Llama::new_random(CpuBackend, config.clone(), 5).unwrap();
+    let mut batch = random_batch(10, 1, 8, config.vocab_size);
+    let before = model.logits(&batch).unwrap();
+    batch.inputs[5] = (batch.inputs[5] + 1) % config.vocab_size as u32;
+    let after = model.logits(&batch).unwrap();
+    let v = config.vocab_size;
+    assert_eq!(before[..5 * v], after[..5 * v], "logits before the changed token must not move");
+    assert_ne!(before[5 * v..6 * v], after[5 * v..6 * v]);
+}
+
+#[test]
+fn out_of_vocabulary_tokens_are_an_error() {
+    let config = tiny_test_config();
+    let mut model = Llama::new_random(CpuBackend, config.clone(), 5).unwrap();
+    let mut batch = random_batch(10, 1, 4, config.vocab_size);
+    batch.inputs[2] = 99;
+    let error = model.forward(&batch).unwrap_err().to_string();
+    assert!(error.contains("99"), "{error}");
+}
