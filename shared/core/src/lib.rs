@@ -9,6 +9,7 @@
 //! - [`error`]: errors that name the file, the record and the problem.
 
 pub mod atomic;
+pub mod cli;
 pub mod error;
 pub mod inputs;
 pub mod manifest;
