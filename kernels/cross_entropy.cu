@@ -1,0 +1,56 @@
+// Cross-entropy over rows of logits: one block a row. The forward keeps a running (max, sum)
+// per thread so the row is read once; the backward overwrites the logits with their gradient.
+
+#define IGNORE_TARGET 0xffffffffu
+
+__device__ __forceinline__ void merge_max_sum(float& m, float& s, float m2, float s2) {
+    const float mm = fmaxf(m, m2);
+    if (mm == -INFINITY) return;  // both empty
+    s = s * __expf(m - mm) + s2 * __expf(m2 - mm);
+    m = mm;
+}
+
+extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, const float* logits, const u32* targets,
+                                                 int vocab) {
+    __shared__ float shared_m[32], shared_s[32];
+    const u64 row = blockIdx.x;
+    const float* x = logits + row * vocab;
+    float m = -INFINITY, s = 0.0f;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+        const float v = x[j];
+        if (v > m) {
+            s = s * __expf(m - v) + 1.0f;
+            m = v;
+        } else {
+            s += __expf(v - m);
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    if (lane == 0) { shared_m[warp] = m; shared_s[warp] = s; }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < warps ? shared_m[lane] : -INFINITY;
+        s = lane < warps ? shared_s[lane] : 0.0f;
+        for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+        if (lane == 0) {
+            const float l = m + logf(s);
+            lse[row] = l;
+            const u32 t = targets[row];
+            losses[row] = t == IGNORE_TARGET ? 0.0f : l - x[t];
+        }
+    }
+}
+
+extern "C" __global__ void cross_entropy_backward(float* logits, const float* lse, const u32* targets, int vocab,
+                                                  float scale) {
+    const u64 row = blockIdx.x;
+    float* x = logits + row * vocab;
+    const u32 t = targets[row];
+    const float l = lse[row];
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float g = 0.0f;
+        if (t != IGNORE_TARGET) g = scale * __expf(x[j] - l) - (j == (int)t ? scale : 0.0f);
+        x[j] = g;
+    }
+}

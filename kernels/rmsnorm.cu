@@ -1,0 +1,55 @@
+// RMSNorm: one block a row for the forward and the input gradient; the weight gradient is a
+// column sum over rows done in two fixed-order passes (per-chunk partials, then their sum).
+
+extern "C" __global__ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight,
+                                           int dim, float eps) {
+    __shared__ float scratch[32];
+    const u64 row = blockIdx.x;
+    const float* x = inp + row * dim;
+    float ss = 0.0f;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) ss += x[j] * x[j];
+    ss = block_sum(ss, scratch);
+    const float r = rsqrtf(ss / dim + eps);
+    if (threadIdx.x == 0) rstd[row] = r;
+    float* y = out + row * dim;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) y[j] = weight[j] * (x[j] * r);
+}
+
+extern "C" __global__ void rmsnorm_backward_input(float* d_inp, const float* d_out, const float* inp,
+                                                  const float* weight, const float* rstd, int dim) {
+    __shared__ float scratch[32];
+    const u64 row = blockIdx.x;
+    const float *g = d_out + row * dim, *x = inp + row * dim;
+    float gwx = 0.0f;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) gwx += g[j] * weight[j] * x[j];
+    gwx = block_sum(gwx, scratch);
+    const float r = rstd[row];
+    // y = w x r with r = (mean(x^2) + eps)^-1/2, so dx = r w g - r^3 / dim * x * sum(g w x).
+    const float correction = gwx * r * r * r / dim;
+    float* dx = d_inp + row * dim;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) dx[j] += r * weight[j] * g[j] - correction * x[j];
+}
+
+// partial[chunk, col] = sum over the chunk's rows of d_out * inp * rstd.
+extern "C" __global__ void rmsnorm_backward_weight_partial(float* partial, const float* d_out, const float* inp,
+                                                           const float* rstd, int rows, int dim, int rows_per_chunk) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= dim) return;
+    const int first = blockIdx.y * rows_per_chunk;
+    const int last = min(rows, first + rows_per_chunk);
+    float acc = 0.0f;
+    for (int row = first; row < last; row++) {
+        const u64 at = (u64)row * dim + col;
+        acc += d_out[at] * inp[at] * rstd[row];
+    }
+    partial[(u64)blockIdx.y * dim + col] = acc;
+}
+
+// out[col] += sum over chunks of partial[chunk, col].
+extern "C" __global__ void column_sum_add(float* out, const float* partial, int chunks, int dim) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= dim) return;
+    float acc = 0.0f;
+    for (int c = 0; c < chunks; c++) acc += partial[(u64)c * dim + col];
+    out[col] += acc;
+}

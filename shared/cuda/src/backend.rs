@@ -1,0 +1,606 @@
+//! [`CudaBackend`]: the model's primitive ops on one NVIDIA GPU.
+//!
+//! Precision, as the paper trains: every buffer the model sees is fp32 (master weights,
+//! gradients, optimizer moments, activations), and the matrix products run in bf16 on the
+//! tensor cores with fp32 accumulation. A buffer keeps a bf16 copy of itself for the GEMMs,
+//! refreshed only when the buffer changed since (each `&mut` use bumps its version), so a
+//! weight is converted once per optimizer step and an activation once however many products
+//! read it. Norms, softmaxes, RoPE and the optimizer run in fp32.
+//!
+//! Everything is queued on one stream; only downloads (losses, gradient norms) wait for it.
+
+use std::cell::{RefCell, RefMut};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use dsllm_model::{AdamWStep, AttentionShape, Backend};
+use half::bf16;
+
+use crate::gemm::{Gemm, GemmShape};
+use crate::kernels::Kernels;
+
+/// Threads per block of the elementwise and row kernels.
+const BLOCK: u32 = 256;
+/// Threads per block of cross-entropy rows (a row is a whole vocabulary).
+const CE_BLOCK: u32 = 512;
+/// Rows summed by one block in the first pass of RMSNorm's weight gradient.
+const NORM_ROWS_PER_CHUNK: usize = 64;
+/// Blocks of the sum-of-squares reduction (their f64 partials are summed on the host).
+const SUM_BLOCKS: usize = 1024;
+/// Must match `DPT` and `TILE` in kernels/attention.cu.
+const ATTENTION_VALUES_PER_THREAD: usize = 16;
+const ATTENTION_TILE: usize = 32;
+
+/// An fp32 buffer on the GPU, with a bf16 copy made on demand for the matrix products.
+pub struct GpuBuffer {
+    data: CudaSlice<f32>,
+    /// Bumped by every mutable use, so a stale bf16 copy is never read.
+    version: u64,
+    shadow: Mutex<Option<(u64, CudaSlice<bf16>)>>,
+}
+
+impl GpuBuffer {
+    fn new(data: CudaSlice<f32>) -> Self {
+        Self { data, version: 0, shadow: Mutex::new(None) }
+    }
+    /// Number of floats.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    fn data_mut(&mut self) -> &mut CudaSlice<f32> {
+        self.version += 1;
+        &mut self.data
+    }
+}
+
+/// Token ids on the GPU, and the host copy they were written from (the embedding backward
+/// groups positions by token on the host).
+pub struct GpuTokens {
+    ids: CudaSlice<u32>,
+    host: Vec<u32>,
+}
+
+/// The CUDA backend: a context, one stream, the compiled kernels and a cuBLASLt handle.
+pub struct CudaBackend {
+    /// Attention on the tensor cores (bf16 tiles) where the head size allows (64 or 128);
+    /// false, or `DSLLM_ATTENTION=fp32`, runs the fp32 reference kernels instead.
+    pub tensor_core_attention: bool,
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    gemm: Gemm,
+    norm_partials: RefCell<CudaSlice<f32>>,
+    attention_row_dot: RefCell<CudaSlice<f32>>,
+    sum_partials: RefCell<CudaSlice<f64>>,
+    embedding_segments: RefCell<CudaSlice<u32>>,
+}
+
+/// Why no GPU can be used here, or `None` when one can: the driver library, NVRTC, cuBLASLt
+/// and a device must all be present.
+pub fn gpu_unavailable_reason() -> Option<String> {
+    // SAFETY: these only try to load the shared libraries.
+    unsafe {
+        if !cudarc::driver::sys::is_culib_present() {
+            return Some("no CUDA driver library (libcuda.so) on this machine".into());
+        }
+        if !cudarc::nvrtc::sys::is_culib_present() {
+            return Some("no NVRTC library (libnvrtc.so) on this machine".into());
+        }
+        if !cudarc::cublaslt::sys::is_culib_present() {
+            return Some("no cuBLASLt library (libcublasLt.so) on this machine".into());
+        }
+    }
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => None,
+        Ok(_) => Some("the CUDA driver sees no GPU".into()),
+        Err(e) => Some(format!("the CUDA driver did not start: {e:?}")),
+    }
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal` and compiles the kernels for it.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if let Some(reason) = gpu_unavailable_reason() {
+            bail!("cannot use the CUDA backend: {reason}");
+        }
+        let context = CudaContext::new(ordinal).with_context(|| format!("cannot open GPU {ordinal}"))?;
+        // One stream: stream order already makes every use safe, so skip cudarc's per-buffer events.
+        unsafe { context.disable_event_tracking() };
+        let stream = context.default_stream();
+        let (major, minor) = context.compute_capability()?;
+        let arch: &'static str = match (major, minor) {
+            (9, 0) => "sm_90",
+            (8, 0) => "sm_80",
+            (8, 6) => "sm_86",
+            (8, 9) => "sm_89",
+            (10, 0) => "sm_100",
+            (12, 0) => "sm_120",
+            _ => bail!("GPU compute capability {major}.{minor} is not supported (bf16 needs 8.0 or newer)"),
+        };
+        let kernels = Kernels::compile(&context, arch)?;
+        // The tensor-core attention kernels keep more than the default 48 KiB in shared memory.
+        for head_dim in [64, 128] {
+            let (forward, dq, dkdv) = tensor_core_kernels(&kernels, head_dim);
+            let bytes = tensor_core_shared_bytes(head_dim);
+            for (function, size) in [(forward, bytes.0), (dq, bytes.1), (dkdv, bytes.2)] {
+                function
+                    .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
+                    .context("cannot give the attention kernels their shared memory")?;
+            }
+        }
+        let gemm = Gemm::new(stream.clone())?;
+        let empty_f32 = || stream.alloc_zeros::<f32>(1);
+        Ok(Self {
+            tensor_core_attention: std::env::var("DSLLM_ATTENTION").map_or(true, |v| v != "fp32"),
+            norm_partials: RefCell::new(empty_f32()?),
+            attention_row_dot: RefCell::new(empty_f32()?),
+            sum_partials: RefCell::new(stream.alloc_zeros::<f64>(SUM_BLOCKS)?),
+            embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
+            context,
+            stream,
+            kernels,
+            gemm,
+        })
+    }
+
+    /// The GPU's name, as the driver reports it.
+    pub fn device_name(&self) -> String {
+        self.context.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) {
+        self.stream.synchronize().expect("CUDA stream failed");
+    }
+
+    /// Bytes of device memory in use (total minus free), this process's and any other's.
+    pub fn memory_in_use(&self) -> usize {
+        let (free, total) = self.context.mem_get_info().expect("cuMemGetInfo failed");
+        total - free
+    }
+
+    fn launch<'a>(&'a self, function: &'a CudaFunction, config: LaunchConfig, push: impl FnOnce(&mut LaunchArgs<'a>)) {
+        let mut builder = self.stream.launch_builder(function);
+        push(&mut builder);
+        // SAFETY: each op passes the argument list its kernel declares, with sizes checked by
+        // the caller's slice lengths.
+        unsafe { builder.launch(config) }.expect("CUDA kernel launch failed");
+    }
+
+    fn ptr<T>(&self, slice: &CudaSlice<T>) -> u64 {
+        let (pointer, _sync) = slice.device_ptr(&self.stream);
+        pointer
+    }
+
+    /// The device address of `buf`'s bf16 copy, converting first if `buf` changed since.
+    fn bf16_ptr(&self, buf: &GpuBuffer) -> u64 {
+        let mut shadow = buf.shadow.lock().expect("bf16 copy lock");
+        let fresh = matches!(&*shadow, Some((version, _)) if *version == buf.version);
+        if !fresh {
+            let n = buf.data.len();
+            let mut copy = match shadow.take() {
+                Some((_, copy)) => copy,
+                None => unsafe { self.stream.alloc::<bf16>(n) }.expect("cannot allocate a bf16 copy"),
+            };
+            let n64 = n as u64;
+            let threads = n.div_ceil(4) as u32;
+            self.launch(&self.kernels.cast_f32_to_bf16, grid_for(threads), |b| {
+                b.arg(&mut copy).arg(&buf.data).arg(&n64);
+            });
+            *shadow = Some((buf.version, copy));
+        }
+        self.ptr(&shadow.as_ref().expect("just set").1)
+    }
+
+    /// `cell`'s scratch buffer, reallocated when smaller than `len`.
+    fn scratch<'a, T: DeviceRepr + ValidAsZeroBits>(&self, cell: &'a RefCell<CudaSlice<T>>, len: usize) -> RefMut<'a, CudaSlice<T>> {
+        let mut slice = cell.borrow_mut();
+        if slice.len() < len {
+            *slice = self.stream.alloc_zeros::<T>(len).expect("cannot allocate scratch memory");
+        }
+        slice
+    }
+}
+
+/// One thread per item, `BLOCK` threads a block.
+fn grid_for(items: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (items.div_ceil(BLOCK).max(1), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn grid_for_u64(items: usize) -> LaunchConfig {
+    grid_for(u32::try_from(items).expect("more than 2^32 elements in one elementwise launch"))
+}
+
+/// One block per row.
+fn rows_grid(rows: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// The forward, dQ and dK/dV tensor-core kernels for a head size (64 or 128).
+fn tensor_core_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &CudaFunction, &CudaFunction) {
+    if head_dim == 64 {
+        (&kernels.attention_forward_tc64, &kernels.attention_backward_dq_tc64, &kernels.attention_backward_dkdv_tc64)
+    } else {
+        (&kernels.attention_forward_tc128, &kernels.attention_backward_dq_tc128, &kernels.attention_backward_dkdv_tc128)
+    }
+}
+
+/// Shared memory of the forward, dQ and dK/dV tensor-core kernels; mirrors `Strides` in
+/// kernels/attention_tc.cu.
+pub fn tensor_core_shared_bytes(head_dim: usize) -> (usize, usize, usize) {
+    let tile = 64;
+    let h = tile * (head_dim + 8) * 2;
+    let s = tile * (tile + 4) * 4;
+    let p = tile * (tile + 8) * 2;
+    let o = tile * (head_dim + 4) * 4;
+    let rows = 2 * tile * 4;
+    (3 * h + p + s + o + rows, 4 * h + 2 * s + p + o + rows, 4 * h + 2 * s + 2 * p + 2 * o + rows)
+}
+
+/// Threads per attention row and rows per block for a head size; the kernels need a head size
+/// that is 16 times a power of two, at most 128 (shared memory holds two tiles of K and V).
+pub fn attention_geometry(head_dim: usize) -> (usize, usize) {
+    let per_row = head_dim / ATTENTION_VALUES_PER_THREAD;
+    assert!(
+        head_dim.is_multiple_of(ATTENTION_VALUES_PER_THREAD) && per_row.is_power_of_two() && head_dim <= 128,
+        "the CUDA attention kernels support head_dim 16, 32, 64 or 128, not {head_dim}"
+    );
+    (per_row, BLOCK as usize / per_row)
+}
+
+impl Backend for CudaBackend {
+    type Buffer = GpuBuffer;
+    type Tokens = GpuTokens;
+
+    fn alloc(&self, len: usize) -> GpuBuffer {
+        GpuBuffer::new(self.stream.alloc_zeros::<f32>(len.max(1)).expect("cannot allocate GPU memory"))
+    }
+    fn upload(&self, host: &[f32]) -> GpuBuffer {
+        if host.is_empty() {
+            return self.alloc(0);
+        }
+        GpuBuffer::new(self.stream.clone_htod(host).expect("cannot copy to the GPU"))
+    }
+    fn download(&self, buf: &GpuBuffer) -> Vec<f32> {
+        self.stream.clone_dtoh(&buf.data).expect("cannot copy from the GPU")
+    }
+    fn write(&self, buf: &mut GpuBuffer, host: &[f32]) {
+        if host.is_empty() {
+            return;
+        }
+        let mut view = buf.data_mut().slice_mut(..host.len());
+        self.stream.memcpy_htod(host, &mut view).expect("cannot copy to the GPU");
+    }
+    fn zero(&self, buf: &mut GpuBuffer) {
+        self.stream.memset_zeros(buf.data_mut()).expect("cannot clear GPU memory");
+    }
+    fn upload_tokens(&self, host: &[u32]) -> GpuTokens {
+        let mut ids = self.stream.alloc_zeros::<u32>(host.len().max(1)).expect("cannot allocate GPU memory");
+        if !host.is_empty() {
+            self.stream.memcpy_htod(host, &mut ids).expect("cannot copy to the GPU");
+        }
+        GpuTokens { ids, host: host.to_vec() }
+    }
+    fn write_tokens(&self, buf: &mut GpuTokens, host: &[u32]) {
+        if host.is_empty() {
+            return;
+        }
+        let mut view = buf.ids.slice_mut(..host.len());
+        self.stream.memcpy_htod(host, &mut view).expect("cannot copy to the GPU");
+        buf.host[..host.len()].copy_from_slice(host);
+    }
+
+    fn matmul_forward(&self, out: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, in_dim: usize, out_dim: usize) {
+        // Row-major X[r, c] is column-major Xᵀ: outᵀ[out, rows] = W[out, in] · inpᵀ[in, rows],
+        // with W stored column-major as [in, out] (so transposed).
+        let (w, x) = (self.bf16_ptr(weight), self.bf16_ptr(inp));
+        let c = self.ptr(out.data_mut());
+        let shape = GemmShape {
+            transa: true,
+            transb: false,
+            m: out_dim as u64,
+            n: rows as u64,
+            k: in_dim as u64,
+            lda: in_dim as i64,
+            ldb: in_dim as i64,
+            ldc: out_dim as i64,
+        };
+        unsafe { self.gemm.run(shape, w, x, c, 1.0, 0.0) }.expect("matmul_forward");
+    }
+
+    fn matmul_backward(
+        &self,
+        d_inp: &mut GpuBuffer,
+        d_weight: &mut GpuBuffer,
+        d_out: &GpuBuffer,
+        inp: &GpuBuffer,
+        weight: &GpuBuffer,
+        rows: usize,
+        in_dim: usize,
+        out_dim: usize,
+    ) {
+        let (g, w, x) = (self.bf16_ptr(d_out), self.bf16_ptr(weight), self.bf16_ptr(inp));
+        // d_inpᵀ[in, rows] += Wᵀ[in, out] · d_outᵀ[out, rows]
+        let c = self.ptr(d_inp.data_mut());
+        let shape = GemmShape {
+            transa: false,
+            transb: false,
+            m: in_dim as u64,
+            n: rows as u64,
+            k: out_dim as u64,
+            lda: in_dim as i64,
+            ldb: out_dim as i64,
+            ldc: in_dim as i64,
+        };
+        unsafe { self.gemm.run(shape, w, g, c, 1.0, 1.0) }.expect("matmul_backward (input)");
+        // d_Wᵀ[in, out] += inpᵀ[in, rows] · d_out[rows, out]
+        let c = self.ptr(d_weight.data_mut());
+        let shape = GemmShape {
+            transa: false,
+            transb: true,
+            m: in_dim as u64,
+            n: out_dim as u64,
+            k: rows as u64,
+            lda: in_dim as i64,
+            ldb: out_dim as i64,
+            ldc: in_dim as i64,
+        };
+        unsafe { self.gemm.run(shape, x, g, c, 1.0, 1.0) }.expect("matmul_backward (weight)");
+    }
+
+    fn rmsnorm_forward(&self, out: &mut GpuBuffer, rstd: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, dim: usize, eps: f32) {
+        let dim32 = dim as i32;
+        self.launch(&self.kernels.rmsnorm_forward, rows_grid(rows, BLOCK), |b| {
+            b.arg(out.data_mut()).arg(rstd.data_mut()).arg(&inp.data).arg(&weight.data).arg(&dim32).arg(&eps);
+        });
+    }
+
+    fn rmsnorm_backward(
+        &self,
+        d_inp: &mut GpuBuffer,
+        d_weight: &mut GpuBuffer,
+        d_out: &GpuBuffer,
+        inp: &GpuBuffer,
+        weight: &GpuBuffer,
+        rstd: &GpuBuffer,
+        rows: usize,
+        dim: usize,
+    ) {
+        let (rows32, dim32) = (rows as i32, dim as i32);
+        self.launch(&self.kernels.rmsnorm_backward_input, rows_grid(rows, BLOCK), |b| {
+            b.arg(d_inp.data_mut()).arg(&d_out.data).arg(&inp.data).arg(&weight.data).arg(&rstd.data).arg(&dim32);
+        });
+        let chunks = rows.div_ceil(NORM_ROWS_PER_CHUNK);
+        let mut partial = self.scratch(&self.norm_partials, chunks * dim);
+        let per_chunk = NORM_ROWS_PER_CHUNK as i32;
+        let columns = (dim as u32).div_ceil(BLOCK);
+        let config = LaunchConfig { grid_dim: (columns, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        self.launch(&self.kernels.rmsnorm_backward_weight_partial, config, |b| {
+            b.arg(&mut *partial).arg(&d_out.data).arg(&inp.data).arg(&rstd.data).arg(&rows32).arg(&dim32).arg(&per_chunk);
+        });
+        let chunks32 = chunks as i32;
+        self.launch(&self.kernels.column_sum_add, grid_for(dim as u32), |b| {
+            b.arg(d_weight.data_mut()).arg(&*partial).arg(&chunks32).arg(&dim32);
+        });
+    }
+
+    fn rope_table(&self, seq: usize, head_dim: usize, theta: f64) -> GpuBuffer {
+        // Computed on the host exactly as the CPU backend does, so both rotate identically.
+        self.upload(&dsllm_model::CpuBackend.rope_table(seq, head_dim, theta))
+    }
+
+    fn rope_forward(&self, x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        self.rotate(x, table, batch, seq, heads, head_dim, 1.0);
+    }
+
+    fn rope_backward(&self, d_x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        self.rotate(d_x, table, batch, seq, heads, head_dim, -1.0);
+    }
+
+    fn attention_forward(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, shape: AttentionShape) {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        if self.uses_tensor_cores(head_dim) {
+            let (forward, _, _) = tensor_core_kernels(&self.kernels, head_dim);
+            let config = tensor_core_grid(seq, heads, batch, tensor_core_shared_bytes(head_dim).0);
+            self.launch(forward, config, |b| {
+                b.arg(out.data_mut()).arg(lse.data_mut()).arg(&q.data).arg(&k.data).arg(&v.data);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+            });
+            return;
+        }
+        let (_, rows) = attention_geometry(head_dim);
+        let config = LaunchConfig {
+            grid_dim: (seq.div_ceil(rows) as u32, heads as u32, batch as u32),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: (2 * ATTENTION_TILE * head_dim * 4) as u32,
+        };
+        self.launch(&self.kernels.attention_forward, config, |b| {
+            b.arg(out.data_mut()).arg(lse.data_mut()).arg(&q.data).arg(&k.data).arg(&v.data);
+            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
+        });
+    }
+
+    fn attention_backward(
+        &self,
+        d_q: &mut GpuBuffer,
+        d_k: &mut GpuBuffer,
+        d_v: &mut GpuBuffer,
+        d_out: &GpuBuffer,
+        out: &GpuBuffer,
+        lse: &GpuBuffer,
+        q: &GpuBuffer,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+        shape: AttentionShape,
+    ) {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut row_dot = self.scratch(&self.attention_row_dot, batch * seq * heads);
+        if self.uses_tensor_cores(head_dim) {
+            let rows = (batch * seq * heads) as u64;
+            self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
+                b.arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&rows).arg(&hd32);
+            });
+            let (_, dq, dkdv) = tensor_core_kernels(&self.kernels, head_dim);
+            let bytes = tensor_core_shared_bytes(head_dim);
+            self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
+                b.arg(d_q.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
+                b.arg(&q.data).arg(&k.data).arg(&v.data);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+            });
+            self.launch(dkdv, tensor_core_grid(seq, kv_heads, batch, bytes.2), |b| {
+                b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
+                b.arg(&q.data).arg(&k.data).arg(&v.data);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+            });
+            return;
+        }
+        let (_, rows) = attention_geometry(head_dim);
+        let config = LaunchConfig {
+            grid_dim: (seq.div_ceil(rows) as u32, heads as u32, batch as u32),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: (2 * ATTENTION_TILE * head_dim * 4) as u32,
+        };
+        self.launch(&self.kernels.attention_backward_dq, config, |b| {
+            b.arg(d_q.data_mut()).arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&lse.data);
+            b.arg(&q.data).arg(&k.data).arg(&v.data);
+            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
+        });
+        let config = LaunchConfig {
+            grid_dim: (seq.div_ceil(rows) as u32, kv_heads as u32, batch as u32),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + 2 * ATTENTION_TILE) * 4) as u32,
+        };
+        self.launch(&self.kernels.attention_backward_dkdv, config, |b| {
+            b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
+            b.arg(&q.data).arg(&k.data).arg(&v.data);
+            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
+        });
+    }
+
+    fn swiglu_forward(&self, out: &mut GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
+        let n64 = n as u64;
+        self.launch(&self.kernels.swiglu_forward, grid_for_u64(n), |b| {
+            b.arg(out.data_mut()).arg(&gate.data).arg(&up.data).arg(&n64);
+        });
+    }
+
+    fn swiglu_backward(&self, d_gate: &mut GpuBuffer, d_up: &mut GpuBuffer, d_out: &GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
+        let n64 = n as u64;
+        self.launch(&self.kernels.swiglu_backward, grid_for_u64(n), |b| {
+            b.arg(d_gate.data_mut()).arg(d_up.data_mut()).arg(&d_out.data).arg(&gate.data).arg(&up.data).arg(&n64);
+        });
+    }
+
+    fn embedding_forward(&self, out: &mut GpuBuffer, tokens: &GpuTokens, table: &GpuBuffer, n_tokens: usize, dim: usize) {
+        let (dim32, n64) = (dim as i32, (n_tokens * dim) as u64);
+        self.launch(&self.kernels.embedding_forward, grid_for_u64(n_tokens * dim), |b| {
+            b.arg(out.data_mut()).arg(&tokens.ids).arg(&table.data).arg(&dim32).arg(&n64);
+        });
+    }
+
+    fn embedding_backward(&self, d_table: &mut GpuBuffer, d_out: &GpuBuffer, tokens: &GpuTokens, n_tokens: usize, dim: usize) {
+        // Group positions by token on the host: [order (n), segment starts (u + 1), tokens (u)].
+        let ids = &tokens.host[..n_tokens];
+        let mut order: Vec<u32> = (0..n_tokens as u32).collect();
+        order.sort_by_key(|&i| (ids[i as usize], i));
+        let mut starts = Vec::new();
+        let mut segment_tokens = Vec::new();
+        for (k, &position) in order.iter().enumerate() {
+            let token = ids[position as usize];
+            if segment_tokens.last() != Some(&token) {
+                starts.push(k as u32);
+                segment_tokens.push(token);
+            }
+        }
+        let segments = segment_tokens.len();
+        if segments == 0 {
+            return;
+        }
+        starts.push(n_tokens as u32);
+        let mut packed = order;
+        packed.extend_from_slice(&starts);
+        packed.extend_from_slice(&segment_tokens);
+        let mut device = self.scratch(&self.embedding_segments, packed.len());
+        self.stream.memcpy_htod(&packed, &mut device.slice_mut(..packed.len())).expect("cannot copy to the GPU");
+        let order_view = device.slice(..n_tokens);
+        let starts_view = device.slice(n_tokens..n_tokens + segments + 1);
+        let tokens_view = device.slice(n_tokens + segments + 1..packed.len());
+        let dim32 = dim as i32;
+        self.launch(&self.kernels.embedding_backward, rows_grid(segments, 128), |b| {
+            b.arg(d_table.data_mut()).arg(&d_out.data).arg(&order_view).arg(&starts_view).arg(&tokens_view).arg(&dim32);
+        });
+    }
+
+    fn add(&self, out: &mut GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, n: usize) {
+        let n64 = n as u64;
+        self.launch(&self.kernels.add_f32, grid_for_u64(n), |l| {
+            l.arg(out.data_mut()).arg(&a.data).arg(&b.data).arg(&n64);
+        });
+    }
+
+    fn cross_entropy_forward(&self, losses: &mut GpuBuffer, lse: &mut GpuBuffer, logits: &GpuBuffer, targets: &GpuTokens, rows: usize, vocab: usize) {
+        let vocab32 = vocab as i32;
+        self.launch(&self.kernels.cross_entropy_forward, rows_grid(rows, CE_BLOCK), |b| {
+            b.arg(losses.data_mut()).arg(lse.data_mut()).arg(&logits.data).arg(&targets.ids).arg(&vocab32);
+        });
+    }
+
+    fn cross_entropy_backward(&self, logits: &mut GpuBuffer, lse: &GpuBuffer, targets: &GpuTokens, rows: usize, vocab: usize, scale: f32) {
+        let vocab32 = vocab as i32;
+        self.launch(&self.kernels.cross_entropy_backward, rows_grid(rows, CE_BLOCK), |b| {
+            b.arg(logits.data_mut()).arg(&lse.data).arg(&targets.ids).arg(&vocab32).arg(&scale);
+        });
+    }
+
+    fn sum_squares(&self, x: &GpuBuffer, n: usize) -> f64 {
+        let blocks = n.div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS);
+        let mut partial = self.scratch(&self.sum_partials, SUM_BLOCKS);
+        let n64 = n as u64;
+        let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        self.launch(&self.kernels.sum_squares_partial, config, |b| {
+            b.arg(&mut *partial).arg(&x.data).arg(&n64);
+        });
+        let host = self.stream.clone_dtoh(&partial.slice(..blocks)).expect("cannot copy from the GPU");
+        host.iter().sum()
+    }
+
+    fn adamw_update(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, n: usize, hp: AdamWStep) {
+        // The same scalars, computed the same way, as the CPU backend.
+        let decay = 1.0 - hp.learning_rate * hp.weight_decay;
+        let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
+        let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
+        let n64 = n as u64;
+        self.launch(&self.kernels.adamw_update, grid_for_u64(n), |b| {
+            b.arg(param.data_mut()).arg(&grad.data).arg(m.data_mut()).arg(v.data_mut()).arg(&n64);
+            b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
+        });
+    }
+}
+
+/// 64-row tiles of 4 warps: grid (ceil(seq / 64), heads, batch).
+fn tensor_core_grid(seq: usize, heads: usize, batch: usize, shared_bytes: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (seq.div_ceil(64) as u32, heads as u32, batch as u32), block_dim: (128, 1, 1), shared_mem_bytes: shared_bytes as u32 }
+}
+
+impl CudaBackend {
+    fn uses_tensor_cores(&self, head_dim: usize) -> bool {
+        self.tensor_core_attention && (head_dim == 64 || head_dim == 128)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rotate(&self, x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize, direction: f32) {
+        let pairs = batch * seq * heads * head_dim / 2;
+        let (seq32, heads32, hd32, pairs64) = (seq as i32, heads as i32, head_dim as i32, pairs as u64);
+        self.launch(&self.kernels.rope_rotate, grid_for_u64(pairs), |b| {
+            b.arg(x.data_mut()).arg(&table.data).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs64).arg(&direction);
+        });
+    }
+}

@@ -1,0 +1,115 @@
+//! Training throughput of the CUDA backend: full optimizer steps (forward, backward, clipping,
+//! AdamW) through the real [`Trainer`] on random tokens, timed after warm-up steps; then one
+//! step split into phases. FLOPs per token are [`training_flops_per_token`], the count
+//! `../shared/bench/torch_llama.py` uses, so MFU compares directly with PyTorch's.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use dsllm_model::flops::training_flops_per_token;
+use dsllm_model::{LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::CudaBackend;
+
+/// Dense bf16 peak of an H100/H200 SXM (the datasheet's, as torch_llama.py uses).
+pub const PEAK_FLOPS: f64 = 989e12;
+
+/// What [`bench_training`] measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    pub config: String,
+    pub micro_batch: usize,
+    pub seq_len: usize,
+    pub tokens_per_s: f64,
+    /// Median over the timed steps.
+    pub step_ms: f64,
+    pub mfu: f64,
+    pub tflops: f64,
+    /// Device memory in use at the peak, minus what was in use before the model existed.
+    pub peak_mem_gib: f64,
+    pub warmup_s: f64,
+    pub loss: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+}
+
+/// Trains `config` for `warmup + steps` steps of `micro_batch × seq_len` random tokens.
+pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_batch: usize, warmup: usize, steps: usize) -> Result<BenchResult> {
+    let backend = CudaBackend::new(0)?;
+    backend.synchronize();
+    let baseline = backend.memory_in_use();
+    let trainer_config = TrainerConfig {
+        seq_len,
+        micro_batch_size: micro_batch,
+        grad_accum_steps: 1,
+        schedule: LrSchedule::Cosine { peak_lr: 3e-4, warmup_steps: 1, total_steps: 1000, min_lr_ratio: 0.1 },
+        optimizer: Default::default(),
+        seed: 0,
+    };
+    let mut trainer = Trainer::new(backend, config.clone(), trainer_config)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let sequences: Vec<Vec<u32>> = (0..micro_batch * (warmup + steps + 1))
+        .map(|_| (0..=seq_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect())
+        .collect();
+    let mut source = VecSource::new(sequences, true);
+    let mut peak = 0usize;
+
+    let started = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..warmup {
+        loss = trainer.train_step(&mut source)?.loss;
+    }
+    trainer.model.backend.synchronize();
+    let warmup_s = started.elapsed().as_secs_f64();
+    let mut times = Vec::new();
+    for _ in 0..steps {
+        let t = Instant::now();
+        loss = trainer.train_step(&mut source)?.loss;
+        trainer.model.backend.synchronize();
+        times.push(t.elapsed().as_secs_f64());
+        peak = peak.max(trainer.model.backend.memory_in_use());
+    }
+    times.sort_by(f64::total_cmp);
+    let step_s = times[times.len() / 2];
+
+    // One more step, phase by phase.
+    let batch = TokenBatch {
+        batch_size: micro_batch,
+        seq_len,
+        inputs: (0..micro_batch * seq_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect(),
+        targets: (0..micro_batch * seq_len).map(|_| rng.random_range(0..config.vocab_size as u32)).collect(),
+    };
+    let phase = |f: &mut dyn FnMut(&mut Trainer<CudaBackend>), trainer: &mut Trainer<CudaBackend>| {
+        let t = Instant::now();
+        f(trainer);
+        trainer.model.backend.synchronize();
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    trainer.model.zero_grads();
+    let forward_ms = phase(&mut |t| { t.model.forward(&batch).expect("forward"); }, &mut trainer);
+    let scale = 1.0 / batch.target_count() as f32;
+    let backward_ms = phase(&mut |t| t.model.backward(scale), &mut trainer);
+    let optimizer_ms = phase(&mut |t| { t.optimizer.update(&mut t.model, 1e-4); }, &mut trainer);
+
+    let tokens = (seq_len * micro_batch) as f64;
+    let tokens_per_s = tokens / step_s;
+    let flops = tokens_per_s * training_flops_per_token(config, seq_len);
+    Ok(BenchResult {
+        config: name.to_string(),
+        micro_batch,
+        seq_len,
+        tokens_per_s,
+        step_ms: step_s * 1e3,
+        mfu: flops / PEAK_FLOPS,
+        tflops: flops / 1e12,
+        peak_mem_gib: peak.saturating_sub(baseline) as f64 / (1u64 << 30) as f64,
+        warmup_s,
+        loss,
+        forward_ms,
+        backward_ms,
+        optimizer_ms,
+    })
+}

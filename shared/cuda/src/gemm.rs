@@ -1,0 +1,140 @@
+//! Matrix products through cuBLASLt: bf16 operands, fp32 accumulation, fp32 output (with
+//! `beta = 1` the product is added to the output, which is how gradients accumulate in fp32).
+//! The plan of each shape (descriptors, layouts, the algorithm the heuristic picked) is made
+//! once and reused.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use cudarc::cublaslt::result as lt;
+use cudarc::cublaslt::sys;
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+
+/// cuBLASLt's recommended workspace on Hopper.
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// A column-major product `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GemmShape {
+    pub transa: bool,
+    pub transb: bool,
+    pub m: u64,
+    pub n: u64,
+    pub k: u64,
+    pub lda: i64,
+    pub ldb: i64,
+    pub ldc: i64,
+}
+
+struct Plan {
+    desc: sys::cublasLtMatmulDesc_t,
+    layouts: [sys::cublasLtMatrixLayout_t; 3],
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        unsafe {
+            for layout in self.layouts {
+                let _ = lt::destroy_matrix_layout(layout);
+            }
+            let _ = lt::destroy_matmul_desc(self.desc);
+        }
+    }
+}
+
+/// A cuBLASLt handle, its workspace and the plans made so far.
+pub struct Gemm {
+    handle: sys::cublasLtHandle_t,
+    workspace: CudaSlice<u8>,
+    stream: Arc<CudaStream>,
+    plans: RefCell<HashMap<GemmShape, Plan>>,
+}
+
+impl Gemm {
+    pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        let handle = lt::create_handle().map_err(|e| anyhow!("cuBLASLt handle: {e:?}"))?;
+        let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?;
+        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()) })
+    }
+
+    fn plan(&self, shape: GemmShape) -> Result<Plan> {
+        let bf16 = sys::cudaDataType_t::CUDA_R_16BF;
+        let f32t = sys::cudaDataType_t::CUDA_R_32F;
+        let (a_rows, a_cols) = if shape.transa { (shape.k, shape.m) } else { (shape.m, shape.k) };
+        let (b_rows, b_cols) = if shape.transb { (shape.n, shape.k) } else { (shape.k, shape.n) };
+        let err = |what: &str, e: lt::CublasError| anyhow!("cuBLASLt {what} for {shape:?}: {e:?}");
+        let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t).map_err(|e| err("descriptor", e))?;
+        let set = |attr, value: i32| unsafe {
+            lt::set_matmul_desc_attribute(desc, attr, (&value) as *const i32 as *const c_void, std::mem::size_of::<i32>())
+        };
+        set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, shape.transa as i32).map_err(|e| err("transa", e))?;
+        set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB, shape.transb as i32).map_err(|e| err("transb", e))?;
+        let layouts = [
+            lt::create_matrix_layout(bf16, a_rows, a_cols, shape.lda).map_err(|e| err("layout A", e))?,
+            lt::create_matrix_layout(bf16, b_rows, b_cols, shape.ldb).map_err(|e| err("layout B", e))?,
+            lt::create_matrix_layout(f32t, shape.m, shape.n, shape.ldc).map_err(|e| err("layout C", e))?,
+        ];
+        let pref = lt::create_matmul_pref().map_err(|e| err("preference", e))?;
+        unsafe {
+            lt::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                (&WORKSPACE_BYTES) as *const usize as *const c_void,
+                std::mem::size_of::<usize>(),
+            )
+            .map_err(|e| err("workspace preference", e))?;
+        }
+        let heuristic = unsafe { lt::get_matmul_algo_heuristic(self.handle, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref) };
+        unsafe {
+            let _ = lt::destroy_matmul_pref(pref);
+        }
+        let heuristic = heuristic.map_err(|e| err("algorithm heuristic", e))?;
+        Ok(Plan { desc, layouts, algo: heuristic.algo })
+    }
+
+    /// `C = alpha · op(A) · op(B) + beta · C` with A, B bf16 and C f32 (column-major device
+    /// pointers).
+    ///
+    /// # Safety
+    /// The pointers must hold matrices of the sizes `shape` says.
+    pub unsafe fn run(&self, shape: GemmShape, a: u64, b: u64, c: u64, alpha: f32, beta: f32) -> Result<()> {
+        let mut plans = self.plans.borrow_mut();
+        let plan = match plans.entry(shape) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(self.plan(shape)?),
+        };
+        let (workspace, _sync) = self.workspace.device_ptr(&self.stream);
+        lt::matmul(
+            self.handle,
+            plan.desc,
+            (&alpha) as *const f32 as *const c_void,
+            (&beta) as *const f32 as *const c_void,
+            a as *const c_void,
+            plan.layouts[0],
+            b as *const c_void,
+            plan.layouts[1],
+            c as *const c_void,
+            plan.layouts[2],
+            c as *mut c_void,
+            plan.layouts[2],
+            &plan.algo,
+            workspace as *mut c_void,
+            WORKSPACE_BYTES,
+            self.stream.cu_stream() as sys::cudaStream_t,
+        )
+        .map_err(|e| anyhow!("cuBLASLt matmul {shape:?}: {e:?}"))
+    }
+}
+
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        self.plans.borrow_mut().clear();
+        unsafe {
+            let _ = lt::destroy_handle(self.handle);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The CUDA kernels of `kernels/*.cu`, embedded in the binary and compiled by NVRTC when the
+//! backend starts (for the GPU present, so one binary serves any card of that architecture).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+
+/// The prelude every op file uses, then one file per op family, compiled as one program.
+pub const SOURCES: [(&str, &str); 10] = [
+    ("common.cuh", include_str!("../../../kernels/common.cuh")),
+    ("cast.cu", include_str!("../../../kernels/cast.cu")),
+    ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
+    ("rmsnorm.cu", include_str!("../../../kernels/rmsnorm.cu")),
+    ("rope.cu", include_str!("../../../kernels/rope.cu")),
+    ("attention.cu", include_str!("../../../kernels/attention.cu")),
+    ("attention_tc.cu", include_str!("../../../kernels/attention_tc.cu")),
+    ("embedding.cu", include_str!("../../../kernels/embedding.cu")),
+    ("cross_entropy.cu", include_str!("../../../kernels/cross_entropy.cu")),
+    ("adamw.cu", include_str!("../../../kernels/adamw.cu")),
+];
+
+/// Where NVRTC finds `cuda_bf16.h` on the GPU machine (CUDA 13); `DSLLM_CUDA_INCLUDE` overrides.
+const CUDA_INCLUDE: &str = "/usr/local/cuda/include";
+
+/// Compiles [`program_source`] to PTX for `arch` (needs only NVRTC and the CUDA headers, no GPU).
+pub fn compile_ptx(arch: &'static str) -> Result<Ptx> {
+    let include = std::env::var("DSLLM_CUDA_INCLUDE").unwrap_or_else(|_| CUDA_INCLUDE.to_string());
+    let options = CompileOptions {
+        include_paths: vec![include],
+        arch: Some(arch),
+        options: vec!["--std=c++17".to_string()],
+        ..Default::default()
+    };
+    compile_ptx_with_opts(program_source(), options).map_err(|e| anyhow::anyhow!("NVRTC could not compile kernels/*.cu for {arch}: {e}"))
+}
+
+/// One program text: the files in order, each introduced by a `#line` so compiler errors name
+/// the real file and line.
+pub fn program_source() -> String {
+    let mut text = String::new();
+    for (name, source) in SOURCES {
+        text.push_str(&format!("#line 1 \"{name}\"\n{source}\n"));
+    }
+    text
+}
+
+macro_rules! kernel_table {
+    ($($name:ident),* $(,)?) => {
+        /// Every kernel entry point, loaded from the compiled module.
+        pub struct Kernels {
+            $(pub $name: CudaFunction,)*
+        }
+
+        /// Names of every `extern "C" __global__` function the backend launches.
+        pub const KERNEL_NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        impl Kernels {
+            /// Compiles the program for `arch` (e.g. "sm_90") and loads every kernel.
+            pub fn compile(context: &Arc<CudaContext>, arch: &'static str) -> Result<Self> {
+                let ptx = compile_ptx(arch)?;
+                let module = context.load_module(ptx).context("cannot load the compiled kernels")?;
+                Ok(Self {
+                    $($name: module.load_function(stringify!($name)).with_context(|| format!("kernel {} is missing", stringify!($name)))?,)*
+                })
+            }
+        }
+    };
+}
+
+kernel_table!(
+    cast_f32_to_bf16,
+    add_f32,
+    swiglu_forward,
+    swiglu_backward,
+    rmsnorm_forward,
+    rmsnorm_backward_input,
+    rmsnorm_backward_weight_partial,
+    column_sum_add,
+    rope_rotate,
+    attention_forward,
+    attention_backward_dq,
+    attention_backward_dkdv,
+    attention_row_dot,
+    attention_forward_tc64,
+    attention_backward_dq_tc64,
+    attention_backward_dkdv_tc64,
+    attention_forward_tc128,
+    attention_backward_dq_tc128,
+    attention_backward_dkdv_tc128,
+    embedding_forward,
+    embedding_backward,
+    cross_entropy_forward,
+    cross_entropy_backward,
+    adamw_update,
+    sum_squares_partial,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_is_defined_in_the_sources() {
+        let text = program_source();
+        for name in KERNEL_NAMES {
+            // The tensor-core kernels are stamped out per head size by a macro (`name##HD`).
+            let declaration = match name.strip_suffix("64").or_else(|| name.strip_suffix("128")) {
+                Some(stem) if stem.ends_with("_tc") => format!(" {stem}##HD("),
+                _ => format!("__global__ void {name}("),
+            };
+            assert!(text.contains(&declaration), "no `{declaration}` in kernels/*.cu");
+        }
+    }
+
+    /// Needs NVRTC (not a GPU); skips where it is missing, as in CI.
+    #[test]
+    fn kernels_compile_with_nvrtc() {
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("skipping the NVRTC compile test: no libnvrtc on this machine");
+            return;
+        }
+        let ptx = compile_ptx("sm_90").unwrap_or_else(|e| panic!("{e}"));
+        for name in KERNEL_NAMES {
+            assert!(ptx.to_src().contains(&format!(".entry {name}(")), "no entry {name} in the PTX");
+        }
+    }
+}

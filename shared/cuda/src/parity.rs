@@ -1,0 +1,355 @@
+//! The CUDA backend against the CPU backend on fresh random inputs: every op, then whole
+//! training steps. Errors are `‖gpu − cpu‖ / ‖cpu‖`; a NaN or infinity anywhere never passes.
+//! Ops whose inputs pass through bf16 (the matrix products) get a bf16 tolerance; the fp32
+//! ops a tight one.
+
+use anyhow::Result;
+use dsllm_model::{AttentionShape, Backend, CpuBackend, Llama, LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource, IGNORE_TARGET};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use crate::backend::CudaBackend;
+
+/// Tolerance of results that went through bf16 operands (8 bits of mantissa).
+pub const BF16_TOLERANCE: f64 = 1e-2;
+/// Tolerance of fp32 ops (the order of sums differs from the CPU's).
+pub const F32_TOLERANCE: f64 = 1e-4;
+
+/// One comparison.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub error: f64,
+    pub tolerance: f64,
+    pub passed: bool,
+}
+
+impl Check {
+    fn new(name: impl Into<String>, error: f64, tolerance: f64) -> Self {
+        Self { name: name.into(), error, tolerance, passed: error.is_finite() && error <= tolerance }
+    }
+}
+
+/// `‖a − b‖ / ‖b‖` (infinite if `a` holds a NaN or infinity, or the lengths differ).
+pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let norm: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
+    (diff / norm.max(1e-60)).sqrt()
+}
+
+/// `n` values from N(0, scale²), reproducible from `seed`.
+pub fn random_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = Normal::new(0.0, scale).expect("valid scale");
+    (0..n).map(|_| normal.sample(&mut rng)).collect()
+}
+
+/// Runs the same op on both backends from the same host inputs and compares the named outputs.
+struct Pair<'a> {
+    gpu: &'a CudaBackend,
+    checks: Vec<Check>,
+}
+
+impl Pair<'_> {
+    fn compare(&mut self, name: &str, gpu: &<CudaBackend as Backend>::Buffer, cpu: &[f32], tolerance: f64) {
+        let host = self.gpu.download(gpu);
+        let error = relative_error(&host[..cpu.len()], cpu);
+        self.checks.push(Check::new(name, error, tolerance));
+    }
+}
+
+/// Every op of the backend trait, on shapes that exercise partial tiles and GQA.
+pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
+    let cpu = CpuBackend;
+    let mut pair = Pair { gpu, checks: Vec::new() };
+    let up = |v: &[f32]| gpu.upload(v);
+
+    // Matrix products: odd sizes, and backward adding into non-zero gradients.
+    for (rows, in_dim, out_dim) in [(300, 256, 384), (257, 192, 72)] {
+        let tag = format!("{rows}x{in_dim}x{out_dim}");
+        let (x, w) = (random_vec(1, rows * in_dim, 1.0), random_vec(2, out_dim * in_dim, 0.05));
+        let mut out = vec![0.0; rows * out_dim];
+        cpu.matmul_forward(&mut out, &x, &w, rows, in_dim, out_dim);
+        let mut g_out = gpu.alloc(rows * out_dim);
+        gpu.matmul_forward(&mut g_out, &up(&x), &up(&w), rows, in_dim, out_dim);
+        pair.compare(&format!("matmul_forward {tag}"), &g_out, &out, BF16_TOLERANCE);
+
+        let d_out = random_vec(3, rows * out_dim, 1.0);
+        let (mut d_x, mut d_w) = (random_vec(4, rows * in_dim, 0.1), random_vec(5, out_dim * in_dim, 0.1));
+        let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
+        cpu.matmul_backward(&mut d_x, &mut d_w, &d_out, &x, &w, rows, in_dim, out_dim);
+        gpu.matmul_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), rows, in_dim, out_dim);
+        pair.compare(&format!("matmul_backward d_inp {tag}"), &g_dx, &d_x, BF16_TOLERANCE);
+        pair.compare(&format!("matmul_backward d_weight {tag}"), &g_dw, &d_w, BF16_TOLERANCE);
+    }
+
+    // RMSNorm.
+    let (rows, dim) = (333, 768);
+    let (x, w) = (random_vec(10, rows * dim, 1.0), random_vec(11, dim, 1.0));
+    let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+    cpu.rmsnorm_forward(&mut out, &mut rstd, &x, &w, rows, dim, 1e-6);
+    let (mut g_out, mut g_rstd) = (gpu.alloc(rows * dim), gpu.alloc(rows));
+    gpu.rmsnorm_forward(&mut g_out, &mut g_rstd, &up(&x), &up(&w), rows, dim, 1e-6);
+    pair.compare("rmsnorm_forward out", &g_out, &out, F32_TOLERANCE);
+    pair.compare("rmsnorm_forward rstd", &g_rstd, &rstd, F32_TOLERANCE);
+    let d_out = random_vec(12, rows * dim, 1.0);
+    let (mut d_x, mut d_w) = (random_vec(13, rows * dim, 0.1), random_vec(14, dim, 0.1));
+    let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
+    cpu.rmsnorm_backward(&mut d_x, &mut d_w, &d_out, &x, &w, &rstd, rows, dim);
+    gpu.rmsnorm_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), &g_rstd, rows, dim);
+    pair.compare("rmsnorm_backward d_inp", &g_dx, &d_x, F32_TOLERANCE);
+    pair.compare("rmsnorm_backward d_weight", &g_dw, &d_w, F32_TOLERANCE);
+
+    // RoPE.
+    let (batch, seq, heads, head_dim) = (2, 77, 3, 64);
+    let n = batch * seq * heads * head_dim;
+    let table = cpu.rope_table(seq, head_dim, 10000.0);
+    let g_table = gpu.rope_table(seq, head_dim, 10000.0);
+    let x = random_vec(20, n, 1.0);
+    let (mut y, mut g_y) = (x.clone(), up(&x));
+    cpu.rope_forward(&mut y, &table, batch, seq, heads, head_dim);
+    gpu.rope_forward(&mut g_y, &g_table, batch, seq, heads, head_dim);
+    pair.compare("rope_forward", &g_y, &y, F32_TOLERANCE);
+    cpu.rope_backward(&mut y, &table, batch, seq, heads, head_dim);
+    gpu.rope_backward(&mut g_y, &g_table, batch, seq, heads, head_dim);
+    pair.compare("rope_backward", &g_y, &y, F32_TOLERANCE);
+
+    pair.checks.extend(check_attention(gpu));
+
+    // SwiGLU and the residual add.
+    let n = 10_001;
+    let (gate, upv) = (random_vec(40, n, 2.0), random_vec(41, n, 1.0));
+    let mut out = vec![0.0; n];
+    cpu.swiglu_forward(&mut out, &gate, &upv, n);
+    let mut g_out = gpu.alloc(n);
+    gpu.swiglu_forward(&mut g_out, &up(&gate), &up(&upv), n);
+    pair.compare("swiglu_forward", &g_out, &out, F32_TOLERANCE);
+    let d_out = random_vec(42, n, 1.0);
+    let (mut dg, mut du) = (random_vec(43, n, 0.1), random_vec(44, n, 0.1));
+    let (mut g_dg, mut g_du) = (up(&dg), up(&du));
+    cpu.swiglu_backward(&mut dg, &mut du, &d_out, &gate, &upv, n);
+    gpu.swiglu_backward(&mut g_dg, &mut g_du, &up(&d_out), &up(&gate), &up(&upv), n);
+    pair.compare("swiglu_backward d_gate", &g_dg, &dg, F32_TOLERANCE);
+    pair.compare("swiglu_backward d_up", &g_du, &du, F32_TOLERANCE);
+    let mut sum = vec![0.0; n];
+    cpu.add(&mut sum, &gate, &upv, n);
+    let mut g_sum = gpu.alloc(n);
+    gpu.add(&mut g_sum, &up(&gate), &up(&upv), n);
+    pair.compare("add", &g_sum, &sum, F32_TOLERANCE);
+
+    // Embedding, with repeated tokens.
+    let (vocab, dim, n_tokens) = (50, 96, 500);
+    let mut rng = ChaCha8Rng::seed_from_u64(50);
+    let tokens: Vec<u32> = (0..n_tokens).map(|_| rng.random_range(0..vocab as u32)).collect();
+    let table = random_vec(51, vocab * dim, 1.0);
+    let mut out = vec![0.0; n_tokens * dim];
+    cpu.embedding_forward(&mut out, &tokens, &table, n_tokens, dim);
+    let g_tokens = gpu.upload_tokens(&tokens);
+    let mut g_out = gpu.alloc(n_tokens * dim);
+    gpu.embedding_forward(&mut g_out, &g_tokens, &up(&table), n_tokens, dim);
+    pair.compare("embedding_forward", &g_out, &out, F32_TOLERANCE);
+    let d_out = random_vec(52, n_tokens * dim, 1.0);
+    let mut d_table = random_vec(53, vocab * dim, 0.1);
+    let mut g_d_table = up(&d_table);
+    cpu.embedding_backward(&mut d_table, &d_out, &tokens, n_tokens, dim);
+    gpu.embedding_backward(&mut g_d_table, &up(&d_out), &g_tokens, n_tokens, dim);
+    pair.compare("embedding_backward", &g_d_table, &d_table, F32_TOLERANCE);
+
+    // Cross-entropy, with ignored targets.
+    let (rows, vocab) = (67, 5003);
+    let logits = random_vec(60, rows * vocab, 3.0);
+    let targets: Vec<u32> = (0..rows).map(|r| if r % 7 == 3 { IGNORE_TARGET } else { rng.random_range(0..vocab as u32) }).collect();
+    let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+    cpu.cross_entropy_forward(&mut losses, &mut lse, &logits, &targets, rows, vocab);
+    let g_targets = gpu.upload_tokens(&targets);
+    let mut g_logits = up(&logits);
+    let (mut g_losses, mut g_lse) = (gpu.alloc(rows), gpu.alloc(rows));
+    gpu.cross_entropy_forward(&mut g_losses, &mut g_lse, &g_logits, &g_targets, rows, vocab);
+    pair.compare("cross_entropy_forward losses", &g_losses, &losses, F32_TOLERANCE);
+    pair.compare("cross_entropy_forward lse", &g_lse, &lse, F32_TOLERANCE);
+    let mut d_logits = logits.clone();
+    cpu.cross_entropy_backward(&mut d_logits, &lse, &targets, rows, vocab, 0.01);
+    gpu.cross_entropy_backward(&mut g_logits, &g_lse, &g_targets, rows, vocab, 0.01);
+    pair.compare("cross_entropy_backward", &g_logits, &d_logits, F32_TOLERANCE);
+
+    // Optimizer: sum of squares and one AdamW step.
+    let n = 300_007;
+    let (p, g) = (random_vec(70, n, 1.0), random_vec(71, n, 0.01));
+    let (m, v) = (random_vec(72, n, 0.001), random_vec(73, n, 0.0001).iter().map(|x| x.abs()).collect::<Vec<_>>());
+    let cpu_sum = cpu.sum_squares(&g, n);
+    let gpu_sum = gpu.sum_squares(&up(&g), n);
+    let error = if gpu_sum.is_finite() { ((gpu_sum - cpu_sum) / cpu_sum).abs() } else { f64::INFINITY };
+    pair.checks.push(Check::new("sum_squares", error, 1e-9));
+    let hp = dsllm_model::AdamWStep { learning_rate: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3, grad_scale: 0.7 };
+    let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
+    let (mut gp, mut gm, mut gv) = (up(&p), up(&m), up(&v));
+    cpu.adamw_update(&mut cp, &g, &mut cm, &mut cv, n, hp);
+    gpu.adamw_update(&mut gp, &up(&g), &mut gm, &mut gv, n, hp);
+    pair.compare("adamw_update param", &gp, &cp, 1e-6);
+    pair.compare("adamw_update exp_avg", &gm, &cm, 1e-6);
+    pair.compare("adamw_update exp_avg_sq", &gv, &cv, 1e-6);
+    pair.checks
+}
+
+/// Attention forward and backward on three shapes (multi-head with head_dim 64, GQA with
+/// head_dim 128 and 32; lengths not multiples of the tiles), on whichever kernels `gpu` picks
+/// (`tensor_core_attention`): bf16 tolerance for the tensor-core ones.
+pub fn check_attention(gpu: &CudaBackend) -> Vec<Check> {
+    let cpu = CpuBackend;
+    let mut pair = Pair { gpu, checks: Vec::new() };
+    let up = |v: &[f32]| gpu.upload(v);
+    for shape in [
+        AttentionShape { batch: 2, seq: 200, heads: 4, kv_heads: 4, head_dim: 64 },
+        AttentionShape { batch: 2, seq: 173, heads: 4, kv_heads: 1, head_dim: 128 },
+        AttentionShape { batch: 1, seq: 96, heads: 6, kv_heads: 2, head_dim: 32 },
+    ] {
+        let tensor_cores = gpu.tensor_core_attention && (shape.head_dim == 64 || shape.head_dim == 128);
+        let tag = format!("b{} t{} h{}/{} d{} {}", shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, if tensor_cores { "tc" } else { "fp32" });
+        let tolerance = if tensor_cores { BF16_TOLERANCE } else { F32_TOLERANCE };
+        let rows = shape.batch * shape.seq;
+        let (q_len, kv_len) = (rows * shape.heads * shape.head_dim, rows * shape.kv_heads * shape.head_dim);
+        let (q, k, v) = (random_vec(30, q_len, 1.0), random_vec(31, kv_len, 1.0), random_vec(32, kv_len, 1.0));
+        let (mut out, mut lse) = (vec![0.0; q_len], vec![0.0; rows * shape.heads]);
+        cpu.attention_forward(&mut out, &mut lse, &q, &k, &v, shape);
+        let (g_q, g_k, g_v) = (up(&q), up(&k), up(&v));
+        let (mut g_out, mut g_lse) = (gpu.alloc(q_len), gpu.alloc(rows * shape.heads));
+        gpu.attention_forward(&mut g_out, &mut g_lse, &g_q, &g_k, &g_v, shape);
+        pair.compare(&format!("attention_forward out {tag}"), &g_out, &out, tolerance);
+        pair.compare(&format!("attention_forward lse {tag}"), &g_lse, &lse, tolerance);
+        let d_out = random_vec(33, q_len, 1.0);
+        let (mut dq, mut dk, mut dv) = (random_vec(34, q_len, 0.1), random_vec(35, kv_len, 0.1), random_vec(36, kv_len, 0.1));
+        let (mut g_dq, mut g_dk, mut g_dv) = (up(&dq), up(&dk), up(&dv));
+        cpu.attention_backward(&mut dq, &mut dk, &mut dv, &d_out, &out, &lse, &q, &k, &v, shape);
+        gpu.attention_backward(&mut g_dq, &mut g_dk, &mut g_dv, &up(&d_out), &g_out, &g_lse, &g_q, &g_k, &g_v, shape);
+        pair.compare(&format!("attention_backward d_q {tag}"), &g_dq, &dq, tolerance);
+        pair.compare(&format!("attention_backward d_k {tag}"), &g_dk, &dk, tolerance);
+        pair.compare(&format!("attention_backward d_v {tag}"), &g_dv, &dv, tolerance);
+    }
+
+    pair.checks
+}
+
+/// A model small enough for the CPU, with GQA and head_dim 64 (so the whole step runs the
+/// tensor-core attention).
+pub fn parity_model_config() -> ModelConfig {
+    ModelConfig {
+        hidden_size: 256,
+        intermediate_size: 688,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        vocab_size: 1000,
+        max_position_embeddings: 128,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000.0,
+        initializer_range: 0.02,
+        bos_token_id: None,
+        eos_token_id: None,
+    }
+}
+
+fn random_sequences(seed: u64, count: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Skewed ids (a few frequent tokens) so the model has something to learn in a few steps.
+    (0..count).map(|_| (0..len).map(|_| (rng.random_range(0..vocab as u32) * rng.random_range(0..vocab as u32)) / vocab as u32).collect()).collect()
+}
+
+/// One forward and backward of the same model on both backends: the loss and every gradient
+/// tensor; then `steps` optimizer steps of the trainer: losses, gradient norms, final weights.
+pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usize) -> Result<Vec<Check>> {
+    let config = parity_model_config();
+    let (seq, micro_batch) = (64, 4);
+    let mut checks = Vec::new();
+
+    let sequences = random_sequences(80, micro_batch, seq + 1, config.vocab_size);
+    let batch = TokenBatch {
+        batch_size: micro_batch,
+        seq_len: seq,
+        inputs: sequences.iter().flat_map(|s| s[..seq].to_vec()).collect(),
+        targets: sequences.iter().flat_map(|s| s[1..].to_vec()).collect(),
+    };
+    let mut cpu_model = Llama::new_random(CpuBackend, config.clone(), 7)?;
+    let mut gpu_model = Llama::new_random(gpu_factory()?, config.clone(), 7)?;
+    let cpu_loss = cpu_model.forward(&batch)?;
+    let gpu_loss = gpu_model.forward(&batch)?;
+    let scale = 1.0 / batch.target_count() as f32;
+    cpu_model.zero_grads();
+    gpu_model.zero_grads();
+    cpu_model.backward(scale);
+    gpu_model.backward(scale);
+    checks.push(Check::new("model loss", ((gpu_loss.mean() - cpu_loss.mean()) / cpu_loss.mean()).abs(), 1e-3));
+    let mut worst = (0.0f64, String::new());
+    for ((spec, c), g) in cpu_model.specs.tensors().into_iter().zip(cpu_model.grads.tensors()).zip(gpu_model.grads.tensors()) {
+        let error = relative_error(&gpu_model.backend.download(g), c);
+        // A NaN error (never <= anything) must become the worst.
+        if error.is_nan() || error > worst.0 {
+            worst = (error, spec.name.clone());
+        }
+    }
+    checks.push(Check::new(format!("model gradients (worst: {})", worst.1), worst.0, 3e-2));
+
+    let trainer_config = TrainerConfig {
+        seq_len: seq,
+        micro_batch_size: micro_batch,
+        grad_accum_steps: 2,
+        schedule: LrSchedule::Cosine { peak_lr: 3e-3, warmup_steps: 1, total_steps: 100, min_lr_ratio: 0.1 },
+        optimizer: Default::default(),
+        seed: 11,
+    };
+    let data = random_sequences(81, micro_batch * 2 * steps, seq + 1, config.vocab_size);
+    let mut cpu_trainer = Trainer::new(CpuBackend, config.clone(), trainer_config.clone())?;
+    let mut gpu_trainer = Trainer::new(gpu_factory()?, config, trainer_config)?;
+    let (mut cpu_source, mut gpu_source) = (VecSource::new(data.clone(), false), VecSource::new(data, false));
+    for step in 1..=steps {
+        let c = cpu_trainer.train_step(&mut cpu_source)?;
+        let g = gpu_trainer.train_step(&mut gpu_source)?;
+        checks.push(Check::new(format!("train step {step} loss {:.5} (cpu {:.5})", g.loss, c.loss), ((g.loss - c.loss) / c.loss).abs(), 2e-3));
+        checks.push(Check::new(format!("train step {step} grad norm {:.4} (cpu {:.4})", g.grad_norm, c.grad_norm), ((g.grad_norm - c.grad_norm) / c.grad_norm).abs(), 3e-2));
+    }
+    let cpu_weights: Vec<f32> = cpu_trainer.model.host_tensors().into_iter().flat_map(|(_, t)| t.data).collect();
+    let gpu_weights: Vec<f32> = gpu_trainer.model.host_tensors().into_iter().flat_map(|(_, t)| t.data).collect();
+    // AdamW moves every weight by about ±lr whatever its gradient's size, so weights whose
+    // gradients sit at the bf16 noise level take different signs on the two backends: after 3
+    // steps at lr 3e-3 against N(0, 0.02²) weights that is a ~1% relative difference (seen:
+    // 7.7e-3 with head_dim 32, 1.07e-2 with 64). The per-step losses and gradient norms above
+    // are the tight checks; this one catches divergence.
+    checks.push(Check::new(format!("weights after {steps} steps"), relative_error(&gpu_weights, &cpu_weights), 3e-2));
+    Ok(checks)
+}
+
+/// Prints checks as a table; returns whether all passed.
+pub fn print_checks(checks: &[Check]) -> bool {
+    for c in checks {
+        println!("{:<4} {:<60} error {:>10.3e}  (tolerance {:.0e})", if c.passed { "ok" } else { "FAIL" }, c.name, c.error, c.tolerance);
+    }
+    checks.iter().all(|c| c.passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_error_never_passes_nan() {
+        assert_eq!(relative_error(&[1.0, f32::NAN], &[1.0, 2.0]), f64::INFINITY);
+        assert!(!Check::new("x", f64::NAN, 1.0).passed);
+        assert!(relative_error(&[1.0, 2.0], &[1.0, 2.0]) == 0.0);
+    }
+
+    /// Runs on a machine with a GPU; elsewhere (CI) it says why it skipped.
+    #[test]
+    fn gpu_matches_cpu() {
+        if let Some(reason) = crate::gpu_unavailable_reason() {
+            eprintln!("skipping the GPU parity test: {reason}");
+            return;
+        }
+        let gpu = CudaBackend::new(0).expect("CUDA backend");
+        let mut checks = check_ops(&gpu);
+        checks.extend(check_training(|| CudaBackend::new(0), 2).expect("training parity"));
+        assert!(print_checks(&checks), "the CUDA backend differs from the CPU backend");
+    }
+}
