@@ -7,8 +7,12 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// Expands `patterns` into a sorted, de-duplicated list of files. Names starting with `.` or `_`
-/// (temporaries, manifests) are skipped inside folders. `keep` filters by file name.
+/// The sub-folder where a stage puts records it could not process.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// Expands `patterns` into a sorted, de-duplicated list of files. Inside folders, names
+/// starting with `.` or `_` (temporaries, manifests) and `quarantine/` folders (a stage's
+/// damaged records, never the next stage's input) are skipped. `keep` filters by file name.
 pub fn expand(patterns: &[impl AsRef<str>], keep: impl Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for pattern in patterns {
@@ -41,7 +45,10 @@ fn collect(path: &Path, keep: &impl Fn(&Path) -> bool, out: &mut Vec<PathBuf>) -
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::io(path, "list folder", e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| !p.file_name().map(|n| n.to_string_lossy().starts_with(['.', '_'])).unwrap_or(false))
+            .filter(|p| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                !(name.starts_with(['.', '_']) || (name == QUARANTINE_DIR && p.is_dir()))
+            })
             .collect();
         entries.sort();
         for entry in entries {
@@ -108,7 +115,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("sub")).unwrap();
-        for name in ["b.wet.gz", "a.wet.gz", "sub/c.wet.gz", "_manifest.json", ".a.tmp-1", "notes.txt"] {
+        std::fs::create_dir_all(d.join("quarantine")).unwrap();
+        for name in ["b.wet.gz", "a.wet.gz", "sub/c.wet.gz", "_manifest.json", ".a.tmp-1", "notes.txt", "quarantine/q.wet.gz"] {
             std::fs::write(d.join(name), b"").unwrap();
         }
         let keep = |p: &Path| p.to_string_lossy().ends_with(".gz");

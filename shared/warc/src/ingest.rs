@@ -84,7 +84,7 @@ pub fn run(files: &[PathBuf], output_dir: &Path, options: &IngestOptions, progre
 pub fn ingest_file(path: &Path, index: usize, output_dir: &Path, dump: Option<&str>) -> Result<FileOutcome> {
     let part = format!("part-{index:05}.parquet");
     let mut writer = DocumentWriter::create(output_dir.join(&part))?;
-    let mut quarantine = QuarantineWriter::new(output_dir.join("quarantine").join(&part), path);
+    let mut quarantine = QuarantineWriter::new(output_dir.join(dsllm_core::inputs::QUARANTINE_DIR).join(&part), path);
     let mut outcome = FileOutcome::default();
     let mut current_dump = dump_from_path(path).or_else(|| dump.map(str::to_string));
     let mut failure: Option<Error> = None;

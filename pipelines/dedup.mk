@@ -1,0 +1,19 @@
+# ds-dedup targets (included by the top-level Makefile).
+#
+#   make dedup-demo                 every dump of $(WORK)/docs at once (the demo)
+#   make dedup DUMP=CC-MAIN-2024-26 one new dump against the existing index
+#   make bench-dedup                ours vs datatrove, rensa, datasketch on ~200k documents
+DEDUP_BIN ?= $(BIN)/ds-dedup
+DEDUP_INDEX ?= $(WORK)/dedup/index
+BENCH_DOCS ?= 200000
+
+.PHONY: dedup-demo dedup bench-dedup
+dedup-demo:
+	$(DEDUP_BIN) --input $(WORK)/docs --output $(WORK)/dedup --index $(DEDUP_INDEX)
+
+dedup:
+	@test -n "$(DUMP)" || { echo "usage: make dedup DUMP=<dump name under $(WORK)/docs>"; exit 2; }
+	$(DEDUP_BIN) --input $(WORK)/docs/$(DUMP) --output $(WORK)/dedup-$(DUMP) --index $(DEDUP_INDEX)
+
+bench-dedup:
+	python3 bench/dedup/bench.py --docs $(BENCH_DOCS) --ours $(DEDUP_BIN)

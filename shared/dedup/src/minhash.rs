@@ -1,0 +1,173 @@
+//! MinHash signatures and LSH band hashes.
+//!
+//! Each of the `bands × rows` hash functions is a seeded permutation-like map of a 64-bit shingle
+//! hash: `h_i(x) = (a_i·x + b_i) >> 32` (multiply-add-shift, a_i odd), with a_i and b_i drawn
+//! from xxh64 of the seed. The shingle hashes are already uniform (xxh3), so this cheap family
+//! behaves like independent permutations and costs one multiply per hash per shingle. The
+//! fraction of equal entries of two signatures estimates the Jaccard similarity of their
+//! shingle sets; two documents become candidates when all `rows` entries of any band agree.
+
+use crate::normalize::{normalize_into, shingle_hashes, token_hashes};
+use crate::DedupConfig;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
+use xxhash_rust::xxh64::xxh64;
+
+/// The seeded hash functions of one configuration.
+#[derive(Debug, Clone)]
+pub struct MinHasher {
+    multipliers: Vec<u64>,
+    offsets: Vec<u64>,
+    bands: usize,
+    rows: usize,
+    seed: u64,
+}
+
+impl MinHasher {
+    pub fn new(bands: usize, rows: usize, seed: u64) -> Self {
+        let n = bands * rows;
+        let multipliers = (0..n as u64).map(|i| xxh64(&i.to_le_bytes(), seed) | 1).collect();
+        let offsets = (0..n as u64).map(|i| xxh64(&i.to_le_bytes(), seed ^ 0x9E37_79B9_7F4A_7C15)).collect();
+        MinHasher { multipliers, offsets, bands, rows, seed }
+    }
+
+    pub fn num_hashes(&self) -> usize {
+        self.bands * self.rows
+    }
+
+    pub fn bands(&self) -> usize {
+        self.bands
+    }
+
+    /// The signature of a non-empty shingle set, written to `out` (`num_hashes` entries).
+    pub fn signature(&self, shingles: &[u64], out: &mut [u32]) {
+        out.fill(u32::MAX);
+        for &x in shingles {
+            // Plain indexed loop over equal-length slices: the compiler unrolls and keeps it
+            // branch-free (min is a select).
+            for ((slot, &a), &b) in out.iter_mut().zip(&self.multipliers).zip(&self.offsets) {
+                let v = (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32;
+                *slot = (*slot).min(v);
+            }
+        }
+    }
+
+    /// One hash per band of a signature, written to `out` (`bands` entries). The band number is
+    /// mixed in so equal rows in different bands do not collide.
+    pub fn band_hashes(&self, signature: &[u32], out: &mut [u64]) {
+        let mut bytes = Vec::with_capacity(self.rows * 4);
+        for (band, slot) in out.iter_mut().enumerate().take(self.bands) {
+            bytes.clear();
+            for v in &signature[band * self.rows..(band + 1) * self.rows] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            *slot = xxh3_64_with_seed(&bytes, self.seed.wrapping_add(band as u64));
+        }
+    }
+}
+
+/// Estimated Jaccard similarity: the fraction of equal signature entries.
+pub fn signature_similarity(a: &[u32], b: &[u32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let equal = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    equal as f32 / a.len().max(1) as f32
+}
+
+/// What dedup needs of one document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sketch {
+    /// xxh3-128 of the normalized text: equal for exact duplicates.
+    pub exact_hash: u128,
+    /// MinHash signature; empty when the normalized text is empty.
+    pub signature: Vec<u32>,
+}
+
+/// Turns texts into sketches, reusing its buffers (one per thread).
+pub struct Sketcher {
+    hasher: MinHasher,
+    shingle_tokens: usize,
+    normalized: String,
+    tokens: Vec<u64>,
+    shingles: Vec<u64>,
+}
+
+impl Sketcher {
+    pub fn new(config: &DedupConfig) -> Self {
+        Sketcher {
+            hasher: MinHasher::new(config.bands, config.rows_per_band, config.seed),
+            shingle_tokens: config.shingle_tokens,
+            normalized: String::new(),
+            tokens: Vec::new(),
+            shingles: Vec::new(),
+        }
+    }
+
+    pub fn sketch(&mut self, text: &str) -> Sketch {
+        normalize_into(text, &mut self.normalized);
+        let exact_hash = xxh3_128(self.normalized.as_bytes());
+        self.tokens.clear();
+        token_hashes(&self.normalized, &mut self.tokens);
+        self.shingles.clear();
+        shingle_hashes(&self.tokens, self.shingle_tokens, &mut self.shingles);
+        let mut signature = Vec::new();
+        if !self.shingles.is_empty() {
+            // Repeated shingles cannot change a minimum: drop them first to save hashing.
+            self.shingles.sort_unstable();
+            self.shingles.dedup();
+            signature = vec![0u32; self.hasher.num_hashes()];
+            self.hasher.signature(&self.shingles, &mut signature);
+        }
+        Sketch { exact_hash, signature }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(n: usize, salt: usize) -> Vec<u64> {
+        (0..n).map(|i| xxhash_rust::xxh3::xxh3_64(&(i * 7919 + salt).to_le_bytes())).collect()
+    }
+
+    #[test]
+    fn similarity_estimates_jaccard() {
+        let h = MinHasher::new(32, 8, 1);
+        // Sets of 1000 sharing 800: J = 800 / 1200 = 0.667.
+        let a: Vec<u64> = words(1000, 0);
+        let mut b: Vec<u64> = a[..800].to_vec();
+        b.extend(words(200, 1_000_000));
+        let (mut sa, mut sb) = (vec![0; 256], vec![0; 256]);
+        h.signature(&a, &mut sa);
+        h.signature(&b, &mut sb);
+        let est = signature_similarity(&sa, &sb);
+        assert!((est - 0.667).abs() < 0.08, "{est}");
+    }
+
+    #[test]
+    fn identical_sets_share_every_band_and_seeds_differ() {
+        let h = MinHasher::new(14, 8, 42);
+        let s = words(50, 3);
+        let (mut a, mut b) = (vec![0; 112], vec![0; 112]);
+        h.signature(&s, &mut a);
+        let mut shuffled = s.clone();
+        shuffled.reverse();
+        h.signature(&shuffled, &mut b);
+        assert_eq!(a, b, "order of shingles does not matter");
+        let (mut ba, mut bb) = (vec![0; 14], vec![0; 14]);
+        h.band_hashes(&a, &mut ba);
+        h.band_hashes(&b, &mut bb);
+        assert_eq!(ba, bb);
+        let mut other = vec![0; 112];
+        MinHasher::new(14, 8, 43).signature(&s, &mut other);
+        assert_ne!(a, other);
+    }
+
+    #[test]
+    fn sketches_see_through_presentation() {
+        let config = DedupConfig::default();
+        let mut s = Sketcher::new(&config);
+        let a = s.sketch("The quick brown fox jumps over the lazy dog.");
+        let b = s.sketch("the QUICK brown fox — jumps over the lazy dog");
+        assert_eq!(a, b);
+        assert!(s.sketch(" ... ").signature.is_empty());
+    }
+}
