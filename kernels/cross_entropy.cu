@@ -42,8 +42,9 @@ extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, cons
     }
 }
 
+// `shadow` (may be null): the gradient rounded to bf16 as well, the lm_head GEMMs' operand.
 extern "C" __global__ void cross_entropy_backward(float* logits, const float* lse, const u32* targets, int vocab,
-                                                  float scale) {
+                                                  float scale, __nv_bfloat16* shadow) {
     const u64 row = blockIdx.x;
     float* x = logits + row * vocab;
     const u32 t = targets[row];
@@ -52,5 +53,6 @@ extern "C" __global__ void cross_entropy_backward(float* logits, const float* ls
         float g = 0.0f;
         if (t != IGNORE_TARGET) g = scale * __expf(x[j] - l) - (j == (int)t ? scale : 0.0f);
         x[j] = g;
+        if (shadow) shadow[row * vocab + j] = __float2bfloat16_rn(g);
     }
 }

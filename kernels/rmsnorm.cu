@@ -1,8 +1,9 @@
 // RMSNorm: one block a row for the forward and the input gradient; the weight gradient is a
 // column sum over rows done in two fixed-order passes (per-chunk partials, then their sum).
 
+// `shadow` (may be null): the output rounded to bf16 as well, the GEMMs' copy of it.
 extern "C" __global__ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight,
-                                           int dim, float eps) {
+                                           int dim, float eps, __nv_bfloat16* shadow) {
     __shared__ float scratch[32];
     const u64 row = blockIdx.x;
     const float* x = inp + row * dim;
@@ -12,7 +13,16 @@ extern "C" __global__ void rmsnorm_forward(float* out, float* rstd, const float*
     const float r = rsqrtf(ss / dim + eps);
     if (threadIdx.x == 0) rstd[row] = r;
     float* y = out + row * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) y[j] = weight[j] * (x[j] * r);
+    if (shadow) {
+        __nv_bfloat16* z = shadow + row * dim;
+        for (int j = threadIdx.x; j < dim; j += blockDim.x) {
+            const float v = weight[j] * (x[j] * r);
+            y[j] = v;
+            z[j] = __float2bfloat16_rn(v);
+        }
+    } else {
+        for (int j = threadIdx.x; j < dim; j += blockDim.x) y[j] = weight[j] * (x[j] * r);
+    }
 }
 
 extern "C" __global__ void rmsnorm_backward_input(float* d_inp, const float* d_out, const float* inp,

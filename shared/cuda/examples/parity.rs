@@ -3,7 +3,7 @@
 //! message when there is no GPU.
 
 use dsllm_cuda::parity::{check_attention, check_ops, check_training, print_checks};
-use dsllm_cuda::{gpu_unavailable_reason, CudaBackend};
+use dsllm_cuda::{gpu_unavailable_reason, AttentionKernels, CudaBackend};
 
 fn main() -> anyhow::Result<()> {
     if let Some(reason) = gpu_unavailable_reason() {
@@ -14,9 +14,11 @@ fn main() -> anyhow::Result<()> {
     let mut gpu = CudaBackend::new(0)?;
     println!("{} (backend ready in {:.2} s)", gpu.device_name(), started.elapsed().as_secs_f64());
     let mut checks = check_ops(&gpu);
-    // The fp32 reference attention kernels too (the tensor-core ones ran in check_ops).
-    gpu.tensor_core_attention = false;
-    checks.extend(check_attention(&gpu));
+    // The other attention kernels too (check_ops ran the default, flash-attention-2).
+    for kernels in [AttentionKernels::Wmma, AttentionKernels::Fp32] {
+        gpu.attention = kernels;
+        checks.extend(check_attention(&gpu));
+    }
     checks.extend(check_training(|| CudaBackend::new(0), 3)?);
     let passed = print_checks(&checks);
     if let Ok(dir) = std::env::var("OUT") {

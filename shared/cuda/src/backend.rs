@@ -66,9 +66,9 @@ pub struct GpuTokens {
 
 /// The CUDA backend: a context, one stream, the compiled kernels and a cuBLASLt handle.
 pub struct CudaBackend {
-    /// Attention on the tensor cores (bf16 tiles) where the head size allows (64 or 128);
-    /// false, or `DSLLM_ATTENTION=fp32`, runs the fp32 reference kernels instead.
-    pub tensor_core_attention: bool,
+    /// Which attention kernels run where the head size allows (64 or 128; other sizes always
+    /// run the fp32 reference). `DSLLM_ATTENTION=fa2|wmma|fp32` picks at start; default fa2.
+    pub attention: AttentionKernels,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -77,6 +77,35 @@ pub struct CudaBackend {
     attention_row_dot: RefCell<CudaSlice<f32>>,
     sum_partials: RefCell<CudaSlice<f64>>,
     embedding_segments: RefCell<CudaSlice<u32>>,
+}
+
+/// The attention implementations the backend carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionKernels {
+    /// Flash-attention-2 style: mma.sync m16n8k16 with ldmatrix, register accumulators
+    /// (kernels/attention_fa.cu). Head sizes 64 and 128.
+    Fa2,
+    /// v2's WMMA kernels with shared-memory accumulators (kernels/attention_tc.cu).
+    Wmma,
+    /// The fp32 reference on CUDA cores (kernels/attention.cu), any head size up to 128.
+    Fp32,
+}
+
+impl AttentionKernels {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fa2 => "fa2",
+            Self::Wmma => "wmma",
+            Self::Fp32 => "fp32",
+        }
+    }
+    fn from_env() -> Self {
+        match std::env::var("DSLLM_ATTENTION").as_deref() {
+            Ok("fp32") => Self::Fp32,
+            Ok("wmma") | Ok("tc") => Self::Wmma,
+            _ => Self::Fa2,
+        }
+    }
 }
 
 /// Why no GPU can be used here, or `None` when one can: the driver library, NVRTC, cuBLASLt
@@ -131,11 +160,18 @@ impl CudaBackend {
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the attention kernels their shared memory")?;
             }
+            let (forward, dq, dkdv) = fa_kernels(&kernels, head_dim);
+            let bytes = fa_shared_bytes(head_dim);
+            for (function, size) in [(forward, bytes.0), (dq, bytes.1), (dkdv, bytes.2)] {
+                function
+                    .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
+                    .context("cannot give the flash-attention kernels their shared memory")?;
+            }
         }
         let gemm = Gemm::new(stream.clone())?;
         let empty_f32 = || stream.alloc_zeros::<f32>(1);
         Ok(Self {
-            tensor_core_attention: std::env::var("DSLLM_ATTENTION").map_or(true, |v| v != "fp32"),
+            attention: AttentionKernels::from_env(),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             sum_partials: RefCell::new(stream.alloc_zeros::<f64>(SUM_BLOCKS)?),
@@ -197,6 +233,24 @@ impl CudaBackend {
     }
 
     /// `cell`'s scratch buffer, reallocated when smaller than `len`.
+    /// For a kernel about to overwrite all of `buf` (whose version the kernel's `data_mut`
+    /// already bumped): the device address of `buf`'s bf16 copy, marked current, for the kernel
+    /// to write alongside the fp32 values, so no cast pass follows. 0 (no copy written) when
+    /// the kernel covers only `n` < len values.
+    fn fused_bf16_ptr(&self, buf: &GpuBuffer, n: usize) -> u64 {
+        if n != buf.data.len() || std::env::var_os("DSLLM_NO_FUSED_CAST").is_some() {
+            return 0;
+        }
+        let mut shadow = buf.shadow.lock().expect("bf16 copy lock");
+        let copy = match shadow.take() {
+            Some((_, copy)) => copy,
+            None => unsafe { self.stream.alloc::<bf16>(n) }.expect("cannot allocate a bf16 copy"),
+        };
+        let pointer = self.ptr(&copy);
+        *shadow = Some((buf.version, copy));
+        pointer
+    }
+
     fn scratch<'a, T: DeviceRepr + ValidAsZeroBits>(&self, cell: &'a RefCell<CudaSlice<T>>, len: usize) -> RefMut<'a, CudaSlice<T>> {
         let mut slice = cell.borrow_mut();
         if slice.len() < len {
@@ -227,6 +281,23 @@ fn tensor_core_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &C
     } else {
         (&kernels.attention_forward_tc128, &kernels.attention_backward_dq_tc128, &kernels.attention_backward_dkdv_tc128)
     }
+}
+
+/// The flash-attention-2 forward, dQ and dK/dV kernels for a head size (64 or 128).
+fn fa_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &CudaFunction, &CudaFunction) {
+    if head_dim == 64 {
+        (&kernels.attention_forward_fa64, &kernels.attention_backward_dq_fa64, &kernels.attention_backward_dkdv_fa64)
+    } else {
+        (&kernels.attention_forward_fa128, &kernels.attention_backward_dq_fa128, &kernels.attention_backward_dkdv_fa128)
+    }
+}
+
+/// Shared memory of the flash-attention-2 kernels; mirrors kernels/attention_fa.cu (64-row
+/// blocks; dQ steps over 64 keys and dK/dV over 64 queries for head_dim 64, 32 for 128).
+pub fn fa_shared_bytes(head_dim: usize) -> (usize, usize, usize) {
+    let row = (head_dim + 8) * 2;
+    let step = if head_dim == 64 { 64 } else { 32 };
+    (320 * row, (128 + 4 * step) * row, (128 + 4 * step) * row + 4 * step * 4)
 }
 
 /// Shared memory of the forward, dQ and dK/dV tensor-core kernels; mirrors `Strides` in
@@ -354,8 +425,10 @@ impl Backend for CudaBackend {
 
     fn rmsnorm_forward(&self, out: &mut GpuBuffer, rstd: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, dim: usize, eps: f32) {
         let dim32 = dim as i32;
+        let out_ptr = self.ptr(out.data_mut());
+        let shadow = self.fused_bf16_ptr(out, rows * dim);
         self.launch(&self.kernels.rmsnorm_forward, rows_grid(rows, BLOCK), |b| {
-            b.arg(out.data_mut()).arg(rstd.data_mut()).arg(&inp.data).arg(&weight.data).arg(&dim32).arg(&eps);
+            b.arg(&out_ptr).arg(rstd.data_mut()).arg(&inp.data).arg(&weight.data).arg(&dim32).arg(&eps).arg(&shadow);
         });
     }
 
@@ -405,7 +478,17 @@ impl Backend for CudaBackend {
         let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
         let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
-        if self.uses_tensor_cores(head_dim) {
+        if self.attention_kernels(head_dim) == AttentionKernels::Fa2 {
+            let (qb, kb, vb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v));
+            let (forward, _, _) = fa_kernels(&self.kernels, head_dim);
+            let config = tensor_core_grid(seq, heads, batch, fa_shared_bytes(head_dim).0);
+            self.launch(forward, config, |b| {
+                b.arg(out.data_mut()).arg(lse.data_mut()).arg(&qb).arg(&kb).arg(&vb);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+            });
+            return;
+        }
+        if self.attention_kernels(head_dim) == AttentionKernels::Wmma {
             let (forward, _, _) = tensor_core_kernels(&self.kernels, head_dim);
             let config = tensor_core_grid(seq, heads, batch, tensor_core_shared_bytes(head_dim).0);
             self.launch(forward, config, |b| {
@@ -443,7 +526,27 @@ impl Backend for CudaBackend {
         let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut row_dot = self.scratch(&self.attention_row_dot, batch * seq * heads);
-        if self.uses_tensor_cores(head_dim) {
+        if self.attention_kernels(head_dim) == AttentionKernels::Fa2 {
+            let rows = (batch * seq * heads) as u64;
+            self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
+                b.arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&rows).arg(&hd32);
+            });
+            let (qb, kb, vb, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(d_out));
+            let (_, dq, dkdv) = fa_kernels(&self.kernels, head_dim);
+            let bytes = fa_shared_bytes(head_dim);
+            self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
+                b.arg(d_q.data_mut()).arg(&lse.data).arg(&*row_dot);
+                b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+            });
+            self.launch(dkdv, tensor_core_grid(seq, kv_heads, batch, bytes.2), |b| {
+                b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&lse.data).arg(&*row_dot);
+                b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+            });
+            return;
+        }
+        if self.attention_kernels(head_dim) == AttentionKernels::Wmma {
             let rows = (batch * seq * heads) as u64;
             self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
                 b.arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&rows).arg(&hd32);
@@ -487,15 +590,19 @@ impl Backend for CudaBackend {
 
     fn swiglu_forward(&self, out: &mut GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
         let n64 = n as u64;
+        let out_ptr = self.ptr(out.data_mut());
+        let shadow = self.fused_bf16_ptr(out, n);
         self.launch(&self.kernels.swiglu_forward, grid_for_u64(n), |b| {
-            b.arg(out.data_mut()).arg(&gate.data).arg(&up.data).arg(&n64);
+            b.arg(&out_ptr).arg(&gate.data).arg(&up.data).arg(&n64).arg(&shadow);
         });
     }
 
     fn swiglu_backward(&self, d_gate: &mut GpuBuffer, d_up: &mut GpuBuffer, d_out: &GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
         let n64 = n as u64;
+        let (gate_ptr, up_ptr) = (self.ptr(d_gate.data_mut()), self.ptr(d_up.data_mut()));
+        let (gate_shadow, up_shadow) = (self.fused_bf16_ptr(d_gate, n), self.fused_bf16_ptr(d_up, n));
         self.launch(&self.kernels.swiglu_backward, grid_for_u64(n), |b| {
-            b.arg(d_gate.data_mut()).arg(d_up.data_mut()).arg(&d_out.data).arg(&gate.data).arg(&up.data).arg(&n64);
+            b.arg(&gate_ptr).arg(&up_ptr).arg(&d_out.data).arg(&gate.data).arg(&up.data).arg(&n64).arg(&gate_shadow).arg(&up_shadow);
         });
     }
 
@@ -555,8 +662,10 @@ impl Backend for CudaBackend {
 
     fn cross_entropy_backward(&self, logits: &mut GpuBuffer, lse: &GpuBuffer, targets: &GpuTokens, rows: usize, vocab: usize, scale: f32) {
         let vocab32 = vocab as i32;
+        let logits_ptr = self.ptr(logits.data_mut());
+        let shadow = self.fused_bf16_ptr(logits, rows * vocab);
         self.launch(&self.kernels.cross_entropy_backward, rows_grid(rows, CE_BLOCK), |b| {
-            b.arg(logits.data_mut()).arg(&lse.data).arg(&targets.ids).arg(&vocab32).arg(&scale);
+            b.arg(&logits_ptr).arg(&lse.data).arg(&targets.ids).arg(&vocab32).arg(&scale).arg(&shadow);
         });
     }
 
@@ -570,6 +679,35 @@ impl Backend for CudaBackend {
         });
         let host = self.stream.clone_dtoh(&partial.slice(..blocks)).expect("cannot copy from the GPU");
         host.iter().sum()
+    }
+
+    fn sum_squares_many(&self, xs: &[(&GpuBuffer, usize)]) -> f64 {
+        // Every buffer's block partials into one array, one copy to the host, then the same
+        // sums in the same order as `sum_squares` buffer by buffer.
+        let blocks: Vec<usize> = xs.iter().map(|&(_, n)| n.div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS)).collect();
+        let total: usize = blocks.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        let partial = self.scratch(&self.sum_partials, total);
+        let base = self.ptr(&*partial);
+        let mut offset = 0;
+        for (&(x, n), &count) in xs.iter().zip(&blocks) {
+            let (n64, at) = (n as u64, base + (offset * std::mem::size_of::<f64>()) as u64);
+            let config = LaunchConfig { grid_dim: (count as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+            self.launch(&self.kernels.sum_squares_partial, config, |b| {
+                b.arg(&at).arg(&x.data).arg(&n64);
+            });
+            offset += count;
+        }
+        let host = self.stream.clone_dtoh(&partial.slice(..total)).expect("cannot copy from the GPU");
+        let mut sum = 0.0;
+        let mut offset = 0;
+        for &count in &blocks {
+            sum += host[offset..offset + count].iter().sum::<f64>();
+            offset += count;
+        }
+        sum
     }
 
     fn adamw_update(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, n: usize, hp: AdamWStep) {
@@ -591,8 +729,13 @@ fn tensor_core_grid(seq: usize, heads: usize, batch: usize, shared_bytes: usize)
 }
 
 impl CudaBackend {
-    fn uses_tensor_cores(&self, head_dim: usize) -> bool {
-        self.tensor_core_attention && (head_dim == 64 || head_dim == 128)
+    /// The kernels that run attention of this head size.
+    pub fn attention_kernels(&self, head_dim: usize) -> AttentionKernels {
+        if head_dim == 64 || head_dim == 128 {
+            self.attention
+        } else {
+            AttentionKernels::Fp32
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,7 @@ use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 /// The prelude every op file uses, then one file per op family, compiled as one program.
-pub const SOURCES: [(&str, &str); 10] = [
+pub const SOURCES: [(&str, &str); 11] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("cast.cu", include_str!("../../../kernels/cast.cu")),
     ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
@@ -16,6 +16,7 @@ pub const SOURCES: [(&str, &str); 10] = [
     ("rope.cu", include_str!("../../../kernels/rope.cu")),
     ("attention.cu", include_str!("../../../kernels/attention.cu")),
     ("attention_tc.cu", include_str!("../../../kernels/attention_tc.cu")),
+    ("attention_fa.cu", include_str!("../../../kernels/attention_fa.cu")),
     ("embedding.cu", include_str!("../../../kernels/embedding.cu")),
     ("cross_entropy.cu", include_str!("../../../kernels/cross_entropy.cu")),
     ("adamw.cu", include_str!("../../../kernels/adamw.cu")),
@@ -34,6 +35,60 @@ pub fn compile_ptx(arch: &'static str) -> Result<Ptx> {
         ..Default::default()
     };
     compile_ptx_with_opts(program_source(), options).map_err(|e| anyhow::anyhow!("NVRTC could not compile kernels/*.cu for {arch}: {e}"))
+}
+
+/// 64-bit FNV-1a: a stable hash (the same in every build) for the PTX cache's file names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Where compiled PTX is kept: `DSLLM_KERNEL_CACHE` (`off` disables the cache), else
+/// `$XDG_CACHE_HOME/dsllm/kernels`, else `$HOME/.cache/dsllm/kernels`.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    match std::env::var("DSLLM_KERNEL_CACHE") {
+        Ok(v) if v == "off" || v == "0" => None,
+        Ok(v) if !v.is_empty() => Some(v.into()),
+        _ => std::env::var_os("XDG_CACHE_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("dsllm").join("kernels")),
+    }
+}
+
+/// The cache file of this program text for `arch`: keyed by a hash of the source, the
+/// architecture and the NVRTC version, so any edit or toolchain change compiles afresh.
+pub fn cache_path(arch: &str) -> Option<std::path::PathBuf> {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: writes two ints; only called once NVRTC is known to be present.
+    let _ = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    let version = format!("{major}.{minor}");
+    let key = fnv1a(format!("{}\0{arch}\0{version}", program_source()).as_bytes());
+    cache_dir().map(|d| d.join(format!("{key:016x}-{arch}.ptx")))
+}
+
+/// PTX for `arch`, from the on-disk cache when it holds this exact program, else compiled by
+/// NVRTC and stored (atomically: a temporary file renamed into place). A cache that cannot
+/// be read or written only costs the compile.
+pub fn cached_ptx(arch: &'static str) -> Result<Ptx> {
+    let path = cache_path(arch);
+    if let Some(path) = &path {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.contains(".entry") {
+                return Ok(Ptx::from_src(text));
+            }
+        }
+    }
+    let ptx = compile_ptx(arch)?;
+    if let Some(path) = &path {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, ptx.to_src()).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+    Ok(ptx)
 }
 
 /// One program text: the files in order, each introduced by a `#line` so compiler errors name
@@ -59,7 +114,7 @@ macro_rules! kernel_table {
         impl Kernels {
             /// Compiles the program for `arch` (e.g. "sm_90") and loads every kernel.
             pub fn compile(context: &Arc<CudaContext>, arch: &'static str) -> Result<Self> {
-                let ptx = compile_ptx(arch)?;
+                let ptx = cached_ptx(arch)?;
                 let module = context.load_module(ptx).context("cannot load the compiled kernels")?;
                 Ok(Self {
                     $($name: module.load_function(stringify!($name)).with_context(|| format!("kernel {} is missing", stringify!($name)))?,)*
@@ -89,6 +144,12 @@ kernel_table!(
     attention_forward_tc128,
     attention_backward_dq_tc128,
     attention_backward_dkdv_tc128,
+    attention_forward_fa64,
+    attention_backward_dq_fa64,
+    attention_backward_dkdv_fa64,
+    attention_forward_fa128,
+    attention_backward_dq_fa128,
+    attention_backward_dkdv_fa128,
     embedding_forward,
     embedding_backward,
     cross_entropy_forward,
@@ -107,7 +168,7 @@ mod tests {
         for name in KERNEL_NAMES {
             // The tensor-core kernels are stamped out per head size by a macro (`name##HD`).
             let declaration = match name.strip_suffix("64").or_else(|| name.strip_suffix("128")) {
-                Some(stem) if stem.ends_with("_tc") => format!(" {stem}##HD("),
+                Some(stem) if stem.ends_with("_tc") || stem.ends_with("_fa") => format!(" {stem}##HD("),
                 _ => format!("__global__ void {name}("),
             };
             assert!(text.contains(&declaration), "no `{declaration}` in kernels/*.cu");

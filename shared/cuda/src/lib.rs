@@ -17,4 +17,4 @@ pub mod gemm;
 pub mod kernels;
 pub mod parity;
 
-pub use backend::{gpu_unavailable_reason, CudaBackend, GpuBuffer, GpuTokens};
+pub use backend::{gpu_unavailable_reason, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens};

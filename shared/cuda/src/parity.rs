@@ -184,6 +184,12 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     let gpu_sum = gpu.sum_squares(&up(&g), n);
     let error = if gpu_sum.is_finite() { ((gpu_sum - cpu_sum) / cpu_sum).abs() } else { f64::INFINITY };
     pair.checks.push(Check::new("sum_squares", error, 1e-9));
+    let g2 = random_vec(74, 1000, 0.3);
+    let (g_g, g_g2) = (up(&g), up(&g2));
+    let cpu_many = cpu.sum_squares_many(&[(&g, n), (&g2, 1000), (&g, 777)]);
+    let gpu_many = gpu.sum_squares_many(&[(&g_g, n), (&g_g2, 1000), (&g_g, 777)]);
+    let error = if gpu_many.is_finite() { ((gpu_many - cpu_many) / cpu_many).abs() } else { f64::INFINITY };
+    pair.checks.push(Check::new("sum_squares_many", error, 1e-9));
     let hp = dsllm_model::AdamWStep { learning_rate: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3, grad_scale: 0.7 };
     let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
     let (mut gp, mut gm, mut gv) = (up(&p), up(&m), up(&v));
@@ -197,7 +203,7 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
 
 /// Attention forward and backward on three shapes (multi-head with head_dim 64, GQA with
 /// head_dim 128 and 32; lengths not multiples of the tiles), on whichever kernels `gpu` picks
-/// (`tensor_core_attention`): bf16 tolerance for the tensor-core ones.
+/// (`attention`): bf16 tolerance for the tensor-core ones.
 pub fn check_attention(gpu: &CudaBackend) -> Vec<Check> {
     let cpu = CpuBackend;
     let mut pair = Pair { gpu, checks: Vec::new() };
@@ -206,9 +212,12 @@ pub fn check_attention(gpu: &CudaBackend) -> Vec<Check> {
         AttentionShape { batch: 2, seq: 200, heads: 4, kv_heads: 4, head_dim: 64 },
         AttentionShape { batch: 2, seq: 173, heads: 4, kv_heads: 1, head_dim: 128 },
         AttentionShape { batch: 1, seq: 96, heads: 6, kv_heads: 2, head_dim: 32 },
+        AttentionShape { batch: 1, seq: 333, heads: 4, kv_heads: 2, head_dim: 64 },
+        AttentionShape { batch: 1, seq: 300, heads: 4, kv_heads: 2, head_dim: 128 },
     ] {
-        let tensor_cores = gpu.tensor_core_attention && (shape.head_dim == 64 || shape.head_dim == 128);
-        let tag = format!("b{} t{} h{}/{} d{} {}", shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, if tensor_cores { "tc" } else { "fp32" });
+        let kernels = gpu.attention_kernels(shape.head_dim);
+        let tensor_cores = kernels != crate::AttentionKernels::Fp32;
+        let tag = format!("b{} t{} h{}/{} d{} {}", shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, kernels.name());
         let tolerance = if tensor_cores { BF16_TOLERANCE } else { F32_TOLERANCE };
         let rows = shape.batch * shape.seq;
         let (q_len, kv_len) = (rows * shape.heads * shape.head_dim, rows * shape.kv_heads * shape.head_dim);

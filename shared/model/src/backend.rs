@@ -138,6 +138,12 @@ pub trait Backend {
 
     /// Σ x² over the first `n` values, in f64, in a fixed order.
     fn sum_squares(&self, x: &Self::Buffer, n: usize) -> f64;
+    /// Σ over the `(buffer, n)` pairs of [`Backend::sum_squares`], added in list order (the
+    /// squared global gradient norm). The default calls `sum_squares` per buffer; a device
+    /// backend may reduce every buffer first and copy to the host once.
+    fn sum_squares_many(&self, xs: &[(&Self::Buffer, usize)]) -> f64 {
+        xs.iter().map(|&(x, n)| self.sum_squares(x, n)).sum()
+    }
     /// One AdamW step of `param` (PyTorch's decoupled weight decay) over `n` values.
     fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, n: usize, hp: AdamWStep);
 }

@@ -80,12 +80,6 @@ impl<B: Backend> AdamW<B> {
 
 /// L2 norm of all of `model`'s gradients together, summed tensor by tensor in a fixed order.
 pub fn global_grad_norm<B: Backend>(model: &Llama<B>) -> f64 {
-    let sum: f64 = model
-        .specs
-        .tensors()
-        .into_iter()
-        .zip(model.grads.tensors())
-        .map(|(spec, grad)| model.backend.sum_squares(grad, spec.numel()))
-        .sum();
-    sum.sqrt()
+    let grads: Vec<(&B::Buffer, usize)> = model.specs.tensors().into_iter().zip(model.grads.tensors()).map(|(spec, grad)| (grad, spec.numel())).collect();
+    model.backend.sum_squares_many(&grads).sqrt()
 }
