@@ -4,7 +4,7 @@
 SYNTH_DOCS_PER_DUMP ?= 2000
 
 .PHONY: synth ingest ingest-demo
-demo: build synth ingest-demo dedup-demo
+demo: build synth ingest-demo dedup-demo tokenizer pack pretrain
 	@echo
 	@echo "demo done: outputs under $(WORK)/ (inspect any of them with $(BIN)/ds-inspect PATH)"
 
@@ -21,3 +21,27 @@ ingest-demo:
 ingest:
 	@test -n "$(DUMP)" -a -n "$(IN)" || { echo "usage: make ingest DUMP=CC-MAIN-YYYY-WW IN=files-or-folder"; exit 2; }
 	$(BIN)/ds-ingest --input $(IN) --dump $(DUMP) --output $(WORK)/docs/$(DUMP) $(threads_flag)
+
+# Tokenizer and shards: the demo uses a small vocabulary (the default is the paper's 100,000
+# learned tokens padded to 102,400) and short sequences so the tiny model trains on CPU.
+DEMO_VOCAB   ?= 4000
+DEMO_SEQ_LEN ?= 256
+.PHONY: tokenizer pack pretrain bench-cpu-train
+tokenizer:
+	$(BIN)/ds-tokenizer train --input $(WORK)/dedup/kept --output $(WORK)/tokenizer \
+	  --learned-tokens $(DEMO_VOCAB) --model-vocab 0 $(threads_flag)
+	$(BIN)/ds-tokenizer stats --tokenizer $(WORK)/tokenizer --input $(WORK)/dedup/kept --max-documents 2000
+
+pack:
+	$(BIN)/ds-pack --input $(WORK)/dedup/kept --tokenizer $(WORK)/tokenizer --output $(WORK)/tokens \
+	  --seq-len $(DEMO_SEQ_LEN) --val-fraction 0.02 $(threads_flag)
+
+PRETRAIN_STEPS ?= 200
+pretrain:
+	$(BIN)/ds-pretrain train --config pipelines/configs/tiny.toml --data $(WORK)/tokens --tokenizer $(WORK)/tokenizer \
+	  --output $(WORK)/runs/tiny --steps $(PRETRAIN_STEPS) --micro-batch 8 --eval-every 50 --eval-batches 8 \
+	  --save-every 100 --backend auto --resume $(threads_flag)
+
+bench-cpu-train: build
+	$(BIN)/ds-pretrain bench --config pipelines/configs/tiny.toml --backend cpu --threads 2 --steps 5 --micro-batch 8 --vocab 16384
+	$(BIN)/ds-pretrain bench --config pipelines/configs/ds-160m.toml --backend cpu --threads 2 --steps 1 --micro-batch 1 --seq-len 2048

@@ -141,6 +141,50 @@ pub fn read_batches(
     }))
 }
 
+/// Calls `visit(id, text, repeat)` for every row of a documents file, streaming. `repeat` is
+/// the remix column when the file has one, else 1; `lang` is passed when present.
+pub fn visit_documents(
+    path: impl AsRef<Path>,
+    mut visit: impl FnMut(&str, &str, u32, Option<&str>) -> Result<()>,
+) -> Result<()> {
+    use arrow::array::{Array, StringArray, UInt32Array};
+    let path = path.as_ref();
+    let schema = schema_of(path)?;
+    let has = |name: &str| schema.field_with_name(name).is_ok();
+    let mut columns = vec!["id", "text"];
+    if has("repeat") {
+        columns.push("repeat");
+    }
+    if has("lang") {
+        columns.push("lang");
+    }
+    for batch in read_batches(path, Some(&columns))? {
+        let batch = batch?;
+        let string = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| Error::input(path, None, format!("column `{name}` must be a string column")))
+        };
+        let (ids, texts) = (string("id")?, string("text")?);
+        let langs = if has("lang") { Some(string("lang")?) } else { None };
+        let repeats = match batch.column_by_name("repeat") {
+            Some(c) => Some(
+                c.as_any()
+                    .downcast_ref::<UInt32Array>()
+                    .ok_or_else(|| Error::input(path, None, "column `repeat` must be uint32"))?,
+            ),
+            None => None,
+        };
+        for row in 0..batch.num_rows() {
+            let repeat = repeats.map_or(1, |r| if r.is_null(row) { 1 } else { r.value(row) });
+            let lang = langs.and_then(|l| (!l.is_null(row)).then(|| l.value(row)));
+            visit(ids.value(row), texts.value(row), repeat, lang)?;
+        }
+    }
+    Ok(())
+}
+
 /// Row count from the file footer, without reading data.
 pub fn row_count(path: impl AsRef<Path>) -> Result<u64> {
     let path = path.as_ref();

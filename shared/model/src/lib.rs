@@ -10,6 +10,7 @@
 //! - [`weights`] and [`model`]: tensor names and shapes; forward and backward.
 //! - [`optimizer`], [`schedule`], [`train`]: AdamW, LR schedules, the trainer and its data trait.
 //! - [`checkpoint`]: save, load and import checkpoint directories.
+//! - [`data`]: ds-pack token shards as the trainer's data source, and text bytes for bits per byte.
 //! - [`bench`](mod@bench): CPU training throughput (and `examples/bench_cpu_train.rs`).
 //!
 //! `examples/train_synthetic.rs` shows the whole loop as `ds-pretrain` wires it: training,
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+pub mod data;
 pub mod flops;
 pub mod model;
 pub mod optimizer;
@@ -30,6 +32,7 @@ pub mod weights;
 pub use backend::{AdamWStep, AttentionShape, Backend, IGNORE_TARGET};
 pub use checkpoint::{checkpoint_name, describe_checkpoint, latest_checkpoint, load_hf_model, save_checkpoint, CheckpointData, CheckpointWriter};
 pub use config::ModelConfig;
+pub use data::{evaluated_text_bytes, token_text_bytes, ShardCursor, ShardSource};
 pub use cpu::CpuBackend;
 pub use model::{HostTensor, Llama, LossSum, TokenBatch};
 pub use optimizer::{AdamW, AdamWConfig};

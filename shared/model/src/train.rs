@@ -323,6 +323,27 @@ impl MetricsWriter {
         Ok(Self { file: std::io::BufWriter::new(file), path: path.to_path_buf() })
     }
 
+    /// Opens `path` to continue a run resumed at optimizer step `step`: records of later steps
+    /// (written before a crash, after the checkpoint resumed from) are dropped first, so the
+    /// file reads as one uninterrupted run. The file is rewritten atomically. Records without a
+    /// `step` field, or unreadable lines (a line cut by the crash), are dropped too.
+    pub fn resume(path: &Path, step: u64) -> Result<Self> {
+        if path.exists() {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read metrics file {}", path.display()))?;
+            let kept: String = text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).ok().and_then(|record| record["step"].as_u64()).is_some_and(|s| s <= step)
+                })
+                .map(|line| format!("{line}\n"))
+                .collect();
+            let temp = path.with_extension("jsonl.tmp");
+            std::fs::write(&temp, kept).with_context(|| format!("cannot write {}", temp.display()))?;
+            std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+        }
+        Self::append(path)
+    }
+
     pub fn write(&mut self, record: &impl Serialize) -> Result<()> {
         let line = serde_json::to_string(record)?;
         writeln!(self.file, "{line}").and_then(|_| self.file.flush()).with_context(|| format!("cannot write {}", self.path.display()))

@@ -162,3 +162,12 @@ fn metrics_lines_append() {
     MetricsWriter::append(&path).unwrap().write(&serde_json::json!({"step": 2})).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"step\":1}\n{\"step\":2}\n");
 }
+
+#[test]
+fn metrics_resume_drops_what_came_after_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    std::fs::write(&path, "{\"step\":1}\n{\"step\":2,\"val_loss\":3.0}\n{\"step\":3}\n{\"step\":4,\"lo").unwrap();
+    MetricsWriter::resume(&path, 2).unwrap().write(&serde_json::json!({"step": 3})).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"step\":1}\n{\"step\":2,\"val_loss\":3.0}\n{\"step\":3}\n");
+}
