@@ -26,7 +26,7 @@ def check(folder: Path) -> int:
     frame = pl.read_parquet(folder / "part-*.parquet")
     assert frame.height == table.num_rows
     assert frame["id"].n_unique() == frame.height, f"{folder}: duplicate ids"
-    rows = duckdb.sql(f"select count(*) from read_parquet('{folder}/part-*.parquet')").fetchone()[0]
+    rows = duckdb.sql(f"select count(*) from read_parquet('{folder}/part-*.parquet')").fetchall()[0][0]
     assert rows == table.num_rows
     manifest = json.loads((folder / "_manifest.json").read_text())
     c = manifest["counts"]
