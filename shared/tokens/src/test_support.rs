@@ -14,7 +14,7 @@ pub struct RealText {
     pub wiki: String,
 }
 
-/// `/work/shared/data/text` seen from this crate (`DSLLM_TEXT_DIR` overrides).
+/// `../shared/data/text` beside the repository, seen from this crate (`DSLLM_TEXT_DIR` overrides).
 fn text_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("DSLLM_TEXT_DIR") {
         return dir.into();
