@@ -116,6 +116,44 @@ pub trait Backend {
         shape: AttentionShape,
     );
 
+    /// [`Backend::attention_forward`] for packed sequences: `segments[batch · seq]` gives each
+    /// position a segment id, and a query attends only to the keys at or before it that carry
+    /// its own id, so several conversations packed into one row never see each other. With one
+    /// id per row it equals `attention_forward` exactly.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_forward_segmented(
+        &self,
+        out: &mut Self::Buffer,
+        lse: &mut Self::Buffer,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        segments: &Self::Tokens,
+        shape: AttentionShape,
+    ) {
+        let _ = (out, lse, q, k, v, segments, shape);
+        panic!("this backend does not implement packed-segment attention (attention_forward_segmented)");
+    }
+    /// The backward of [`Backend::attention_forward_segmented`].
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward_segmented(
+        &self,
+        d_q: &mut Self::Buffer,
+        d_k: &mut Self::Buffer,
+        d_v: &mut Self::Buffer,
+        d_out: &Self::Buffer,
+        out: &Self::Buffer,
+        lse: &Self::Buffer,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        segments: &Self::Tokens,
+        shape: AttentionShape,
+    ) {
+        let _ = (d_q, d_k, d_v, d_out, out, lse, q, k, v, segments, shape);
+        panic!("this backend does not implement packed-segment attention (attention_backward_segmented)");
+    }
+
     /// `out = silu(gate) · up`, elementwise over `n` values.
     fn swiglu_forward(&self, out: &mut Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
     fn swiglu_backward(&self, d_gate: &mut Self::Buffer, d_up: &mut Self::Buffer, d_out: &Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
@@ -135,6 +173,30 @@ pub trait Backend {
     /// `scale · Σ losses` (zero rows where the target is ignored).
     #[allow(clippy::too_many_arguments)]
     fn cross_entropy_backward(&self, logits: &mut Self::Buffer, lse: &Self::Buffer, targets: &Self::Tokens, rows: usize, vocab: usize, scale: f32);
+
+    /// Like [`Backend::cross_entropy_backward`] with a scale per row: `logits[r]` becomes
+    /// `row_scales[r] · (softmax − onehot(target))`, the gradient of `Σ row_scales[r] · loss[r]`
+    /// (DPO weighs each sequence's tokens by its own coefficient). The default runs the
+    /// unscaled op and scales the rows on the host: correct on every backend, and a device
+    /// backend may override it with one kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn cross_entropy_backward_weighted(
+        &self,
+        logits: &mut Self::Buffer,
+        lse: &Self::Buffer,
+        targets: &Self::Tokens,
+        row_scales: &[f32],
+        rows: usize,
+        vocab: usize,
+    ) {
+        assert!(row_scales.len() >= rows, "{} row scales for {rows} rows", row_scales.len());
+        self.cross_entropy_backward(logits, lse, targets, rows, vocab, 1.0);
+        let mut host = self.download(logits);
+        for (row, &scale) in host[..rows * vocab].chunks_mut(vocab).zip(row_scales) {
+            row.iter_mut().for_each(|x| *x *= scale);
+        }
+        self.write(logits, &host[..rows * vocab]);
+    }
 
     /// Σ x² over the first `n` values, in f64, in a fixed order.
     fn sum_squares(&self, x: &Self::Buffer, n: usize) -> f64;

@@ -170,44 +170,20 @@ impl Backend for CpuBackend {
     }
 
     fn attention_forward(&self, out: &mut Vec<f32>, lse: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, shape: AttentionShape) {
-        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
-        let group = heads / kv_heads;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let views = HeadViews { shape, q, k, v };
-        // One task per (batch, K/V head) computes its query heads into local buffers, which are
-        // then copied into place (they interleave in `out`, so tasks cannot write there).
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..batch * kv_heads)
-            .into_par_iter()
-            .map(|task| {
-                let (b, g) = (task / kv_heads, task % kv_heads);
-                let mut probabilities = vec![0.0f32; seq * seq];
-                let mut head_out = vec![0.0f32; group * seq * head_dim];
-                let mut head_lse = vec![0.0f32; group * seq];
-                for r in 0..group {
-                    let h = g * group + r;
-                    // S = scale · Q Kᵀ over the full square; the causal mask is applied in the softmax.
-                    gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
-                    for t in 0..seq {
-                        let row = &mut probabilities[t * seq..(t + 1) * seq];
-                        head_lse[r * seq + t] = softmax_causal_row(row, t);
-                    }
-                    let o = &mut head_out[r * seq * head_dim..(r + 1) * seq * head_dim];
-                    gemm_row_major(o, (seq, head_dim, seq), Strided::rows(&probabilities, seq), views.v(b, g), false, 1.0, false);
-                }
-                (head_out, head_lse)
-            })
-            .collect();
-        for (task, (head_out, head_lse)) in partials.iter().enumerate() {
-            let (b, g) = (task / kv_heads, task % kv_heads);
-            for r in 0..group {
-                let h = g * group + r;
-                for t in 0..seq {
-                    let row = (b * seq + t) * heads + h;
-                    out[row * head_dim..(row + 1) * head_dim].copy_from_slice(&head_out[(r * seq + t) * head_dim..][..head_dim]);
-                    lse[row] = head_lse[r * seq + t];
-                }
-            }
-        }
+        attention_forward(out, lse, q, k, v, None, shape);
+    }
+
+    fn attention_forward_segmented(
+        &self,
+        out: &mut Vec<f32>,
+        lse: &mut Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        segments: &Vec<u32>,
+        shape: AttentionShape,
+    ) {
+        attention_forward(out, lse, q, k, v, Some(&segments[..shape.batch * shape.seq]), shape);
     }
 
     fn attention_backward(
@@ -223,69 +199,24 @@ impl Backend for CpuBackend {
         v: &Vec<f32>,
         shape: AttentionShape,
     ) {
-        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
-        let group = heads / kv_heads;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let views = HeadViews { shape, q, k, v };
-        let q_offset = |b: usize, t: usize, h: usize| ((b * seq + t) * heads + h) * head_dim;
-        let kv_offset = |b: usize, t: usize, g: usize| ((b * seq + t) * kv_heads + g) * head_dim;
-        // One task per (batch, K/V head): it owns the gradients of that K/V head and of its
-        // query heads, so every sum runs in one fixed order. Results go to task-local buffers
-        // and are added into the outputs afterwards.
-        let partials: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..batch * kv_heads)
-            .into_par_iter()
-            .map(|task| {
-                let (b, g) = (task / kv_heads, task % kv_heads);
-                let mut probabilities = vec![0.0f32; seq * seq];
-                let mut d_scores = vec![0.0f32; seq * seq];
-                let mut dq = vec![0.0f32; group * seq * head_dim];
-                let mut dk = vec![0.0f32; seq * head_dim];
-                let mut dv = vec![0.0f32; seq * head_dim];
-                for r in 0..group {
-                    let h = g * group + r;
-                    let d_out_h = Strided { data: &d_out[q_offset(b, 0, h)..], row_stride: heads * head_dim, col_stride: 1 };
-                    // Recompute P from the saved log-sum-exp.
-                    gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
-                    // dP = dO Vᵀ
-                    gemm_row_major(&mut d_scores, (seq, seq, head_dim), d_out_h.clone(), views.v_transposed(b, g), false, 1.0, false);
-                    for t in 0..seq {
-                        let row_lse = lse[(b * seq + t) * heads + h];
-                        let at = q_offset(b, t, h);
-                        let do_dot_o = dot(&d_out[at..at + head_dim], &out[at..at + head_dim]);
-                        let p = &mut probabilities[t * seq..(t + 1) * seq];
-                        let ds = &mut d_scores[t * seq..(t + 1) * seq];
-                        for j in 0..seq {
-                            if j <= t {
-                                p[j] = (p[j] - row_lse).exp();
-                                // dS = P ⊙ (dP − rowsum(dO ⊙ O)), then the 1/sqrt(d) of S.
-                                ds[j] = scale * p[j] * (ds[j] - do_dot_o);
-                            } else {
-                                p[j] = 0.0;
-                                ds[j] = 0.0;
-                            }
-                        }
-                    }
-                    let dq_h = &mut dq[r * seq * head_dim..(r + 1) * seq * head_dim];
-                    // dQ = dS K, dK += dSᵀ Q, dV += Pᵀ dO
-                    gemm_row_major(dq_h, (seq, head_dim, seq), Strided::rows(&d_scores, seq), views.k(b, g), false, 1.0, false);
-                    gemm_row_major(&mut dk, (seq, head_dim, seq), Strided::columns(&d_scores, seq), views.q(b, h), true, 1.0, false);
-                    gemm_row_major(&mut dv, (seq, head_dim, seq), Strided::columns(&probabilities, seq), d_out_h, true, 1.0, false);
-                }
-                (dq, dk, dv)
-            })
-            .collect();
-        for (task, (dq, dk, dv)) in partials.iter().enumerate() {
-            let (b, g) = (task / kv_heads, task % kv_heads);
-            for t in 0..seq {
-                for r in 0..group {
-                    let at = q_offset(b, t, g * group + r);
-                    add_into(&mut d_q[at..at + head_dim], &dq[(r * seq + t) * head_dim..][..head_dim]);
-                }
-                let at = kv_offset(b, t, g);
-                add_into(&mut d_k[at..at + head_dim], &dk[t * head_dim..][..head_dim]);
-                add_into(&mut d_v[at..at + head_dim], &dv[t * head_dim..][..head_dim]);
-            }
-        }
+        attention_backward([d_q, d_k, d_v], d_out, out, lse, [q, k, v], None, shape);
+    }
+
+    fn attention_backward_segmented(
+        &self,
+        d_q: &mut Vec<f32>,
+        d_k: &mut Vec<f32>,
+        d_v: &mut Vec<f32>,
+        d_out: &Vec<f32>,
+        out: &Vec<f32>,
+        lse: &Vec<f32>,
+        q: &Vec<f32>,
+        k: &Vec<f32>,
+        v: &Vec<f32>,
+        segments: &Vec<u32>,
+        shape: AttentionShape,
+    ) {
+        attention_backward([d_q, d_k, d_v], d_out, out, lse, [q, k, v], Some(&segments[..shape.batch * shape.seq]), shape);
     }
 
     fn swiglu_forward(&self, out: &mut Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>, n: usize) {
@@ -357,16 +288,18 @@ impl Backend for CpuBackend {
     }
 
     fn cross_entropy_backward(&self, logits: &mut Vec<f32>, lse: &Vec<f32>, targets: &Vec<u32>, rows: usize, vocab: usize, scale: f32) {
-        logits[..rows * vocab].par_chunks_mut(vocab).zip(&lse[..rows]).zip(&targets[..rows]).for_each(|((row, &lse), &target)| {
-            if target == IGNORE_TARGET {
-                row.fill(0.0);
-                return;
-            }
-            for value in row.iter_mut() {
-                *value = scale * (*value - lse).exp();
-            }
-            row[target as usize] -= scale;
-        });
+        logits[..rows * vocab]
+            .par_chunks_mut(vocab)
+            .zip(&lse[..rows])
+            .zip(&targets[..rows])
+            .for_each(|((row, &lse), &target)| cross_entropy_gradient_row(row, lse, target, scale));
+    }
+
+    fn cross_entropy_backward_weighted(&self, logits: &mut Vec<f32>, lse: &Vec<f32>, targets: &Vec<u32>, row_scales: &[f32], rows: usize, vocab: usize) {
+        assert!(row_scales.len() >= rows, "{} row scales for {rows} rows", row_scales.len());
+        logits[..rows * vocab].par_chunks_mut(vocab).zip(&lse[..rows]).zip(&targets[..rows]).zip(&row_scales[..rows]).for_each(
+            |(((row, &lse), &target), &scale)| cross_entropy_gradient_row(row, lse, target, scale),
+        );
     }
 
     fn sum_squares(&self, x: &Vec<f32>, n: usize) -> f64 {
@@ -397,6 +330,128 @@ impl Backend for CpuBackend {
                     p[i] -= step_size * m[i] / denom;
                 }
             });
+    }
+}
+
+
+/// Causal attention, one task per (sequence, K/V head); with `segments`, a query also skips
+/// the keys of other segments (packed sequences).
+fn attention_forward(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], segments: Option<&[u32]>, shape: AttentionShape) {
+    let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let views = HeadViews { shape, q, k, v };
+    // One task per (batch, K/V head) computes its query heads into local buffers, which are
+    // then copied into place (they interleave in `out`, so tasks cannot write there).
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..batch * kv_heads)
+        .into_par_iter()
+        .map(|task| {
+            let (b, g) = (task / kv_heads, task % kv_heads);
+            let mut probabilities = vec![0.0f32; seq * seq];
+            let mut head_out = vec![0.0f32; group * seq * head_dim];
+            let mut head_lse = vec![0.0f32; group * seq];
+            for r in 0..group {
+                let h = g * group + r;
+                // S = scale · Q Kᵀ over the full square; the causal mask is applied in the softmax.
+                gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
+                for t in 0..seq {
+                    let row = &mut probabilities[t * seq..(t + 1) * seq];
+                    head_lse[r * seq + t] = match segments {
+                        None => softmax_causal_row(row, t),
+                        Some(ids) => softmax_segment_row(row, t, &ids[b * seq..(b + 1) * seq]),
+                    };
+                }
+                let o = &mut head_out[r * seq * head_dim..(r + 1) * seq * head_dim];
+                gemm_row_major(o, (seq, head_dim, seq), Strided::rows(&probabilities, seq), views.v(b, g), false, 1.0, false);
+            }
+            (head_out, head_lse)
+        })
+        .collect();
+    for (task, (head_out, head_lse)) in partials.iter().enumerate() {
+        let (b, g) = (task / kv_heads, task % kv_heads);
+        for r in 0..group {
+            let h = g * group + r;
+            for t in 0..seq {
+                let row = (b * seq + t) * heads + h;
+                out[row * head_dim..(row + 1) * head_dim].copy_from_slice(&head_out[(r * seq + t) * head_dim..][..head_dim]);
+                lse[row] = head_lse[r * seq + t];
+            }
+        }
+    }
+}
+
+/// The backward of [`attention_forward`] (the same `segments`).
+fn attention_backward(
+    [d_q, d_k, d_v]: [&mut [f32]; 3],
+    d_out: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    [q, k, v]: [&[f32]; 3],
+    segments: Option<&[u32]>,
+    shape: AttentionShape,
+) {
+    let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+    let group = heads / kv_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let views = HeadViews { shape, q, k, v };
+    let q_offset = |b: usize, t: usize, h: usize| ((b * seq + t) * heads + h) * head_dim;
+    let kv_offset = |b: usize, t: usize, g: usize| ((b * seq + t) * kv_heads + g) * head_dim;
+    // One task per (batch, K/V head): it owns the gradients of that K/V head and of its
+    // query heads, so every sum runs in one fixed order. Results go to task-local buffers
+    // and are added into the outputs afterwards.
+    let partials: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..batch * kv_heads)
+        .into_par_iter()
+        .map(|task| {
+            let (b, g) = (task / kv_heads, task % kv_heads);
+            let mut probabilities = vec![0.0f32; seq * seq];
+            let mut d_scores = vec![0.0f32; seq * seq];
+            let mut dq = vec![0.0f32; group * seq * head_dim];
+            let mut dk = vec![0.0f32; seq * head_dim];
+            let mut dv = vec![0.0f32; seq * head_dim];
+            for r in 0..group {
+                let h = g * group + r;
+                let d_out_h = Strided { data: &d_out[q_offset(b, 0, h)..], row_stride: heads * head_dim, col_stride: 1 };
+                // Recompute P from the saved log-sum-exp.
+                gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
+                // dP = dO Vᵀ
+                gemm_row_major(&mut d_scores, (seq, seq, head_dim), d_out_h.clone(), views.v_transposed(b, g), false, 1.0, false);
+                for t in 0..seq {
+                    let row_lse = lse[(b * seq + t) * heads + h];
+                    let at = q_offset(b, t, h);
+                    let do_dot_o = dot(&d_out[at..at + head_dim], &out[at..at + head_dim]);
+                    let p = &mut probabilities[t * seq..(t + 1) * seq];
+                    let ds = &mut d_scores[t * seq..(t + 1) * seq];
+                    for j in 0..seq {
+                        if j <= t && segments.is_none_or(|ids| ids[b * seq + j] == ids[b * seq + t]) {
+                            p[j] = (p[j] - row_lse).exp();
+                            // dS = P ⊙ (dP − rowsum(dO ⊙ O)), then the 1/sqrt(d) of S.
+                            ds[j] = scale * p[j] * (ds[j] - do_dot_o);
+                        } else {
+                            p[j] = 0.0;
+                            ds[j] = 0.0;
+                        }
+                    }
+                }
+                let dq_h = &mut dq[r * seq * head_dim..(r + 1) * seq * head_dim];
+                // dQ = dS K, dK += dSᵀ Q, dV += Pᵀ dO
+                gemm_row_major(dq_h, (seq, head_dim, seq), Strided::rows(&d_scores, seq), views.k(b, g), false, 1.0, false);
+                gemm_row_major(&mut dk, (seq, head_dim, seq), Strided::columns(&d_scores, seq), views.q(b, h), true, 1.0, false);
+                gemm_row_major(&mut dv, (seq, head_dim, seq), Strided::columns(&probabilities, seq), d_out_h, true, 1.0, false);
+            }
+            (dq, dk, dv)
+        })
+        .collect();
+    for (task, (dq, dk, dv)) in partials.iter().enumerate() {
+        let (b, g) = (task / kv_heads, task % kv_heads);
+        for t in 0..seq {
+            for r in 0..group {
+                let at = q_offset(b, t, g * group + r);
+                add_into(&mut d_q[at..at + head_dim], &dq[(r * seq + t) * head_dim..][..head_dim]);
+            }
+            let at = kv_offset(b, t, g);
+            add_into(&mut d_k[at..at + head_dim], &dk[t * head_dim..][..head_dim]);
+            add_into(&mut d_v[at..at + head_dim], &dv[t * head_dim..][..head_dim]);
+        }
     }
 }
 
@@ -462,6 +517,27 @@ fn softmax_causal_row(row: &mut [f32], t: usize) -> f32 {
     for p in &mut row[..=t] {
         *p = (*p - max).exp();
         sum += *p as f64;
+    }
+    let inverse = (1.0 / sum) as f32;
+    row[..=t].iter_mut().for_each(|p| *p *= inverse);
+    row[t + 1..].fill(0.0);
+    max + (sum as f32).ln()
+}
+
+/// [`softmax_causal_row`] over the keys `j <= t` with `segment_ids[j] == segment_ids[t]`
+/// only (zero elsewhere). Sums in the same order, so one segment per row gives the same bits.
+fn softmax_segment_row(row: &mut [f32], t: usize, segment_ids: &[u32]) -> f32 {
+    let own = segment_ids[t];
+    let allowed = |j: usize| segment_ids[j] == own;
+    let max = (0..=t).filter(|&j| allowed(j)).map(|j| row[j]).fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for j in 0..=t {
+        if allowed(j) {
+            row[j] = (row[j] - max).exp();
+            sum += row[j] as f64;
+        } else {
+            row[j] = 0.0;
+        }
     }
     let inverse = (1.0 / sum) as f32;
     row[..=t].iter_mut().for_each(|p| *p *= inverse);
@@ -539,6 +615,18 @@ fn add_into(y: &mut [f32], x: &[f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += x;
     }
+}
+
+/// One row of the cross-entropy gradient in place: `scale · (softmax − onehot(target))`.
+fn cross_entropy_gradient_row(row: &mut [f32], lse: f32, target: u32, scale: f32) {
+    if target == IGNORE_TARGET {
+        row.fill(0.0);
+        return;
+    }
+    for value in row.iter_mut() {
+        *value = scale * (*value - lse).exp();
+    }
+    row[target as usize] -= scale;
 }
 
 fn sigmoid(x: f32) -> f32 {

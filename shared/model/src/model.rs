@@ -50,6 +50,12 @@ impl LossSum {
     }
 }
 
+/// How backward weighs the per-position losses.
+enum LossWeights<'a> {
+    Uniform(f32),
+    PerRow(&'a [f32]),
+}
+
 /// What one block saves in forward for backward.
 struct LayerActivations<Buf> {
     attn_norm: Buf,
@@ -75,6 +81,9 @@ struct Activations<B: Backend> {
     seq: usize,
     inputs: B::Tokens,
     targets: B::Tokens,
+    /// Segment ids of packed sequences, used when `segmented` (the last forward had them).
+    segments: B::Tokens,
+    segmented: bool,
     rope: B::Buffer,
     /// `residuals[l]` is block l's input; the last one feeds the final norm.
     residuals: Vec<B::Buffer>,
@@ -111,6 +120,8 @@ impl<B: Backend> Activations<B> {
             seq,
             inputs: backend.upload_tokens(&vec![0; n]),
             targets: backend.upload_tokens(&vec![IGNORE_TARGET; n]),
+            segments: backend.upload_tokens(&vec![0; n]),
+            segmented: false,
             rope: backend.rope_table(seq, config.head_dim(), config.rope_theta),
             residuals: (0..=config.num_hidden_layers).map(|_| alloc(n * d)).collect(),
             layers: (0..config.num_hidden_layers)
@@ -222,7 +233,17 @@ impl<B: Backend> Llama<B> {
     /// Runs the model on `batch` and returns the summed next-token loss. Saves what
     /// [`Llama::backward`] needs.
     pub fn forward(&mut self, batch: &TokenBatch) -> Result<LossSum> {
-        self.run_forward(batch, true)?;
+        self.forward_segmented(batch, None)
+    }
+
+    /// [`Llama::forward`] over packed sequences: `segments[batch_size · seq_len]` gives each
+    /// position the id of the sequence it belongs to (ids are contiguous runs within a row), and
+    /// attention never crosses from one id to another; `None` is plain causal attention.
+    /// Positions keep counting across a row's segments: RoPE makes attention scores depend on
+    /// the distance between query and key only, and a segment sees only itself, so a
+    /// conversation packed at offset 100 is scored as one at offset 0 (up to f32 rounding).
+    pub fn forward_segmented(&mut self, batch: &TokenBatch, segments: Option<&[u32]>) -> Result<LossSum> {
+        self.run_forward(batch, segments, true)?;
         let acts = self.activations.as_mut().expect("forward allocated activations");
         acts.ready_for_backward = true;
         let losses = self.backend.download(&acts.losses);
@@ -234,18 +255,32 @@ impl<B: Backend> Llama<B> {
 
     /// The logits `[batch_size · seq_len, vocab_size]` for `batch.inputs` (targets unused).
     pub fn logits(&mut self, batch: &TokenBatch) -> Result<Vec<f32>> {
-        self.run_forward(batch, false)?;
+        self.run_forward(batch, None, false)?;
         let acts = self.activations.as_ref().expect("forward allocated activations");
         let mut logits = self.backend.download(&acts.logits);
         logits.truncate(batch.batch_size * batch.seq_len * self.config.vocab_size);
         Ok(logits)
     }
 
-    fn run_forward(&mut self, batch: &TokenBatch, with_loss: bool) -> Result<()> {
+    /// The per-position losses of the last [`Llama::forward`] (`lse − logit[target]`, the
+    /// negative log-probability of the target; 0 where it is ignored).
+    pub fn token_losses(&self) -> Result<Vec<f32>> {
+        let acts = self.activations.as_ref().filter(|a| a.ready_for_backward).context("token_losses needs a fresh forward with targets")?;
+        let mut losses = self.backend.download(&acts.losses);
+        losses.truncate(acts.batch * acts.seq);
+        Ok(losses)
+    }
+
+    fn run_forward(&mut self, batch: &TokenBatch, segments: Option<&[u32]>, with_loss: bool) -> Result<()> {
         let (b, t) = (batch.batch_size, batch.seq_len);
         let n = b * t;
         if batch.inputs.len() != n || batch.targets.len() != n {
             bail!("batch of {b}×{t} has {} inputs and {} targets", batch.inputs.len(), batch.targets.len());
+        }
+        if let Some(ids) = segments {
+            if ids.len() != n {
+                bail!("batch of {b}×{t} has {} segment ids", ids.len());
+            }
         }
         if t > self.config.max_position_embeddings {
             bail!("sequence length {t} exceeds max_position_embeddings {}", self.config.max_position_embeddings);
@@ -269,6 +304,10 @@ impl<B: Backend> Llama<B> {
         acts.ready_for_backward = false;
         be.write_tokens(&mut acts.inputs, &batch.inputs);
         be.write_tokens(&mut acts.targets, &batch.targets);
+        acts.segmented = segments.is_some();
+        if let Some(ids) = segments {
+            be.write_tokens(&mut acts.segments, ids);
+        }
 
         be.embedding_forward(&mut acts.residuals[0], &acts.inputs, &w.embed_tokens, n, d);
         for (l, (lw, la)) in w.layers.iter().zip(acts.layers.iter_mut()).enumerate() {
@@ -280,7 +319,11 @@ impl<B: Backend> Llama<B> {
             be.matmul_forward(&mut la.v, &la.attn_norm, &lw.v_proj, n, d, kv_dim);
             be.rope_forward(&mut la.q, &acts.rope, b, t, heads, head_dim);
             be.rope_forward(&mut la.k, &acts.rope, b, t, kv_heads, head_dim);
-            be.attention_forward(&mut la.attn_out, &mut la.attn_lse, &la.q, &la.k, &la.v, shape);
+            if acts.segmented {
+                be.attention_forward_segmented(&mut la.attn_out, &mut la.attn_lse, &la.q, &la.k, &la.v, &acts.segments, shape);
+            } else {
+                be.attention_forward(&mut la.attn_out, &mut la.attn_lse, &la.q, &la.k, &la.v, shape);
+            }
             be.matmul_forward(&mut acts.projection, &la.attn_out, &lw.o_proj, n, q_dim, d);
             be.add(&mut la.mid, x, &acts.projection, n * d);
             be.rmsnorm_forward(&mut la.mlp_norm, &mut la.mlp_rstd, &la.mid, &lw.post_attention_layernorm, n, d, eps);
@@ -303,6 +346,17 @@ impl<B: Backend> Llama<B> {
     /// [`Llama::grads`]. Use `loss_scale = 1 / (targets in the whole optimizer step)` to
     /// accumulate the mean loss's gradient over micro-batches.
     pub fn backward(&mut self, loss_scale: f32) {
+        self.backward_with(LossWeights::Uniform(loss_scale));
+    }
+
+    /// Adds the gradient of `Σ row_scales[i] · losses[i]` of the last [`Llama::forward`]: each
+    /// position weighted on its own (DPO weighs each sequence's summed log-probability by its
+    /// own coefficient). `row_scales` has one value per position of the batch.
+    pub fn backward_weighted(&mut self, row_scales: &[f32]) {
+        self.backward_with(LossWeights::PerRow(row_scales));
+    }
+
+    fn backward_with(&mut self, weights: LossWeights) {
         let acts = self.activations.as_mut().expect("backward needs a forward first");
         assert!(acts.ready_for_backward, "backward needs a fresh forward with targets");
         acts.ready_for_backward = false;
@@ -314,7 +368,13 @@ impl<B: Backend> Llama<B> {
         let (q_dim, kv_dim) = (heads * head_dim, c.kv_dim());
         let shape = AttentionShape { batch: b, seq: t, heads, kv_heads, head_dim };
 
-        be.cross_entropy_backward(&mut acts.logits, &acts.logits_lse, &acts.targets, n, c.vocab_size, loss_scale);
+        match weights {
+            LossWeights::Uniform(scale) => be.cross_entropy_backward(&mut acts.logits, &acts.logits_lse, &acts.targets, n, c.vocab_size, scale),
+            LossWeights::PerRow(scales) => {
+                assert_eq!(scales.len(), n, "backward_weighted needs one scale per position");
+                be.cross_entropy_backward_weighted(&mut acts.logits, &acts.logits_lse, &acts.targets, scales, n, c.vocab_size)
+            }
+        }
         be.zero(&mut acts.d_norm);
         be.zero(&mut acts.d_residual);
         be.matmul_backward(&mut acts.d_norm, &mut g.lm_head, &acts.logits, &acts.final_norm, &w.lm_head, n, d, c.vocab_size);
@@ -348,18 +408,34 @@ impl<B: Backend> Llama<B> {
             be.zero(&mut acts.d_q);
             be.zero(&mut acts.d_k);
             be.zero(&mut acts.d_v);
-            be.attention_backward(
-                &mut acts.d_q,
-                &mut acts.d_k,
-                &mut acts.d_v,
-                &acts.d_attn_out,
-                &la.attn_out,
-                &la.attn_lse,
-                &la.q,
-                &la.k,
-                &la.v,
-                shape,
-            );
+            if acts.segmented {
+                be.attention_backward_segmented(
+                    &mut acts.d_q,
+                    &mut acts.d_k,
+                    &mut acts.d_v,
+                    &acts.d_attn_out,
+                    &la.attn_out,
+                    &la.attn_lse,
+                    &la.q,
+                    &la.k,
+                    &la.v,
+                    &acts.segments,
+                    shape,
+                );
+            } else {
+                be.attention_backward(
+                    &mut acts.d_q,
+                    &mut acts.d_k,
+                    &mut acts.d_v,
+                    &acts.d_attn_out,
+                    &la.attn_out,
+                    &la.attn_lse,
+                    &la.q,
+                    &la.k,
+                    &la.v,
+                    shape,
+                );
+            }
             be.rope_backward(&mut acts.d_q, &acts.rope, b, t, heads, head_dim);
             be.rope_backward(&mut acts.d_k, &acts.rope, b, t, kv_heads, head_dim);
             be.zero(&mut acts.d_norm);

@@ -215,3 +215,95 @@ fn results_do_not_depend_on_the_thread_count() {
         assert!(one == run(threads), "results differ with {threads} threads");
     }
 }
+
+/// Two rows of seven positions: segments 0,0,0,1,1,2,2 and 5,5,5,5,6,6,6.
+const SEGMENTS: [u32; 14] = [0, 0, 0, 1, 1, 2, 2, 5, 5, 5, 5, 6, 6, 6];
+
+#[test]
+fn segmented_attention_backward_matches_finite_differences() {
+    let shape = AttentionShape { batch: 2, seq: 7, heads: 4, kv_heads: 2, head_dim: 8 };
+    let q_len = shape.batch * shape.seq * shape.heads * shape.head_dim;
+    let kv_len = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    let segments = SEGMENTS.to_vec();
+    let inputs = vec![random_vec(31, q_len, 1.0), random_vec(32, kv_len, 1.0), random_vec(33, kv_len, 1.0)];
+    let r = random_vec(34, q_len, 1.0);
+    let run = |x: &[Vec<f32>]| {
+        let (mut out, mut lse) = (vec![0.0; q_len], vec![0.0; q_len / shape.head_dim]);
+        B.attention_forward_segmented(&mut out, &mut lse, &x[0], &x[1], &x[2], &segments, shape);
+        (out, lse)
+    };
+    let (out, lse) = run(&inputs);
+    let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q_len], vec![0.0; kv_len], vec![0.0; kv_len]);
+    B.attention_backward_segmented(&mut d_q, &mut d_k, &mut d_v, &r, &out, &lse, &inputs[0], &inputs[1], &inputs[2], &segments, shape);
+    check("segmented attention", &inputs, &[d_q, d_k, d_v], |x| weighted_sum(&run(x).0, &r));
+}
+
+#[test]
+fn segmented_attention_equals_each_segment_alone() {
+    // Every segment of a packed row gives the outputs it gives as a sequence of its own.
+    let shape = AttentionShape { batch: 2, seq: 7, heads: 2, kv_heads: 1, head_dim: 4 };
+    let (qw, kw) = (shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
+    let n = shape.batch * shape.seq;
+    let (q, k, v) = (random_vec(41, n * qw, 1.0), random_vec(42, n * kw, 1.0), random_vec(43, n * kw, 1.0));
+    let (mut out, mut lse) = (vec![0.0; n * qw], vec![0.0; n * shape.heads]);
+    B.attention_forward_segmented(&mut out, &mut lse, &q, &k, &v, &SEGMENTS.to_vec(), shape);
+    let mut start = 0;
+    while start < n {
+        let end = (start..n).find(|&i| SEGMENTS[i] != SEGMENTS[start]).unwrap_or(n);
+        let len = end - start;
+        let alone = AttentionShape { batch: 1, seq: len, ..shape };
+        let (mut o, mut l) = (vec![0.0; len * qw], vec![0.0; len * shape.heads]);
+        B.attention_forward(&mut o, &mut l, &q[start * qw..end * qw].to_vec(), &k[start * kw..end * kw].to_vec(), &v[start * kw..end * kw].to_vec(), alone);
+        for (a, b) in o.iter().zip(&out[start * qw..end * qw]) {
+            assert!((a - b).abs() < 1e-5, "segment at {start}: {a} vs {b}");
+        }
+        start = end;
+    }
+}
+
+#[test]
+fn one_segment_per_row_is_bit_identical_to_causal_attention() {
+    let shape = AttentionShape { batch: 2, seq: 6, heads: 4, kv_heads: 2, head_dim: 8 };
+    let q_len = shape.batch * shape.seq * shape.heads * shape.head_dim;
+    let kv_len = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    let (q, k, v) = (random_vec(51, q_len, 1.0), random_vec(52, kv_len, 1.0), random_vec(53, kv_len, 1.0));
+    let d_out = random_vec(54, q_len, 1.0);
+    let segments: Vec<u32> = (0..shape.batch * shape.seq).map(|i| (i / shape.seq) as u32 + 3).collect();
+    let run = |segmented: bool| {
+        let (mut out, mut lse) = (vec![0.0; q_len], vec![0.0; q_len / shape.head_dim]);
+        let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q_len], vec![0.0; kv_len], vec![0.0; kv_len]);
+        if segmented {
+            B.attention_forward_segmented(&mut out, &mut lse, &q, &k, &v, &segments, shape);
+            B.attention_backward_segmented(&mut d_q, &mut d_k, &mut d_v, &d_out, &out, &lse, &q, &k, &v, &segments, shape);
+        } else {
+            B.attention_forward(&mut out, &mut lse, &q, &k, &v, shape);
+            B.attention_backward(&mut d_q, &mut d_k, &mut d_v, &d_out, &out, &lse, &q, &k, &v, shape);
+        }
+        (out, lse, d_q, d_k, d_v)
+    };
+    assert!(run(true) == run(false));
+}
+
+#[test]
+fn weighted_cross_entropy_backward_scales_each_row() {
+    let (rows, vocab) = (4, 6);
+    let logits = random_vec(61, rows * vocab, 1.0);
+    let targets = vec![1, IGNORE_TARGET, 5, 0];
+    let scales = [0.5, 2.0, -1.5, 0.0];
+    let (mut losses, mut lse) = (vec![0.0; rows], vec![0.0; rows]);
+    B.cross_entropy_forward(&mut losses, &mut lse, &logits, &targets, rows, vocab);
+    let mut weighted = logits.clone();
+    B.cross_entropy_backward_weighted(&mut weighted, &lse, &targets, &scales, rows, vocab);
+    let mut unit = logits.clone();
+    B.cross_entropy_backward(&mut unit, &lse, &targets, rows, vocab, 1.0);
+    for r in 0..rows {
+        for j in 0..vocab {
+            assert_eq!(weighted[r * vocab + j], scales[r] * unit[r * vocab + j]);
+        }
+    }
+    // The trait's default (unscaled op, then rows scaled on the host) gives the same.
+    let mut via_default = logits.clone();
+    <CpuBackend as Backend>::cross_entropy_backward(&B, &mut via_default, &lse, &targets, rows, vocab, 1.0);
+    via_default.chunks_mut(vocab).zip(scales).for_each(|(row, s)| row.iter_mut().for_each(|x| *x *= s));
+    assert_eq!(via_default, weighted);
+}
