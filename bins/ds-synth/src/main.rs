@@ -4,6 +4,7 @@ use clap::Parser;
 use dsllm_core::cli;
 use dsllm_core::inputs::TaskSlice;
 use dsllm_core::manifest::{Counts, Stage, StageStart};
+use dsllm_synth::align::{write_align_set, AlignConfig};
 use dsllm_synth::{synthesize, SynthConfig, TOOL};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,12 +34,60 @@ struct Args {
     /// Rewrite even if the folder's manifest matches.
     #[arg(long)]
     force: bool,
+    /// Write the alignment set instead of the corpus: SFT data, preference pairs and held-out
+    /// sets (GSM8K-format task items, preference pairs) of a digit-reversal task.
+    #[arg(long)]
+    align: bool,
+    /// --align: SFT examples.
+    #[arg(long, default_value_t = AlignConfig::default().sft_examples)]
+    sft_examples: usize,
+    /// --align: training preference pairs.
+    #[arg(long, default_value_t = AlignConfig::default().dpo_pairs)]
+    dpo_pairs: usize,
+    /// --align: held-out task items and held-out preference pairs (each).
+    #[arg(long, default_value_t = AlignConfig::default().eval_items)]
+    eval_items: usize,
+}
+
+/// `ds-synth --align`: the alignment set, with its manifest.
+fn write_align(args: &Args) -> dsllm_core::Result<serde_json::Value> {
+    let config = AlignConfig {
+        seed: args.seed,
+        sft_examples: args.sft_examples,
+        dpo_pairs: args.dpo_pairs,
+        eval_items: args.eval_items,
+        eval_pairs: args.eval_items,
+        ..AlignConfig::default()
+    };
+    let params = serde_json::json!({"align": config});
+    let stage = match Stage::begin(TOOL, &args.output, params, &[], TaskSlice::default(), args.force)? {
+        StageStart::UpToDate(m) => return Ok(serde_json::json!({"tool": TOOL, "output": args.output, "skipped_up_to_date": true, "records": m.counts.read})),
+        StageStart::Run(stage) => stage,
+    };
+    let summary = write_align_set(&config, &args.output)?;
+    let mut counts = Counts::default();
+    for _ in 0..summary.records {
+        counts.keep();
+    }
+    let mut extra = BTreeMap::new();
+    extra.insert("rejected_kinds".into(), serde_json::json!(summary.rejected_kinds));
+    let manifest = stage.finish(counts, summary.files.clone(), extra)?;
+    Ok(serde_json::json!({
+        "tool": TOOL,
+        "output": args.output,
+        "files": summary.files.iter().map(|f| (f.path.display().to_string(), f.rows)).collect::<BTreeMap<_, _>>(),
+        "rejected_kinds": summary.rejected_kinds,
+        "wall_seconds": manifest.wall_seconds,
+    }))
 }
 
 fn main() {
     let args = Args::parse();
     cli::run_main(TOOL, || {
         cli::init_threads(args.threads)?;
+        if args.align {
+            return write_align(&args);
+        }
         let share = |name: &str, x: f64| {
             (0.0..=1.0).contains(&x).then_some(x).ok_or_else(|| dsllm_core::Error::Usage(format!("--{name} must be within 0..1")))
         };

@@ -7,6 +7,7 @@
 //! original) lets the dedup and filter stages measure precision and recall. Everything is
 //! deterministic from the seed.
 
+pub mod align;
 pub mod lexicon;
 pub mod text;
 

@@ -1,0 +1,108 @@
+//! End-to-end tests of `ds-synth --align`, `ds-sft` and `ds-dpo`: the real binaries fine-tune a
+//! small random model with a tokenizer trained here, and what they write loads back.
+
+use std::path::Path;
+use std::process::Command;
+
+use dsllm_model::{load_hf_model, save_checkpoint, CheckpointData, CpuBackend, Llama, ModelConfig};
+use dsllm_tokens::{save_tokenizer, train_from_documents, TrainConfig};
+use serde_json::Value;
+
+fn run(name: &str, args: &[&str]) -> Value {
+    let output = Command::new(dsllm::binary(name)).args(args).output().expect("running the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name} failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("a JSON summary")
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let data = root.join("align-data");
+    run("ds-synth", &["--align", "--output", data.to_str().unwrap(), "--sft-examples", "200", "--dpo-pairs", "48", "--eval-items", "8"]);
+    // A tokenizer that knows the task's words, and a random model of its vocabulary.
+    let texts: Vec<String> = std::fs::read_to_string(data.join("sft_train.jsonl")).unwrap().lines().map(str::to_string).collect();
+    let ids: Vec<String> = (0..texts.len()).map(|i| i.to_string()).collect();
+    let config = TrainConfig { learned_tokens: 400, model_vocab_size: None, sample_bytes: 1 << 20, ..TrainConfig::default() };
+    let (tokenizer, tokenizer_config) = train_from_documents(ids.iter().map(String::as_str).zip(texts.iter().map(String::as_str)), &config).unwrap();
+    let tokenizer_dir = root.join("tokenizer");
+    save_tokenizer(&tokenizer_dir, &tokenizer, &tokenizer_config).unwrap();
+    let model_config = ModelConfig {
+        hidden_size: 32,
+        intermediate_size: 64,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        vocab_size: tokenizer_config.model_vocab_size as usize,
+        max_position_embeddings: 64,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000.0,
+        initializer_range: 0.02,
+        bos_token_id: Some(tokenizer_config.bos_id),
+        eos_token_id: Some(tokenizer_config.eos_id),
+    };
+    let model = Llama::new_random(CpuBackend, model_config.clone(), 1).unwrap();
+    let base = root.join("runs/base");
+    let data_ckpt = CheckpointData { config: model_config, weights: model.host_tensors(), optimizer: vec![], trainer_state: None, extra_files: vec![] };
+    save_checkpoint(&base, "ckpt-0", &data_ckpt).unwrap();
+
+    let (tok, sft_out, dpo_out) = (tokenizer_dir.to_str().unwrap(), root.join("runs/sft"), root.join("runs/dpo"));
+    let sft_args = [
+        "--model", base.to_str().unwrap(), "--tokenizer", tok, "--data", data.join("sft_train.jsonl").to_str().unwrap(),
+        "--eval-task", data.join("eval_task.jsonl").to_str().unwrap(), "--max-new-tokens", "8", "--output", sft_out.to_str().unwrap(),
+        "--epochs", "1", "--lr", "3e-3", "--micro-batch", "4", "--grad-accum", "1", "--stage2-epochs", "1", "--backend", "cpu", "--threads", "2",
+    ];
+    let summary = run("ds-sft", &sft_args);
+    let report = read_json(&sft_out.join("report.json"));
+    assert_eq!(summary["checkpoint"], report["checkpoint"]);
+    assert_eq!(report["conversations"], 200);
+    assert!(report["before"]["accuracy"].is_number() && report["after"]["repetition_ratio"].is_number());
+    // Both stages trained; the second had no math or code to leave out of this data.
+    assert!(sft_out.join("stage1/model.safetensors").exists() && sft_out.join("stage2/config.json").exists());
+    assert_eq!(std::fs::read_to_string(sft_out.join("latest")).unwrap().trim(), "stage2");
+    let metrics = std::fs::read_to_string(sft_out.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter_map(|v| v["loss"].as_f64()).collect();
+    assert!(losses.len() >= 4);
+    assert!(losses.last().unwrap() < &losses[0], "SFT loss must fall: {losses:?}");
+    let manifest = read_json(&sft_out.join("_manifest.json"));
+    assert_eq!(manifest["counts"]["read"], 200);
+    // The checkpoint loads as a Hugging Face model, with the tokenizer beside it.
+    let (config, tensors) = load_hf_model(&sft_out.join("stage2")).unwrap();
+    assert_eq!(config.hidden_size, 32);
+    assert!(tensors.contains_key("model.embed_tokens.weight"));
+    assert!(sft_out.join("stage2/tokenizer.json").exists());
+    // A rerun with the same inputs is skipped.
+    assert_eq!(run("ds-sft", &sft_args)["skipped_up_to_date"], true);
+
+    let dpo_args = [
+        "--model", sft_out.to_str().unwrap(), "--tokenizer", tok, "--data", data.join("dpo_train.jsonl").to_str().unwrap(),
+        "--eval-preferences", data.join("eval_preferences.jsonl").to_str().unwrap(), "--eval-task", data.join("eval_task.jsonl").to_str().unwrap(),
+        "--max-new-tokens", "8", "--output", dpo_out.to_str().unwrap(), "--lr", "1e-3", "--micro-batch", "8", "--grad-accum", "2",
+        "--backend", "cpu", "--threads", "2",
+    ];
+    run("ds-dpo", &dpo_args);
+    let report = read_json(&dpo_out.join("report.json"));
+    assert_eq!(report["pairs"], 48);
+    assert_eq!(report["steps"], 3);
+    assert!(report["before"]["preferences"]["logp_preferred_rate"].is_number());
+    assert!(report["after"]["task"]["accuracy"].is_number());
+    let steps: Vec<Value> = std::fs::read_to_string(dpo_out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &Value| v["loss"].is_number()).collect();
+    assert_eq!(steps.len(), 3);
+    // The first step's policy is the reference: zero rewards, loss log 2.
+    assert!((steps[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "{}", steps[0]);
+    assert!(steps[0]["reward_margin"].as_f64().unwrap().abs() < 1e-4);
+    for key in ["reward_accuracy", "reward_margin", "kl_per_token", "chosen_reward", "rejected_reward"] {
+        assert!(steps[2][key].is_number(), "{key}");
+    }
+    assert!(dpo_out.join("reference_logps.parquet").exists());
+    let (_, tensors) = load_hf_model(&dpo_out.join("final")).unwrap();
+    assert!(tensors.contains_key("lm_head.weight"));
+    let manifest = read_json(&dpo_out.join("_manifest.json"));
+    assert_eq!(manifest["counts"]["read"], 48);
+}
