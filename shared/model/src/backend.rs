@@ -38,6 +38,15 @@ pub struct AdamWStep {
     pub grad_scale: f32,
 }
 
+/// Where [`Backend::output_loss`] puts the gradient of `scale · Σ losses`.
+pub struct OutputGrad<'a, Buf> {
+    /// Overwritten with the gradient of the output layer's input.
+    pub d_hidden: &'a mut Buf,
+    /// The output weight's gradient is added here.
+    pub d_weight: &'a mut Buf,
+    pub scale: f32,
+}
+
 /// Primitive operations over device buffers.
 pub trait Backend {
     /// A buffer of f32 on the device.
@@ -146,4 +155,38 @@ pub trait Backend {
     }
     /// One AdamW step of `param` (PyTorch's decoupled weight decay) over `n` values.
     fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, n: usize, hp: AdamWStep);
+
+    /// Rows of the batch [`Backend::output_loss`] turns into logits at a time; its `scratch`
+    /// holds `output_chunk_rows(rows, vocab) · vocab` floats. The default: all rows at once.
+    fn output_chunk_rows(&self, rows: usize, _vocab: usize) -> usize {
+        rows
+    }
+
+    /// The output layer and its loss: `logits = hidden[rows, dim] · weight[vocab, dim]ᵀ`, then
+    /// `losses` and `lse` as [`Backend::cross_entropy_forward`] computes them; with `grad`, also
+    /// the gradient of `grad.scale · Σ losses`. A device backend works in chunks of
+    /// [`Backend::output_chunk_rows`] so the batch's fp32 logits never exist at once (the
+    /// paper's in-place cross-entropy); the default is the unchunked composition of the ops.
+    #[allow(clippy::too_many_arguments)]
+    fn output_loss(
+        &self,
+        losses: &mut Self::Buffer,
+        lse: &mut Self::Buffer,
+        scratch: &mut Self::Buffer,
+        hidden: &Self::Buffer,
+        weight: &Self::Buffer,
+        targets: &Self::Tokens,
+        rows: usize,
+        dim: usize,
+        vocab: usize,
+        grad: Option<OutputGrad<'_, Self::Buffer>>,
+    ) {
+        self.matmul_forward(scratch, hidden, weight, rows, dim, vocab);
+        self.cross_entropy_forward(losses, lse, scratch, targets, rows, vocab);
+        if let Some(grad) = grad {
+            self.cross_entropy_backward(scratch, lse, targets, rows, vocab, grad.scale);
+            self.zero(grad.d_hidden);
+            self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab);
+        }
+    }
 }

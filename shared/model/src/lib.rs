@@ -29,7 +29,7 @@ pub mod schedule;
 pub mod train;
 pub mod weights;
 
-pub use backend::{AdamWStep, AttentionShape, Backend, IGNORE_TARGET};
+pub use backend::{AdamWStep, AttentionShape, Backend, OutputGrad, IGNORE_TARGET};
 pub use checkpoint::{checkpoint_name, describe_checkpoint, latest_checkpoint, load_hf_model, save_checkpoint, CheckpointData, CheckpointWriter};
 pub use config::ModelConfig;
 pub use data::{evaluated_text_bytes, token_text_bytes, ShardCursor, ShardSource};
