@@ -60,7 +60,7 @@ pub fn log_spaced(center: f64, span: f64, n: usize) -> Vec<f64> {
 
 /// `1e12`, `2.5e11`: a budget as it appears in run names.
 pub fn budget_label(c: f64) -> String {
-    let exp = c.log10().floor();
+    let exp = (c.log10() + 1e-9).floor();
     let mantissa = c / 10f64.powf(exp);
     let mantissa = format!("{mantissa:.2}");
     let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
