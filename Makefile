@@ -33,6 +33,7 @@ build:
 include pipelines/demo.mk
 include pipelines/dedup.mk
 include pipelines/cc.mk
+include pipelines/scaling.mk
 
 test: test-rust test-python
 
