@@ -57,11 +57,15 @@ struct RunArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Task files (.toml) or folders of them.
-    #[arg(long, num_args = 1.., default_value = "pipelines/eval/tasks")]
+    #[arg(long, num_args = 0.., default_value = "pipelines/eval/tasks")]
     tasks: Vec<PathBuf>,
     /// Where task files' relative data paths start.
     #[arg(long, default_value = "../shared/data")]
     data_root: PathBuf,
+    /// Held-out text for bits per byte (the paper's Pile-test metric): a .txt or .jsonl file
+    /// (optionally .gz) or a ds-pack token folder (its `val` split). Adds a task `heldout_bpb`.
+    #[arg(long)]
+    heldout: Option<PathBuf>,
     #[arg(long)]
     output: PathBuf,
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
@@ -149,7 +153,15 @@ fn task_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TaskSpec)>> {
 fn run(args: &RunArgs) -> Result<serde_json::Value> {
     let model_dir = checkpoint_dir(&args.model)?;
     let tokenizer_dir = args.tokenizer.clone().unwrap_or_else(|| model_dir.clone());
-    let mut specs = task_files(&args.tasks)?;
+    let mut specs = if args.tasks.is_empty() { Vec::new() } else { task_files(&args.tasks)? };
+    if let Some(heldout) = &args.heldout {
+        let heldout = std::path::absolute(heldout)?;
+        let toml = format!("name = \"heldout_bpb\"\nkind = \"bits_per_byte\"\ndata = {:?}\n", heldout.display().to_string());
+        specs.push((heldout.clone(), TaskSpec::from_toml(&toml, &heldout)?));
+    }
+    if specs.is_empty() {
+        bail!("nothing to evaluate: give --tasks or --heldout");
+    }
     if let Some(limit) = args.limit {
         for (_, spec) in &mut specs {
             spec.limit = Some(spec.limit.map_or(limit, |l| l.min(limit)));
@@ -163,7 +175,9 @@ fn run(args: &RunArgs) -> Result<serde_json::Value> {
     inputs.sort();
     inputs.push(tokenizer_dir.join("tokenizer.json"));
     for (file, spec) in &specs {
-        inputs.push(file.clone());
+        if file.is_file() && file.extension().is_some_and(|e| e == "toml") {
+            inputs.push(file.clone());
+        }
         let data = spec.data_path(&args.data_root);
         if data.is_file() {
             inputs.push(data);

@@ -7,10 +7,12 @@
 //!   computed once per item through a KV cache), greedy generation, rolling log-likelihood.
 //! - [`metrics`]: acc, acc_norm, acc_uncond, answer extraction, chance intervals.
 //! - [`sandbox`]: running generated programs with time, memory and network limits.
+//! - [`fixture`]: a tiny tokenizer and checkpoint for tests and benchmarks.
 //! - [`run`]: one task from records to metrics and per-item results; [`report`]: JSON and the
 //!   markdown table.
 
 pub mod data;
+pub mod fixture;
 pub mod lm;
 pub mod metrics;
 pub mod report;

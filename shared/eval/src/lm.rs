@@ -2,10 +2,13 @@
 //! three requests: the log-likelihood of a continuation given a context, greedy generation
 //! until a stop sequence, and the log-likelihood of whole documents (bits per byte).
 //!
-//! Tokenization follows lm-eval's `HFLM` so scores are comparable: no BOS; trailing spaces of
-//! the context move to the continuation; the continuation's tokens are those of
+//! Tokenization follows lm-eval's `HFLM` (0.4.13) so scores are comparable: text is encoded
+//! with the tokenizer's default special tokens (a BOS where it adds one); trailing spaces of the
+//! context move to the continuation; the continuation's tokens are those of
 //! `encode(context + continuation)` after `len(encode(context))`; an empty context becomes the
-//! end-of-text token; contexts are cut from the left to fit the model's context length.
+//! BOS (else end-of-text) token; contexts are cut from the left to fit the context length.
+//! Bits per byte is ds-pretrain's: documents encoded without special tokens, each after the
+//! end-of-text token that ends the previous document in packed training data.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,13 +21,16 @@ use rayon::prelude::*;
 /// A Hugging Face `tokenizer.json`, whatever trained it.
 pub struct EvalTokenizer {
     inner: tokenizers::Tokenizer,
-    /// End of text: stops generation and stands for an empty context.
+    /// End of text: stops generation.
     pub eos_id: u32,
+    /// Stands for an empty context: BOS when the tokenizer has one, else end of text
+    /// (lm-eval's `prefix_token_id`).
+    pub prefix_id: u32,
 }
 
 impl EvalTokenizer {
-    /// `dir/tokenizer.json`; the end-of-text id from the model config, else
-    /// `tokenizer_config.json`'s `eos_token`, else `dsllm_tokenizer.json`.
+    /// `dir/tokenizer.json`; the end-of-text and BOS ids from the model config, else
+    /// `tokenizer_config.json`, else `dsllm_tokenizer.json`.
     pub fn load(dir: &Path, model: &ModelConfig) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("cannot load {}: {e}", path.display()))?;
@@ -32,21 +38,34 @@ impl EvalTokenizer {
             let text = std::fs::read_to_string(dir.join(file)).ok()?;
             serde_json::from_str::<serde_json::Value>(&text).ok()?.get(key).cloned()
         };
-        let eos_id = model
-            .eos_token_id
-            .or_else(|| {
-                let token = from_json("tokenizer_config.json", "eos_token")?;
-                let text = token.as_str().map(str::to_string).or_else(|| token.get("content")?.as_str().map(str::to_string))?;
-                inner.token_to_id(&text)
-            })
-            .or_else(|| from_json("dsllm_tokenizer.json", "eos_id")?.as_u64().map(|id| id as u32))
+        let special = |config_id: Option<u32>, name: &str, dsllm_key: &str| {
+            config_id
+                .or_else(|| {
+                    let token = from_json("tokenizer_config.json", name)?;
+                    let text = token.as_str().map(str::to_string).or_else(|| token.get("content")?.as_str().map(str::to_string))?;
+                    inner.token_to_id(&text)
+                })
+                .or_else(|| from_json("dsllm_tokenizer.json", dsllm_key)?.as_u64().map(|id| id as u32))
+        };
+        let eos_id = special(model.eos_token_id, "eos_token", "eos_id")
             .with_context(|| format!("no end-of-text token: none in the model's config.json, {}/tokenizer_config.json or dsllm_tokenizer.json", dir.display()))?;
-        Ok(Self { inner, eos_id })
+        let prefix_id = special(model.bos_token_id, "bos_token", "bos_id").unwrap_or(eos_id);
+        Ok(Self { inner, eos_id, prefix_id })
+    }
+
+    /// As Python `tokenizer.encode(text)`: with the special tokens the tokenizer adds by
+    /// default (a BOS for LLaMA and DeepSeek tokenizers), as lm-eval encodes.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
     }
 
     /// As Python `tokenizer.encode(text, add_special_tokens=False)`.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode_fast(text, false).map_err(|e| anyhow::anyhow!("cannot tokenize {:?}: {e}", preview(text)))?;
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, false)
+    }
+
+    fn encode_with(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode_fast(text, special).map_err(|e| anyhow::anyhow!("cannot tokenize {:?}: {e}", preview(text)))?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -127,7 +146,11 @@ impl<B: Backend> Evaluator<B> {
     /// `context.len() + continuation.len() <= max_length + 1` and a non-empty context.
     pub fn encode_pair(&self, context: &str, continuation: &str) -> Result<(Vec<u32>, Vec<u32>)> {
         let (mut context_enc, mut continuation_enc) = if context.is_empty() {
-            (vec![self.tokenizer.eos_id], self.tokenizer.encode(continuation)?)
+            let continuation_enc = self.tokenizer.encode_plain(continuation)?;
+            match continuation_enc.first() {
+                Some(&first) if first == self.tokenizer.prefix_id => (vec![first], continuation_enc[1..].to_vec()),
+                _ => (vec![self.tokenizer.prefix_id], continuation_enc),
+            }
         } else {
             let trimmed = context.trim_end();
             let (context, continuation) = (trimmed, format!("{}{continuation}", &context[trimmed.len()..]));
@@ -137,7 +160,7 @@ impl<B: Backend> Evaluator<B> {
             (context_enc, whole[split..].to_vec())
         };
         if context_enc.is_empty() {
-            context_enc.push(self.tokenizer.eos_id);
+            context_enc.push(self.tokenizer.prefix_id);
         }
         if continuation_enc.is_empty() {
             bail!("continuation {:?} has no tokens after context {:?}", preview(continuation), preview(context));
@@ -284,7 +307,7 @@ impl<B: Backend> Evaluator<B> {
             .map(|p| {
                 let mut ids = self.tokenizer.encode(p)?;
                 if ids.is_empty() {
-                    ids.push(self.tokenizer.eos_id);
+                    ids.push(self.tokenizer.prefix_id);
                 }
                 ids.drain(..ids.len().saturating_sub(room));
                 Ok(ids)
@@ -312,7 +335,7 @@ impl<B: Backend> Evaluator<B> {
         let mut windows: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
         for document in documents {
             let mut tokens = vec![self.tokenizer.eos_id];
-            tokens.extend(self.tokenizer.encode(document)?);
+            tokens.extend(self.tokenizer.encode_plain(document)?);
             total.bytes += document.len() as u64;
             total.tokens += tokens.len() as u64 - 1;
             for start in (0..tokens.len() - 1).step_by(length) {
