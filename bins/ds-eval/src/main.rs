@@ -11,7 +11,6 @@ use dsllm_core::parquet_io::WrittenFile;
 use dsllm_core::{atomic, cli, inputs::TaskSlice, progress, Error};
 use dsllm_cuda::{gpu_unavailable_reason, CudaBackend};
 use dsllm_eval::{load_task_dir, run_task, EvalReport, EvalTokenizer, Evaluator, RunContext, ScoringMode, TaskSpec};
-use dsllm_model::checkpoint::write_safetensors;
 use dsllm_model::{latest_checkpoint, load_hf_model, Backend, CpuBackend, Llama, ModelConfig};
 
 const TOOL: &str = "ds-eval";
@@ -132,14 +131,7 @@ fn task_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, TaskSpec)>> {
     let mut specs = Vec::new();
     for path in paths {
         if path.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-                .with_context(|| format!("cannot list {}", path.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                .collect();
-            files.sort();
-            let loaded = load_task_dir(path)?;
-            specs.extend(files.into_iter().zip(loaded));
+            specs.extend(load_task_dir(path)?);
         } else {
             specs.push((path.clone(), TaskSpec::from_file(path)?));
         }
@@ -181,6 +173,8 @@ fn run(args: &RunArgs) -> Result<serde_json::Value> {
         let data = spec.data_path(&args.data_root);
         if data.is_file() {
             inputs.push(data);
+        } else if data.join("index.json").is_file() {
+            inputs.push(data.join("index.json")); // a token folder: its index holds the shards' checksums
         }
     }
     let parameters = serde_json::json!({
@@ -190,7 +184,7 @@ fn run(args: &RunArgs) -> Result<serde_json::Value> {
     let stage = match Stage::begin(TOOL, &args.output, parameters, &inputs, TaskSlice::new(0, 1)?, args.force)? {
         StageStart::UpToDate(manifest) => {
             eprintln!("{TOOL}: {} is up to date (use --force to rerun)", args.output.display());
-            print!("{}", std::fs::read_to_string(args.output.join("results.md")).unwrap_or_default());
+            eprint!("{}", std::fs::read_to_string(args.output.join("results.md")).unwrap_or_default());
             return Ok(serde_json::json!({"output": args.output, "skipped": "up to date", "tasks": manifest.counts.read}));
         }
         StageStart::Run(stage) => stage,
@@ -206,7 +200,7 @@ fn run(args: &RunArgs) -> Result<serde_json::Value> {
     let md_path = args.output.join("results.md");
     atomic::write_file(&json_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     atomic::write_file(&md_path, markdown.as_bytes())?;
-    print!("{markdown}");
+    eprint!("{markdown}");
     let mut counts = Counts::default();
     for task in &report.tasks {
         counts.read += 1;
@@ -305,17 +299,20 @@ const TOKENIZER_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "
 
 fn random_model(args: &RandomModelArgs) -> Result<serde_json::Value> {
     let mut config = ModelConfig::from_toml_file(&args.config)?;
-    let tokenizer_json = args.tokenizer.join("tokenizer.json");
-    let vocab = tokenizer_vocab_size(&tokenizer_json)?;
     if config.vocab_size == 0 {
-        config.vocab_size = vocab;
+        // ds-tokenizer's padded embedding size, else the ids tokenizer.json can produce.
+        let padded = std::fs::read_to_string(args.tokenizer.join("dsllm_tokenizer.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()?["model_vocab_size"].as_u64());
+        config.vocab_size = match padded {
+            Some(size) => size as usize,
+            None => tokenizer_vocab_size(&args.tokenizer.join("tokenizer.json"))?,
+        };
     }
     let eos = EvalTokenizer::load(&args.tokenizer, &config).ok().map(|t| t.eos_id);
     config.eos_token_id = config.eos_token_id.or(eos);
     let model = Llama::new_random(CpuBackend, config.clone(), args.seed)?;
-    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    write_safetensors(&args.output.join("model.safetensors"), &model.host_tensors())?;
-    atomic::write_file(args.output.join("config.json"), serde_json::to_string_pretty(&config.to_hf_config_json())?.as_bytes())?;
+    dsllm_eval::fixture::write_model(&args.output, &model).with_context(|| format!("cannot write {}", args.output.display()))?;
     for name in TOKENIZER_FILES {
         let from = args.tokenizer.join(name);
         if from.exists() {

@@ -195,15 +195,15 @@ impl TaskSpec {
     }
 }
 
-/// Every `*.toml` in `dir`, sorted by file name.
-pub fn load_task_dir(dir: &Path) -> Result<Vec<TaskSpec>> {
+/// Every `*.toml` in `dir` with its path, sorted by file name.
+pub fn load_task_dir(dir: &Path) -> Result<Vec<(PathBuf, TaskSpec)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list task folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     paths.sort();
-    paths.iter().map(|p| TaskSpec::from_file(p)).collect()
+    paths.into_iter().map(|p| Ok((p.clone(), TaskSpec::from_file(&p)?))).collect()
 }
 
 /// `{field}` replaced by the record's field (strings as they are, numbers and lists as JSON;
