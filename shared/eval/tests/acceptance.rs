@@ -161,3 +161,29 @@ fn greedy_generation_solves_gsm8k_format_items_it_was_trained_on() {
         assert!(!item["generation"].as_str().unwrap().contains("Question:"));
     }
 }
+
+#[test]
+fn bits_per_byte_of_a_token_folder_and_of_its_text_agree() {
+    let tokenizer = DsTokenizer::load(&fixture_tokenizer()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let documents = dsllm_eval::fixture::corpus();
+    let ids: Vec<String> = (0..documents.len()).map(|i| format!("doc-{i}")).collect();
+    let config = dsllm_tokens::PackConfig { sequence_length: 64, validation_fraction: 0.3, threads: 1, ..Default::default() };
+    dsllm_tokens::pack_documents(&tokenizer, &dir.path().join("tokens"), config, ids.iter().zip(&documents).map(|(id, text)| (id.as_str(), text.as_str(), 1)))
+        .unwrap();
+    std::fs::write(dir.path().join("heldout.txt"), documents.concat()).unwrap();
+    let model_config = ModelConfig { initializer_range: 0.02, ..tiny_config(tokenizer.config().model_vocab_size as usize, tokenizer.eos_id()) };
+    let mut evaluator = evaluator_with(model_config, None);
+    let ctx = RunContext { data_root: dir.path(), tokenizer_dir: &fixture_tokenizer(), progress: &|_, _| {} };
+    let mut bpb = Vec::new();
+    for data in ["tokens", "heldout.txt"] {
+        let spec = TaskSpec::from_toml(&format!("name = \"bpb\"\nkind = \"bits_per_byte\"\ndata = \"{data}\"\n"), Path::new("bpb.toml")).unwrap();
+        let result = run_task(&mut evaluator, &spec, &ctx).unwrap();
+        println!("{data}: {:?}", result.metrics);
+        // A model that knows nothing: about log2(vocab) bits per token.
+        let per_token = result.metrics["nats"] / result.metrics["tokens"] / std::f64::consts::LN_2;
+        assert!((per_token - (512f64).log2()).abs() < 0.5, "{data}: {per_token} bits per token");
+        bpb.push(result.metrics["bits_per_byte"]);
+    }
+    assert!((bpb[0] / bpb[1] - 1.0).abs() < 0.15, "token folder {} vs text {}", bpb[0], bpb[1]);
+}
