@@ -133,6 +133,9 @@ pub struct GopherRepetitionConfig {
     pub top_ngram_char_frac: Vec<f32>,
     /// Characters in duplicated 5- to 10-grams / characters of the text.
     pub dup_ngram_char_frac: Vec<f32>,
+    /// In text without spaces an n-gram is n x this many CJK characters (Chinese words
+    /// average about two characters).
+    pub cjk_chars_per_word: u32,
 }
 
 impl Default for GopherRepetitionConfig {
@@ -145,6 +148,7 @@ impl Default for GopherRepetitionConfig {
             dup_para_char_frac: 0.2,
             top_ngram_char_frac: vec![0.20, 0.18, 0.16],
             dup_ngram_char_frac: vec![0.15, 0.14, 0.13, 0.12, 0.11, 0.10],
+            cjk_chars_per_word: 2,
         }
     }
 }

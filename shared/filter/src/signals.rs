@@ -327,12 +327,15 @@ impl Analyzer {
             acc += w.chars;
             self.prefix.push(acc);
         }
+        // In text without spaces an n-gram of words spans about n x (characters per word)
+        // characters: Gopher's thresholds were set on word n-grams.
         let spaced = s.cjk_share < self.config.gopher_quality.cjk_share;
+        let scale = if spaced { 1 } else { self.config.gopher_repetition.cjk_chars_per_word.max(1) as usize };
         for (k, n) in (2..=4).enumerate() {
-            s.top_ngram_char_frac[k] = per(self.top_ngram_chars(n, spaced) as f64, total_chars as f64);
+            s.top_ngram_char_frac[k] = per(self.top_ngram_chars(n * scale, spaced) as f64, total_chars as f64);
         }
         for (k, n) in (5..=10).enumerate() {
-            s.dup_ngram_char_frac[k] = per(self.duplicated_ngram_chars(n) as f64, total_chars as f64);
+            s.dup_ngram_char_frac[k] = per(self.duplicated_ngram_chars(n * scale) as f64, total_chars as f64);
         }
         s
     }
