@@ -431,3 +431,45 @@ impl Analyzer {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn duplicates_and_ngrams_are_measured_like_gopher() {
+        let config = FilterConfig::default();
+        let mut a = Analyzer::new(&config);
+        let s = a.analyze("a b c\na b c\nd e f");
+        assert!((s.dup_line_frac - 1.0 / 3.0).abs() < 1e-6, "{s:?}");
+        assert!((s.dup_line_char_frac - 5.0 / 17.0).abs() < 1e-6);
+        let s = a.analyze("one two one two one two");
+        // "one two" 3 times, 7 characters each, over 23 characters.
+        assert!((s.top_ngram_char_frac[0] - 21.0 / 23.0).abs() < 1e-6, "{s:?}");
+        let s = a.analyze("first para\n\nsecond\n\nfirst para");
+        assert!((s.dup_para_frac - 1.0 / 3.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.words, 5);
+        let s = a.analyze("中文的句子。这是我们的书。");
+        assert_eq!(s.words, 11);
+        assert!(s.cjk_share > 0.99 && s.stop_words >= 3, "{s:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_gives_bounded_signals(text in "\\PC{0,400}|[a-z .\\n#{}-]{0,400}|[中文的是。，\\n ]{0,200}") {
+            let config = FilterConfig::default();
+            let mut a = Analyzer::new(&config);
+            let s = a.analyze(&text);
+            for v in [s.cjk_share, s.bullet_lines_ratio, s.ellipsis_lines_ratio, s.alpha_words_ratio, s.dup_para_frac,
+                      s.dup_line_frac, s.dup_line_char_frac, s.dup_para_char_frac, s.line_punct_ratio, s.short_line_ratio] {
+                prop_assert!((0.0..=1.0).contains(&v), "{v} in {s:?}");
+            }
+            for v in s.dup_ngram_char_frac {
+                prop_assert!((0.0..=1.0).contains(&v));
+            }
+            let kept = a.c4_text(&text);
+            prop_assert!(kept.len() <= text.len());
+        }
+    }
+}
