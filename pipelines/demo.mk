@@ -28,12 +28,12 @@ DEMO_VOCAB   ?= 4000
 DEMO_SEQ_LEN ?= 256
 .PHONY: tokenizer pack pretrain bench-cpu-train
 tokenizer:
-	$(BIN)/ds-tokenizer train --input $(WORK)/dedup/kept --output $(WORK)/tokenizer \
+	$(BIN)/ds-tokenizer train --input $(WORK)/filtered/kept --output $(WORK)/tokenizer \
 	  --learned-tokens $(DEMO_VOCAB) --model-vocab 0 $(threads_flag)
-	$(BIN)/ds-tokenizer stats --tokenizer $(WORK)/tokenizer --input $(WORK)/dedup/kept --max-documents 2000
+	$(BIN)/ds-tokenizer stats --tokenizer $(WORK)/tokenizer --input $(WORK)/filtered/kept --max-documents 2000
 
 pack:
-	$(BIN)/ds-pack --input $(WORK)/dedup/kept --tokenizer $(WORK)/tokenizer --output $(WORK)/tokens \
+	$(BIN)/ds-pack --input $(WORK)/filtered/kept --tokenizer $(WORK)/tokenizer --output $(WORK)/tokens \
 	  --seq-len $(DEMO_SEQ_LEN) --val-fraction 0.02 $(threads_flag)
 
 PRETRAIN_STEPS ?= 200

@@ -32,7 +32,7 @@ fn flops_of_the_papers_configs() {
     let m = |i: usize| summary["models"][i]["report"]["m"].as_f64().unwrap();
     // 72·30·4096² + 12·30·4096·4096 and 95·8192·(72·8192 + 12·4096)
     assert_eq!(m(0), 42_278_584_320.0);
-    assert_eq!(m(1), 497_271_029_760.0);
+    assert_eq!(m(1), 497_276_682_240.0);
     assert_eq!(summary["table3"].as_array().unwrap().len(), 7);
     let status = scaling().args(["flops", "--config", "/nonexistent.toml"]).output().unwrap().status;
     assert_eq!(status.code(), Some(2), "an unreadable config is a usage error");
@@ -76,7 +76,7 @@ fn real_sweep_from_plan_to_fit_and_a_budget_run() {
     // Three shapes on one IsoFLOP curve of a few hundred thousand FLOPs... of tokens: tiny and quick.
     let planned = run_ok(
         scaling()
-            .args(["plan-isoflop", "--budgets", "4e9", "--points", "3", "--span", "6", "--m-factor", "4", "--seq-len", "64", "--micro-batch", "2"])
+            .args(["plan-isoflop", "--budgets", "4e9", "--points", "5", "--span", "16", "--m-factor", "4", "--seq-len", "64", "--micro-batch", "2"])
             .arg("--config")
             .arg(config("tiny"))
             .arg("--output")
@@ -135,6 +135,9 @@ fn real_sweep_from_plan_to_fit_and_a_budget_run() {
     let m_opt = laws["model_scale"]["coefficient"].as_f64().unwrap() * 1e10f64.powf(laws["model_scale"]["exponent"].as_f64().unwrap());
     let summary: Value = serde_json::from_str(String::from_utf8_lossy(&output.stdout).lines().last().unwrap()).unwrap();
     let m = summary["flops_per_token"]["m"].as_f64().unwrap();
-    assert!((m / m_opt).ln().abs() < 0.5, "the chosen shape's M {m} is near M_opt {m_opt}");
+    // The smallest shape the chooser makes, L1-d32 at l_seq 64: M = 72·32² + 12·32·64. A sweep this
+    // small can fit M_opt below it; then that shape is the right answer.
+    let smallest = 72.0 * 32.0 * 32.0 + 12.0 * 32.0 * 64.0;
+    assert!((m / m_opt).ln().abs() < 0.5 || (m_opt < smallest && m == smallest), "the chosen shape's M {m} is near M_opt {m_opt}");
     assert!((m * summary["tokens_seen"].as_f64().unwrap() / 1e10 - 1.0).abs() < 0.1);
 }

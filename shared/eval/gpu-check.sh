@@ -4,7 +4,7 @@
 #
 #   shared/eval/gpu-check.sh [PYTHON]
 #
-# Builds ds-eval, runs the fixture tasks with --backend cuda in both scoring modes, and compares
+# Builds ds-eval (unless $CARGO_TARGET_DIR/release/ds-eval exists), runs the fixture tasks with --backend cuda in both scoring modes, and compares
 # every request with tests/fixtures/lm_eval_reference.json (transformers on the CPU, float32;
 # the CI fixture). If PYTHON imports torch, transformers, accelerate and lm_eval, the reference
 # is also recomputed with transformers on the GPU (TF32 off) and compared. Fails when any
@@ -14,9 +14,10 @@ cd "$(dirname "$0")/../.."
 PYTHON="${1:-python3}"
 FIXTURES=shared/eval/tests/fixtures
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --release -p ds-eval
+# The GPU machine has no Rust: carry a release build there and point CARGO_TARGET_DIR at it.
+[ -x "$TARGET/release/ds-eval" ] || cargo build --release -p ds-eval
 OUT="$(mktemp -d)"
-for scoring in prefix full; do
+for scoring in ${SCORINGS:-prefix full}; do
   "$TARGET/release/ds-eval" run --model "$FIXTURES/tiny" --tasks "$FIXTURES/qa.toml" "$FIXTURES/winograd.toml" \
     "$FIXTURES/cloze.toml" --data-root "$FIXTURES" --output "$OUT/$scoring" --backend cuda --scoring "$scoring" --force
 done
@@ -28,12 +29,12 @@ else
   echo "gpu-check: $PYTHON lacks torch/transformers/lm_eval with CUDA: comparing with the CPU reference only"
 fi
 python3 - "$OUT" "${references[@]}" <<'PY'
-import json, sys
+import json, os, sys
 out, refs = sys.argv[1], sys.argv[2:]
 worst = 0.0
 for ref_path in refs:
     ref = json.load(open(ref_path))
-    for scoring in ["prefix", "full"]:
+    for scoring in os.environ.get("SCORINGS", "prefix full").split():
         results = json.load(open(f"{out}/{scoring}/results.json"))
         assert results["backend"].startswith("cuda"), results["backend"]
         for task in results["tasks"]:

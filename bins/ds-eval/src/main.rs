@@ -203,9 +203,8 @@ fn run(args: &RunArgs) -> Result<serde_json::Value> {
     eprint!("{markdown}");
     let mut counts = Counts::default();
     for task in &report.tasks {
-        counts.read += 1;
         match &task.skipped {
-            None => counts.kept += 1,
+            None => counts.keep(),
             Some(_) => counts.remove("task skipped: data or interpreter missing"),
         }
     }

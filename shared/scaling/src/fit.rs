@@ -539,7 +539,7 @@ mod tests {
         let truth = truth(0.001);
         // Grids centred 1.3× off the truth, so a fit that returned the grid centre would fail.
         let mut runs = isoflop_runs(&truth, &BUDGETS, 9, 30.0, 1.3, 7);
-        runs.extend(hparam_runs(&truth, &BUDGETS, (7, 30.0), (7, 30.0), 1.3, 8));
+        runs.extend(hparam_runs(&truth, &BUDGETS, (9, 30.0), (9, 30.0), 1.3, 8));
         let settings = FitSettings { predict: vec![1e21], ..FitSettings::default() };
         let fits = fit(&runs, &settings);
         check("M_opt", fits.model_scale, truth.laws.model_scale);
