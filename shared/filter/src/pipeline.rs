@@ -117,30 +117,9 @@ impl FilterJob {
         Ok(serde_json::json!({ "config": self.config, "quality_model": model.map(|m| m.xxh3_128) }))
     }
 
-    /// `<dump folder>/<file name>` of an input: where its outputs go under kept/ and rejected/.
-    fn output_name(path: &Path) -> PathBuf {
-        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-        match path.parent().and_then(|p| p.file_name()) {
-            Some(parent) => PathBuf::from(parent).join(name),
-            None => name,
-        }
-    }
-
     fn check(&self) -> Result<Option<Arc<QualityModel>>> {
         self.config.validate().map_err(Error::Usage)?;
-        if self.inputs.is_empty() {
-            return Err(Error::Usage("no input Parquet files".into()));
-        }
-        let mut seen = BTreeMap::new();
-        for path in &self.inputs {
-            if let Some(other) = seen.insert(Self::output_name(path), path) {
-                return Err(Error::Usage(format!(
-                    "{} and {} would write the same output name; give each input file a distinct <folder>/<name>",
-                    other.display(),
-                    path.display()
-                )));
-            }
-        }
+        dsllm_core::inputs::check_mirrored_inputs(&self.inputs)?;
         if self.config.quality_model.min_score.is_some() && self.quality_model.is_none() {
             return Err(Error::Usage("a minimum quality score needs --quality-model".into()));
         }
@@ -191,7 +170,7 @@ impl FilterJob {
     }
 
     fn filter_file(&self, path: &Path, model: Option<&QualityModel>, tally: &mut Tally, bar: &ProgressBar) -> Result<Vec<WrittenFile>> {
-        let name = Self::output_name(path);
+        let name = dsllm_core::inputs::mirrored_name(path);
         let input_schema = schema_of(path)?;
         let kept_schema = kept_schema(&input_schema);
         let rejected_schema = rejected_schema(&kept_schema);
