@@ -12,7 +12,7 @@ threads_flag  = $(if $(THREADS),--threads $(THREADS))
 DEMO_DUMPS   := CC-MAIN-2024-10 CC-MAIN-2024-14 CC-MAIN-2024-18
 
 .PHONY: all build demo test test-rust test-python bench clean help
-bench: bench-dedup bench-pack bench-cpu-train
+bench: bench-dedup bench-filter bench-pack bench-cpu-train bench-eval
 
 # Encode+pack and BPE training against Python tokenizers on the same text (needs ../shared/data).
 bench-pack: build
@@ -32,7 +32,10 @@ build:
 
 include pipelines/demo.mk
 include pipelines/dedup.mk
+include pipelines/filter.mk
 include pipelines/cc.mk
+include pipelines/scaling.mk
+include pipelines/eval.mk
 include pipelines/align.mk
 
 test: test-rust test-python

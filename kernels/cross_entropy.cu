@@ -10,11 +10,11 @@ __device__ __forceinline__ void merge_max_sum(float& m, float& s, float m2, floa
     m = mm;
 }
 
-extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, const float* logits, const u32* targets,
-                                                 int vocab) {
+// The log-sum-exp of row `x`, returned to every thread of the block. Each thread keeps a
+// running (max, sum), so the row is read once.
+__device__ float block_row_lse(const float* x, int vocab) {
     __shared__ float shared_m[32], shared_s[32];
-    const u64 row = blockIdx.x;
-    const float* x = logits + row * vocab;
+    __shared__ float result;
     float m = -INFINITY, s = 0.0f;
     for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
         const float v = x[j];
@@ -33,12 +33,43 @@ extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, cons
         m = lane < warps ? shared_m[lane] : -INFINITY;
         s = lane < warps ? shared_s[lane] : 0.0f;
         for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-        if (lane == 0) {
-            const float l = m + logf(s);
-            lse[row] = l;
-            const u32 t = targets[row];
-            losses[row] = t == IGNORE_TARGET ? 0.0f : l - x[t];
-        }
+        if (lane == 0) result = m + logf(s);
+    }
+    __syncthreads();
+    return result;
+}
+
+extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, const float* logits, const u32* targets,
+                                                 int vocab) {
+    const u64 row = blockIdx.x;
+    const float* x = logits + row * vocab;
+    const float l = block_row_lse(x, vocab);
+    if (threadIdx.x == 0) {
+        lse[row] = l;
+        const u32 t = targets[row];
+        losses[row] = t == IGNORE_TARGET ? 0.0f : l - x[t];
+    }
+}
+
+// One chunk of the output layer's rows (Backend::output_loss): the loss and lse as
+// cross_entropy_forward, and, when `grad` is not null, the gradient scale · (softmax − onehot)
+// written in bf16 only (it feeds the lm_head GEMMs): the fp32 logits are just read.
+extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_bfloat16* grad, const float* logits,
+                                               const u32* targets, int vocab, float scale) {
+    const u64 row = blockIdx.x;
+    const float* x = logits + row * vocab;
+    const float l = block_row_lse(x, vocab);
+    const u32 t = targets[row];
+    if (threadIdx.x == 0) {
+        lse[row] = l;
+        losses[row] = t == IGNORE_TARGET ? 0.0f : l - x[t];
+    }
+    if (!grad) return;
+    __nv_bfloat16* g = grad + row * vocab;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+        float value = 0.0f;
+        if (t != IGNORE_TARGET) value = scale * __expf(x[j] - l) - (j == (int)t ? scale : 0.0f);
+        g[j] = __float2bfloat16_rn(value);
     }
 }
 

@@ -4,7 +4,7 @@
 SYNTH_DOCS_PER_DUMP ?= 2000
 
 .PHONY: synth ingest ingest-demo
-demo: build synth ingest-demo dedup-demo tokenizer pack pretrain sft dpo
+demo: build synth ingest-demo dedup-demo filter tokenizer pack pretrain eval sft dpo
 	@echo
 	@echo "demo done: outputs under $(WORK)/ (inspect any of them with $(BIN)/ds-inspect PATH)"
 
@@ -28,12 +28,12 @@ DEMO_VOCAB   ?= 4000
 DEMO_SEQ_LEN ?= 256
 .PHONY: tokenizer pack pretrain bench-cpu-train
 tokenizer:
-	$(BIN)/ds-tokenizer train --input $(WORK)/dedup/kept --output $(WORK)/tokenizer \
+	$(BIN)/ds-tokenizer train --input $(WORK)/filtered/kept --output $(WORK)/tokenizer \
 	  --learned-tokens $(DEMO_VOCAB) --model-vocab 0 $(threads_flag)
-	$(BIN)/ds-tokenizer stats --tokenizer $(WORK)/tokenizer --input $(WORK)/dedup/kept --max-documents 2000
+	$(BIN)/ds-tokenizer stats --tokenizer $(WORK)/tokenizer --input $(WORK)/filtered/kept --max-documents 2000
 
 pack:
-	$(BIN)/ds-pack --input $(WORK)/dedup/kept --tokenizer $(WORK)/tokenizer --output $(WORK)/tokens \
+	$(BIN)/ds-pack --input $(WORK)/filtered/kept --tokenizer $(WORK)/tokenizer --output $(WORK)/tokens \
 	  --seq-len $(DEMO_SEQ_LEN) --val-fraction 0.02 $(threads_flag)
 
 PRETRAIN_STEPS ?= 200

@@ -1,41 +1,13 @@
 //! The loss curve: train and validation loss against tokens seen, drawn from metrics.jsonl.
 //!
-//! Text needs a TrueType font; plotters (built without font-kit) gets one from `DSLLM_FONT` or
-//! the usual system paths. Without one the curve is drawn without text, and the run says so.
+//! Text needs a TrueType font (`dsllm_scaling::plots::font_available`: `DSLLM_FONT` or the
+//! usual system paths). Without one the curve is drawn without text.
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
+use dsllm_scaling::plots::font_available;
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
-
-/// Where to look for a font, after `DSLLM_FONT`.
-const FONT_PATHS: [&str; 5] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-];
-
-/// Registers a system font as plotters' "sans-serif" once; false when none could be loaded.
-fn font_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let env = std::env::var("DSLLM_FONT").ok();
-        let candidates = env.iter().map(String::as_str).chain(FONT_PATHS);
-        for path in candidates {
-            if let Ok(bytes) = std::fs::read(path) {
-                // plotters keeps fonts for the whole process.
-                if register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice())).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-}
 
 /// (tokens, loss) of the train steps and of the validations in a metrics file.
 fn read_curves(metrics: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {

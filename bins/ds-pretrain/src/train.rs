@@ -8,12 +8,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use dsllm_core::progress;
 use dsllm_model::checkpoint::LATEST_FILE;
-use dsllm_model::flops;
+use dsllm_model::flops::{self, ScalingLaws};
 use dsllm_model::schedule::PAPER_WARMUP_STEPS;
 use dsllm_model::{
-    checkpoint_name, evaluated_text_bytes, latest_checkpoint, token_text_bytes, Backend, BatchPlan, CheckpointWriter, CpuBackend,
+    checkpoint_name, evaluated_text_bytes, latest_checkpoint, token_text_bytes, Backend, CheckpointWriter, CpuBackend,
     LrSchedule, MetricsWriter, ModelConfig, ShardSource, Trainer, TrainerConfig,
 };
+use dsllm_scaling::budget::{plan_budget, BudgetPlan};
+use dsllm_scaling::fit::Fits;
 use dsllm_tokens::tokenizer::{DSLLM_TOKENIZER_CONFIG_FILE, HF_TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
 use dsllm_tokens::{DsTokenizer, TokenShards};
 use serde_json::json;
@@ -34,11 +36,15 @@ pub enum ScheduleKind {
 /// How the hyperparameters left out are derived (shown by `ds-pretrain train --help`).
 pub const DERIVED_HYPERPARAMETERS: &str = "\
 Hyperparameters left out are derived:
+  model shape    with --budget C: the shape whose M is nearest M_opt = 0.1715*C^0.5243, in the
+                 proportions of --config (head size, K/V groups, FFN ratio, d_model/n_layer);
+                 --keep-shape trains --config's shape as it is
   batch size B   --batch-tokens; else B_opt = 0.2920*C^0.3271 tokens with --budget C; else one
                  micro-batch (no gradient accumulation)
   length         --steps; else --tokens; else D = C/M tokens with --budget; else one pass over
                  the train split
   peak LR        --lr; else eta_opt = 0.3118*C^-0.125 at this run's budget (--budget C, or C = M*D)
+  laws           --laws FITS.json (from ds-scaling fit) replaces the paper's coefficients above
   warmup         --warmup; else min(2000, 10% of the steps): the paper's 2000 steps would be
                  the whole of a short run
   schedule       the paper's multi-step: 100% of the peak until 80% of the tokens, 31.6% until
@@ -83,9 +89,16 @@ pub struct TrainArgs {
     /// Cosine schedule only: the final learning rate as a fraction of the peak.
     #[arg(long, default_value_t = 0.1)]
     pub min_lr_ratio: f64,
-    /// Compute budget C in FLOPs (C = M·D): batch size, peak LR and tokens from the paper's laws.
+    /// Compute budget C in FLOPs (C = M·D): model shape, tokens, batch size and peak LR from
+    /// the scaling laws (the paper's, or --laws).
     #[arg(long)]
     pub budget: Option<f64>,
+    /// With --budget: train --config's shape instead of the one the laws choose.
+    #[arg(long, requires = "budget")]
+    pub keep_shape: bool,
+    /// With --budget: the laws of a fits.json written by `ds-scaling fit` instead of the paper's.
+    #[arg(long, requires = "budget")]
+    pub laws: Option<PathBuf>,
     /// Validation every N steps (and at the end); 0: only at the end.
     #[arg(long, default_value_t = 100)]
     pub eval_every: u64,
@@ -121,6 +134,7 @@ struct Setup<'a> {
     tokenizer: Option<(PathBuf, DsTokenizer)>,
     seq_len: usize,
     m: f64,
+    budget_plan: Option<BudgetPlan>,
 }
 
 pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
@@ -160,6 +174,26 @@ pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
     model_config.eos_token_id = Some(index.eos_id);
     model_config.bos_token_id = tokenizer.as_ref().map(|(_, t)| t.config().bos_id);
     let seq_len = index.sequence_length as usize;
+    let laws = match &args.laws {
+        Some(path) => Fits::read_laws(path)?,
+        None => ScalingLaws::PAPER,
+    };
+    let budget_plan = args.budget.map(|c| plan_budget(&laws, c, &model_config, args.keep_shape, seq_len, args.micro_batch));
+    if let Some(plan) = &budget_plan {
+        eprintln!(
+            "{TOOL}: budget C {:.3e} ({}): shape {} (M {:.4e}; M_opt {:.4e}), D = C/M {:.4e} tokens (D_opt {:.4e}), B_opt {:.0} tokens, peak LR {:.4e}",
+            plan.budget,
+            args.laws.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the paper's laws".into()),
+            plan.shape,
+            plan.m,
+            plan.m_opt,
+            plan.tokens,
+            plan.d_opt,
+            plan.batch.optimal_batch_tokens,
+            plan.batch.peak_lr
+        );
+        model_config = plan.config.clone();
+    }
     if seq_len > model_config.max_position_embeddings {
         usage!(
             "the shards hold sequences of {seq_len} tokens, longer than the model's max_position_embeddings {} in {}",
@@ -177,7 +211,7 @@ pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
         flops::six_n2(&model_config),
         m
     );
-    let setup = Setup { args, model_config, train, val, tokenizer, seq_len, m };
+    let setup = Setup { args, model_config, train, val, tokenizer, seq_len, m, budget_plan };
     let summary = match choose_backend(args.backend)? {
         ChosenBackend::Cpu { reason } => train_on(CpuBackend, &setup, ("cpu", reason))?,
         ChosenBackend::Cuda { backend, reason } => train_on(*backend, &setup, ("cuda", reason))?,
@@ -220,7 +254,7 @@ fn plan(setup: &Setup) -> Result<(TrainerConfig, serde_json::Value)> {
     let args = setup.args;
     let (seq_len, micro) = (setup.seq_len, args.micro_batch);
     let micro_tokens = (seq_len * micro) as f64;
-    let budget_plan = args.budget.map(|c| BatchPlan::from_compute_budget(c, seq_len, micro));
+    let budget_plan = setup.budget_plan.as_ref().map(|p| p.batch);
     let grad_accum_steps = match (args.batch_tokens, &budget_plan) {
         (Some(b), _) => ((b / micro_tokens).round() as usize).max(1),
         (None, Some(plan)) => plan.grad_accum_steps,
@@ -238,7 +272,7 @@ fn plan(setup: &Setup) -> Result<(TrainerConfig, serde_json::Value)> {
     }
     let tokens_d = (total_steps * tokens_per_step) as f64;
     let compute_c = args.budget.unwrap_or(setup.m * tokens_d);
-    let peak_lr = args.lr.unwrap_or_else(|| flops::optimal_peak_lr(compute_c));
+    let peak_lr = args.lr.or(budget_plan.map(|p| p.peak_lr)).unwrap_or_else(|| flops::optimal_peak_lr(compute_c));
     let warmup_steps = args.warmup.unwrap_or_else(|| PAPER_WARMUP_STEPS.min(total_steps / 10));
     let schedule = match args.schedule {
         ScheduleKind::Multistep => LrSchedule::MultiStep { peak_lr, warmup_steps, total_steps },
@@ -323,6 +357,7 @@ fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason
                 "six_n2": flops::six_n2(&trainer.model.config),
                 "data": args.data,
                 "backend": backend_name,
+                "budget": args.budget,
             }
         }))?;
     }

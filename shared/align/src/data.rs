@@ -205,7 +205,7 @@ pub fn preference_pair(record: &Value) -> Result<PreferencePair> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskItem {
     pub question: String,
-    /// What follows `####`, trimmed.
+    /// The number after `####` ([`extract_final_answer`]).
     pub answer: String,
 }
 
@@ -216,12 +216,10 @@ pub fn task_item(record: &Value) -> Result<TaskItem> {
     Ok(TaskItem { question: question.to_string(), answer: final_answer })
 }
 
-/// The text after the last `####`, trimmed, with GSM8K's thousands separators removed; `None`
-/// when there is none.
+/// The final answer of a GSM8K-format text (`#### n`), as ds-eval's GSM8K task extracts it
+/// (strict: the number after `#### `, separators removed); `None` when there is none.
 pub fn extract_final_answer(text: &str) -> Option<String> {
-    let (_, after) = text.rsplit_once("####")?;
-    let answer = after.lines().next().unwrap_or("").trim().replace(',', "");
-    (!answer.is_empty()).then_some(answer)
+    dsllm_eval::metrics::extract_answer(text, dsllm_eval::task::AnswerExtraction::Gsm8k, false)
 }
 
 #[cfg(test)]

@@ -6,13 +6,12 @@
 //!   OpenAI messages, TRL and LLaMA-Factory preference formats); GSM8K-format task items.
 //! - [`pack`]: several conversations per row, attention and loss kept inside each.
 //! - [`sft`], [`dpo`]: the training loops; [`dpo`] also holds the loss (TRL's sigmoid loss).
-//! - [`measure`]: task accuracy, repetition ratio, preferred-answer rate.
-//! - [`generate_fallback`]: greedy decoding until `dsllm_model::generate` is merged.
+//! - [`measure`]: task accuracy, repetition ratio, preferred-answer rate (greedy decoding with
+//!   `dsllm_model`'s KV cache, answers scored with `dsllm_eval`'s extraction).
 
 pub mod chat;
 pub mod data;
 pub mod dpo;
-pub mod generate_fallback;
 pub mod measure;
 pub mod pack;
 pub mod sft;

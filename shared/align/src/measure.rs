@@ -1,15 +1,17 @@
-//! What alignment is judged by: task accuracy by greedy decoding and exact match of the final
-//! answer (GSM8K's `#### n`), the repetition ratio the paper reports (share of answers to
-//! held-out prompts that loop without ending), and the preferred-answer rate on held-out
-//! preference pairs.
+//! What alignment is judged by: task accuracy by greedy decoding (KV cache) and exact match of
+//! the final answer (GSM8K's `#### n`, extracted and compared as ds-eval's GSM8K task does), the
+//! repetition ratio the paper reports (share of answers to held-out prompts that loop without
+//! ending), and the preferred-answer rate on held-out preference pairs. `make demo` reports the
+//! same task accuracy and preferred-answer rates through ds-eval itself (the task files
+//! `ds-synth --align` writes).
 
 use anyhow::Result;
-use dsllm_model::{Backend, Llama};
+use dsllm_eval::metrics::answers_match;
+use dsllm_model::{greedy_generate_until, Backend, GenerationConfig, Llama};
 use serde::Serialize;
 
 use crate::chat::{ChatTemplate, Message, Role};
 use crate::data::{extract_final_answer, PreferencePair, TaskItem};
-use crate::generate_fallback::{greedy_generate, GenerationConfig};
 use crate::sequence_logps;
 
 /// One decoded answer, for the report.
@@ -41,16 +43,25 @@ pub fn ends_in_loop(ids: &[u32]) -> bool {
     (1..=n / 3).any(|period| (n - 3 * period..n - period).all(|i| ids[i] == ids[i + period]))
 }
 
+/// Greedy answers (KV-cache decoding) to `prompts`, each ending with EOS when the model
+/// produced one within `max_new_tokens`.
+pub fn greedy_answers<B: Backend>(model: &mut Llama<B>, template: &ChatTemplate, prompts: &[Vec<u32>], max_new_tokens: usize) -> Result<Vec<Vec<u32>>> {
+    // EOS ends a sequence through the stop predicate, not as a stop token, so it stays in the
+    // output and a finished answer tells itself from one cut by the budget.
+    let config = GenerationConfig { max_new_tokens, stop_token_ids: Vec::new() };
+    let eos = template.tokens.eos;
+    greedy_generate_until(model, prompts, &config, |_, new| new.last() == Some(&eos))
+}
+
 /// Greedy answers to `items` and their exact-match accuracy.
 pub fn task_accuracy<B: Backend>(model: &mut Llama<B>, template: &ChatTemplate, items: &[TaskItem], max_new_tokens: usize) -> Result<TaskReport> {
     let prompts = items.iter().map(|item| template.encode_prompt(&[Message::new(Role::User, item.question.clone())])).collect::<Result<Vec<_>>>()?;
-    let config = GenerationConfig { max_new_tokens, stop_token_ids: vec![template.tokens.eos] };
-    let outputs = greedy_generate(model, &prompts, &config)?;
+    let outputs = greedy_answers(model, template, &prompts, max_new_tokens)?;
     let (mut correct, mut looping, mut unfinished) = (0, 0, 0);
     let mut samples = Vec::new();
     for (item, ids) in items.iter().zip(&outputs) {
         let generated = template.decode_answer(ids)?;
-        let ok = extract_final_answer(&generated).is_some_and(|a| a == item.answer);
+        let ok = extract_final_answer(&generated).is_some_and(|a| answers_match(&a, &item.answer));
         correct += ok as usize;
         if !ids.contains(&template.tokens.eos) {
             unfinished += 1;
@@ -92,8 +103,7 @@ pub struct PreferenceReport {
 pub fn preference_rate<B: Backend>(model: &mut Llama<B>, template: &ChatTemplate, pairs: &[PreferencePair], max_new_tokens: usize, micro_batch: usize) -> Result<PreferenceReport> {
     let logps = sequence_logps(model, template, pairs, micro_batch)?;
     let prompts = pairs.iter().map(|p| template.encode_prompt(&p.prompt)).collect::<Result<Vec<_>>>()?;
-    let config = GenerationConfig { max_new_tokens, stop_token_ids: vec![template.tokens.eos] };
-    let outputs = greedy_generate(model, &prompts, &config)?;
+    let outputs = greedy_answers(model, template, &prompts, max_new_tokens)?;
     let (mut preferred, mut gen_chosen, mut gen_rejected, mut margin, mut scored, mut right) = (0, 0, 0, 0.0, 0, 0);
     for ((pair, ids), (c, r)) in pairs.iter().zip(&outputs).zip(&logps) {
         preferred += (c > r) as usize;
@@ -104,7 +114,7 @@ pub fn preference_rate<B: Backend>(model: &mut Llama<B>, template: &ChatTemplate
         gen_rejected += (finished && text.trim() == pair.rejected.trim()) as usize;
         if let Some(expected) = extract_final_answer(&pair.chosen) {
             scored += 1;
-            right += (extract_final_answer(&text) == Some(expected)) as usize;
+            right += extract_final_answer(&text).is_some_and(|a| answers_match(&a, &expected)) as usize;
         }
     }
     let n = pairs.len().max(1) as f64;

@@ -108,8 +108,7 @@ pub fn train_sft<B: Backend>(
             let mut loss_sum = 0.0;
             for micro in step_rows.chunks(config.micro_batch) {
                 let (batch, segments) = batch_of(micro, config.seq_len);
-                loss_sum += model.forward_segmented(&batch, Some(&segments))?.sum_nats;
-                model.backward(1.0 / trained.max(1) as f32);
+                loss_sum += model.forward_backward_segmented(&batch, Some(&segments), 1.0 / trained.max(1) as f32)?.sum_nats;
             }
             let lr = schedule.learning_rate(optimizer.step);
             let grad_norm = optimizer.update(model, lr as f32);

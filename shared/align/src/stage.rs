@@ -13,6 +13,7 @@ use dsllm_core::parquet_io::{ParquetSink, WrittenFile};
 use dsllm_core::inputs::TaskSlice;
 use dsllm_model::checkpoint::MODEL_FILE;
 use dsllm_model::{Backend, CpuBackend, Llama};
+use dsllm_eval::{run_task, EvalTokenizer, Evaluator, RunContext, TaskSpec};
 use dsllm_tokens::DsTokenizer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -55,6 +56,14 @@ pub struct CommonArgs {
     /// Token budget of each greedy answer.
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
+    /// ds-eval task files (`ds-synth --align` writes some under `tasks/`) run before and after
+    /// through ds-eval's library, exactly as `ds-eval run` scores them; their figures go to the
+    /// report and are printed.
+    #[arg(long, num_args = 1..)]
+    pub eval_tasks: Vec<PathBuf>,
+    /// Folder the task files' relative `data` paths start from (ds-eval's --data-root).
+    #[arg(long, default_value = ".")]
+    pub eval_data_root: PathBuf,
     /// TOML file of hyperparameters (pipelines/configs/sft-7b.toml, dpo.toml ...); flags
     /// given on the command line win.
     #[arg(long)]
@@ -136,6 +145,89 @@ fn merge<T: Copy>(cli: Option<T>, file: Option<T>, default: T) -> T {
     cli.or(file).unwrap_or(default)
 }
 
+fn load_tasks(common: &CommonArgs) -> Result<Vec<TaskSpec>> {
+    common
+        .eval_tasks
+        .iter()
+        .map(|path| {
+            let mut spec = TaskSpec::from_file(path)?;
+            if common.eval_items > 0 {
+                spec.limit = Some(common.eval_items);
+            }
+            if !spec.data_path(&common.eval_data_root).exists() {
+                bail!("{}: task {} has no data at {}", path.display(), spec.name, spec.data_path(&common.eval_data_root).display());
+            }
+            Ok(spec)
+        })
+        .collect()
+}
+
+/// `specs` run on `model` by ds-eval's library: per task its headline metric's name, its
+/// metrics and item count. Gives the model back.
+fn eval_tasks<B: Backend>(model: Llama<B>, common: &CommonArgs, specs: &[TaskSpec]) -> Result<(Llama<B>, Value)> {
+    if specs.is_empty() {
+        return Ok((model, Value::Null));
+    }
+    let tokenizer = EvalTokenizer::load(&common.tokenizer, &model.config)?;
+    let mut evaluator = Evaluator::new(model, tokenizer);
+    let ctx = RunContext { data_root: &common.eval_data_root, tokenizer_dir: &common.tokenizer, progress: &|_, _| {} };
+    let mut out = serde_json::Map::new();
+    for spec in specs {
+        let result = run_task(&mut evaluator, spec, &ctx)?;
+        out.insert(result.name.clone(), json!({"headline": result.headline, "metrics": result.metrics, "items": result.items}));
+    }
+    Ok((evaluator.model, Value::Object(out)))
+}
+
+/// Prints a report's before/after figures: each ds-eval task's metrics, the repetition ratio
+/// (SFT), the training's last reward figures (DPO).
+pub fn print_summary(tool: &str, report: &Value) {
+    let (before, after) = (&report["eval_before"], &report["eval_after"]);
+    for (name, result) in after.as_object().into_iter().flatten() {
+        for (metric, value) in result["metrics"].as_object().into_iter().flatten() {
+            let old = before[name]["metrics"][metric].as_f64().unwrap_or(f64::NAN);
+            eprintln!("{tool}: ds-eval {name} {metric}: {old:.3} -> {:.3} ({} held-out items)", value.as_f64().unwrap_or(f64::NAN), result["items"]);
+        }
+    }
+    let own = |m: &Value, key: &str| m[key].as_f64().unwrap_or(f64::NAN);
+    let (b, a) = (&report["before"], &report["after"]);
+    // ds-sft's before/after are task reports; ds-dpo's hold one under "task".
+    let (bt, at) = if b.get("task").is_some() { (&b["task"], &a["task"]) } else { (b, a) };
+    if bt.get("repetition_ratio").is_some() {
+        eprintln!(
+            "{tool}: greedy answers to {} held-out prompts: task accuracy {:.3} -> {:.3}, repetition ratio {:.3} -> {:.3}, unfinished {:.3} -> {:.3}",
+            at["items"],
+            own(bt, "accuracy"),
+            own(at, "accuracy"),
+            own(bt, "repetition_ratio"),
+            own(at, "repetition_ratio"),
+            own(bt, "unfinished_ratio"),
+            own(at, "unfinished_ratio")
+        );
+    }
+    if let (Some(bp), Some(ap)) = (b.get("preferences").filter(|p| !p.is_null()), a.get("preferences").filter(|p| !p.is_null())) {
+        eprintln!(
+            "{tool}: held-out pairs: greedy answer = chosen {:.3} -> {:.3}, = rejected {:.3} -> {:.3}; log-prob prefers chosen {:.3} -> {:.3}",
+            own(bp, "generated_chosen_rate"),
+            own(ap, "generated_chosen_rate"),
+            own(bp, "generated_rejected_rate"),
+            own(ap, "generated_rejected_rate"),
+            own(bp, "logp_preferred_rate"),
+            own(ap, "logp_preferred_rate")
+        );
+    }
+    if let Some(train) = report.get("train") {
+        eprintln!(
+            "{tool}: training: loss {:.4} -> {:.4}, reward accuracy {:.3}, reward margin {:.3}, KL to the reference {:.4} nats/token",
+            own(train, "loss_first"),
+            own(train, "loss_last"),
+            own(train, "reward_accuracy_last"),
+            own(train, "reward_margin_last"),
+            own(train, "kl_per_token_last")
+        );
+    }
+}
+
 fn load_items(path: &Option<PathBuf>, limit: usize) -> Result<Vec<TaskItem>> {
     let Some(path) = path else { return Ok(Vec::new()) };
     let mut items = read_records(path)?.iter().enumerate().map(|(i, r)| task_item(r).with_context(|| format!("{} record {i}", path.display()))).collect::<Result<Vec<_>>>()?;
@@ -151,6 +243,7 @@ fn input_files(common: &CommonArgs, checkpoint: &Path, extra: &[&Option<PathBuf>
     files.push(checkpoint.join(MODEL_FILE));
     files.extend(extra.iter().filter_map(|p| (*p).clone()));
     files.extend(common.eval_task.clone());
+    files.extend(common.eval_tasks.iter().cloned());
     files
 }
 
@@ -188,7 +281,8 @@ macro_rules! with_backend {
     };
 }
 
-fn finish_report(stage: Stage, counts: Counts, outputs: Vec<WrittenFile>, report: Value, output: &Path) -> Result<Value> {
+fn finish_report(tool: &str, stage: Stage, counts: Counts, outputs: Vec<WrittenFile>, report: Value, output: &Path) -> Result<Value> {
+    print_summary(tool, &report);
     let report_path = output.join(REPORT_FILE);
     dsllm_core::atomic::write_file(&report_path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     let mut extra = BTreeMap::new();
@@ -211,15 +305,20 @@ pub fn run_sft(common: &CommonArgs, flags: &SftFlags) -> Result<Value> {
     let params = json!({"common": common, "flags": flags, "file": file, "checkpoint": checkpoint});
     let inputs = input_files(common, &checkpoint, &[&common.config]);
     let stage = match Stage::begin(SFT_TOOL, &common.output, params, &inputs, TaskSlice::default(), common.force)? {
-        StageStart::UpToDate(m) => return Ok(json!({"tool": SFT_TOOL, "output": common.output, "skipped_up_to_date": true, "report": m.extra.get("report")})),
+        StageStart::UpToDate(m) => {
+            let report = m.extra.get("report").cloned().unwrap_or(Value::Null);
+            print_summary(SFT_TOOL, &report);
+            return Ok(json!({"tool": SFT_TOOL, "output": common.output, "skipped_up_to_date": true, "report": report}));
+        }
         StageStart::Run(stage) => stage,
     };
     let tokenizer = DsTokenizer::load(&common.tokenizer).with_context(|| format!("cannot load the tokenizer in {}", common.tokenizer.display()))?;
     let template = ChatTemplate::new(&tokenizer)?;
     let items = load_items(&common.eval_task, common.eval_items)?;
+    let tasks = load_tasks(common)?;
     with_backend!(SFT_TOOL, common, |backend| {
         let model = load_model(backend, &checkpoint)?;
-        sft_on(model, common, flags, &file, &template, &items, stage, started)
+        sft_on(model, common, flags, &file, &template, &items, &tasks, stage, started)
     })
 }
 
@@ -231,6 +330,7 @@ fn sft_on<B: Backend>(
     file: &SftFlags,
     template: &ChatTemplate,
     items: &[TaskItem],
+    tasks: &[TaskSpec],
     stage: Stage,
     started: Instant,
 ) -> Result<Value> {
@@ -291,6 +391,8 @@ fn sft_on<B: Backend>(
     if let Some(b) = &before {
         eprintln!("{SFT_TOOL}: before: task accuracy {:.3}, repetition ratio {:.3}", b["accuracy"], b["repetition_ratio"]);
     }
+    let (returned, tasks_before) = eval_tasks(model, common, tasks)?;
+    model = returned;
 
     let mut metrics = Metrics::create(&common.output.join(METRICS_FILE))?;
     metrics.write(&json!({"step": 0, "run": {"sft": config, "stage2_epochs": stage2_epochs, "stage2_lr": stage2_lr, "model": model.config, "before": before}}))?;
@@ -323,15 +425,8 @@ fn sft_on<B: Backend>(
         eprintln!("{SFT_TOOL}: stage {number}: {} steps over {} conversations, last loss {:.4}", history.len(), data.len(), last_loss.unwrap_or(f64::NAN));
     }
     let after = measure(&mut model)?;
-    if let (Some(b), Some(a)) = (&before, &after) {
-        eprintln!(
-            "{SFT_TOOL}: task accuracy {:.3} -> {:.3}; repetition ratio {:.3} -> {:.3}",
-            b["accuracy"].as_f64().unwrap_or(0.0),
-            a["accuracy"].as_f64().unwrap_or(0.0),
-            b["repetition_ratio"].as_f64().unwrap_or(0.0),
-            a["repetition_ratio"].as_f64().unwrap_or(0.0)
-        );
-    }
+    let (model, tasks_after) = eval_tasks(model, common, tasks)?;
+    drop(model);
     metrics.write(&json!({"step": steps, "after": after}))?;
     let report = json!({
         "tool": SFT_TOOL,
@@ -346,9 +441,11 @@ fn sft_on<B: Backend>(
         "stage2_epochs": stage2_epochs,
         "before": before,
         "after": after,
+        "eval_before": tasks_before,
+        "eval_after": tasks_after,
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
-    finish_report(stage, counts, Vec::new(), report, &common.output)
+    finish_report(SFT_TOOL, stage, counts, Vec::new(), report, &common.output)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,12 +472,17 @@ pub fn run_dpo(common: &CommonArgs, inputs: &DpoInputs, flags: &DpoFlags) -> Res
     let params = json!({"common": common, "inputs": inputs, "flags": flags, "file": file, "checkpoint": checkpoint});
     let hashed = input_files(common, &checkpoint, &[&common.config, &inputs.eval_preferences, &inputs.reference_logps]);
     let stage = match Stage::begin(DPO_TOOL, &common.output, params, &hashed, TaskSlice::default(), common.force)? {
-        StageStart::UpToDate(m) => return Ok(json!({"tool": DPO_TOOL, "output": common.output, "skipped_up_to_date": true, "report": m.extra.get("report")})),
+        StageStart::UpToDate(m) => {
+            let report = m.extra.get("report").cloned().unwrap_or(Value::Null);
+            print_summary(DPO_TOOL, &report);
+            return Ok(json!({"tool": DPO_TOOL, "output": common.output, "skipped_up_to_date": true, "report": report}));
+        }
         StageStart::Run(stage) => stage,
     };
     let tokenizer = DsTokenizer::load(&common.tokenizer).with_context(|| format!("cannot load the tokenizer in {}", common.tokenizer.display()))?;
     let template = ChatTemplate::new(&tokenizer)?;
     let items = load_items(&common.eval_task, common.eval_items)?;
+    let tasks = load_tasks(common)?;
     let eval_pairs = match &inputs.eval_preferences {
         Some(path) => {
             let mut pairs = read_records(path)?.iter().enumerate().map(|(i, r)| preference_pair(r).with_context(|| format!("{} record {i}", path.display()))).collect::<Result<Vec<_>>>()?;
@@ -393,7 +495,7 @@ pub fn run_dpo(common: &CommonArgs, inputs: &DpoInputs, flags: &DpoFlags) -> Res
     };
     with_backend!(DPO_TOOL, common, |backend| {
         let model = load_model(backend, &checkpoint)?;
-        dpo_on(model, common, inputs, flags, &file, &template, &items, &eval_pairs, stage, started)
+        dpo_on(model, common, inputs, flags, &file, &template, &items, &eval_pairs, &tasks, stage, started)
     })
 }
 
@@ -438,6 +540,7 @@ fn dpo_on<B: Backend>(
     template: &ChatTemplate,
     items: &[TaskItem],
     eval_pairs: &[PreferencePair],
+    tasks: &[TaskSpec],
     stage: Stage,
     started: Instant,
 ) -> Result<Value> {
@@ -489,6 +592,8 @@ fn dpo_on<B: Backend>(
         Ok(json!({"task": task, "preferences": prefs}))
     };
     let before = measure(&mut model)?;
+    let (returned, tasks_before) = eval_tasks(model, common, tasks)?;
+    model = returned;
 
     // The reference model is the starting policy: its log-probs, once, stored, read back.
     let mut outputs = Vec::new();
@@ -518,7 +623,9 @@ fn dpo_on<B: Backend>(
     let state = json!({"tool": DPO_TOOL, "steps": history.len(), "pairs": pairs.len(), "config": config});
     let checkpoint = save_model(&model, &common.output, "final", state, &common.tokenizer)?;
     let after = measure(&mut model)?;
-    metrics.write(&json!({"step": history.len(), "after": after}))?;
+    let (model, tasks_after) = eval_tasks(model, common, tasks)?;
+    drop(model);
+    metrics.write(&json!({"step": history.len(), "after": after, "eval_after": tasks_after}))?;
     let mean = |f: fn(&crate::dpo::DpoStep) -> f64| history.iter().map(f).sum::<f64>() / history.len().max(1) as f64;
     let last = history.last();
     let report = json!({
@@ -539,7 +646,9 @@ fn dpo_on<B: Backend>(
         },
         "before": before,
         "after": after,
+        "eval_before": tasks_before,
+        "eval_after": tasks_after,
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
-    finish_report(stage, counts, outputs, report, &common.output)
+    finish_report(DPO_TOOL, stage, counts, outputs, report, &common.output)
 }

@@ -106,6 +106,34 @@ impl TaskSlice {
     }
 }
 
+/// Where a stage that mirrors its input layout writes `path`'s outputs: `<folder>/<file name>`
+/// (so `docs/CC-MAIN-2024-10/part-00000.parquet` becomes `CC-MAIN-2024-10/part-00000.parquet`).
+pub fn mirrored_name(path: &Path) -> PathBuf {
+    let name = path.file_name().map(PathBuf::from).unwrap_or_default();
+    match path.parent().and_then(|p| p.file_name()) {
+        Some(parent) => PathBuf::from(parent).join(name),
+        None => name,
+    }
+}
+
+/// A usage error when there are no inputs or two of them would write the same [`mirrored_name`].
+pub fn check_mirrored_inputs(inputs: &[PathBuf]) -> Result<()> {
+    if inputs.is_empty() {
+        return Err(Error::Usage("no input Parquet files".into()));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for path in inputs {
+        if let Some(other) = seen.insert(mirrored_name(path), path) {
+            return Err(Error::Usage(format!(
+                "{} and {} would write the same output name; give each input file a distinct <folder>/<name>",
+                other.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,7 +139,7 @@ impl Manifest {
     fn same_run(&self, tool: &str, params: &serde_json::Value, inputs: &[InputFile], task: TaskSlice) -> bool {
         self.tool == tool
             && self.version == crate::VERSION
-            && &self.parameters == params
+            && self.parameters == round_trip(params)
             && self.inputs == inputs
             && self.task == task
             && self.outputs.iter().all(|o| std::fs::metadata(&o.path).map(|m| m.len() == o.bytes).unwrap_or(false))
@@ -362,4 +362,11 @@ mod tests {
         counts.kept = 1;
         assert!(stage.finish(counts, vec![], BTreeMap::new()).is_err());
     }
+}
+
+/// `value` as it reads back from the manifest file: serde_json's default float parser can land
+/// one ulp away from a long decimal (an f32 threshold widened to f64), so fresh parameters are
+/// compared in their written-and-read form.
+fn round_trip(value: &serde_json::Value) -> serde_json::Value {
+    serde_json::from_str(&value.to_string()).unwrap_or_else(|_| value.clone())
 }

@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits};
-use dsllm_model::{AdamWStep, AttentionShape, Backend};
+use dsllm_model::{AdamWStep, AttentionShape, Backend, OutputGrad};
 use half::bf16;
 
 use crate::gemm::{Gemm, GemmShape};
 use crate::kernels::Kernels;
+use crate::profile::{OpScope, OpTime, Profiler};
 
 /// Threads per block of the elementwise and row kernels.
 const BLOCK: u32 = 256;
@@ -26,6 +27,8 @@ const BLOCK: u32 = 256;
 const CE_BLOCK: u32 = 512;
 /// Rows summed by one block in the first pass of RMSNorm's weight gradient.
 const NORM_ROWS_PER_CHUNK: usize = 64;
+/// Logits of one chunk of rows in [`CudaBackend::output_loss`], at most (floats): 256 MiB.
+const OUTPUT_CHUNK_FLOATS: usize = 64 << 20;
 /// Blocks of the sum-of-squares reduction (their f64 partials are summed on the host).
 const SUM_BLOCKS: usize = 1024;
 /// Must match `DPT` and `TILE` in kernels/attention.cu.
@@ -77,6 +80,9 @@ pub struct CudaBackend {
     attention_row_dot: RefCell<CudaSlice<f32>>,
     sum_partials: RefCell<CudaSlice<f64>>,
     embedding_segments: RefCell<CudaSlice<u32>>,
+    /// The output layer's logit gradient for the whole batch, in bf16 (its GEMMs' operand).
+    output_grad: RefCell<CudaSlice<bf16>>,
+    profiler: Profiler,
 }
 
 /// The attention implementations the backend carries.
@@ -176,6 +182,8 @@ impl CudaBackend {
             attention_row_dot: RefCell::new(empty_f32()?),
             sum_partials: RefCell::new(stream.alloc_zeros::<f64>(SUM_BLOCKS)?),
             embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
+            output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
+            profiler: Profiler::default(),
             context,
             stream,
             kernels,
@@ -186,6 +194,20 @@ impl CudaBackend {
     /// The GPU's name, as the driver reports it.
     pub fn device_name(&self) -> String {
         self.context.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    /// Turns per-op GPU timing on or off (see [`crate::profile`]).
+    pub fn set_profiling(&self, on: bool) {
+        self.profiler.set_enabled(on);
+    }
+
+    /// GPU time per op since profiling was turned on or last taken, largest first.
+    pub fn take_profile(&self) -> Vec<OpTime> {
+        self.profiler.take()
+    }
+
+    fn op(&self, name: impl FnOnce() -> String) -> Option<OpScope<'_>> {
+        self.profiler.scope(&self.stream, name)
     }
 
     /// Waits for all queued work.
@@ -347,6 +369,7 @@ impl Backend for CudaBackend {
         self.stream.memcpy_htod(host, &mut view).expect("cannot copy to the GPU");
     }
     fn zero(&self, buf: &mut GpuBuffer) {
+        let _op = self.op(|| "zero".into());
         self.stream.memset_zeros(buf.data_mut()).expect("cannot clear GPU memory");
     }
     fn upload_tokens(&self, host: &[u32]) -> GpuTokens {
@@ -366,6 +389,7 @@ impl Backend for CudaBackend {
     }
 
     fn matmul_forward(&self, out: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, in_dim: usize, out_dim: usize) {
+        let _op = self.op(|| format!("matmul_forward {rows}x{in_dim}->{out_dim}"));
         // Row-major X[r, c] is column-major Xᵀ: outᵀ[out, rows] = W[out, in] · inpᵀ[in, rows],
         // with W stored column-major as [in, out] (so transposed).
         let (w, x) = (self.bf16_ptr(weight), self.bf16_ptr(inp));
@@ -394,6 +418,7 @@ impl Backend for CudaBackend {
         in_dim: usize,
         out_dim: usize,
     ) {
+        let _op = self.op(|| format!("matmul_backward {rows}x{in_dim}->{out_dim}"));
         let (g, w, x) = (self.bf16_ptr(d_out), self.bf16_ptr(weight), self.bf16_ptr(inp));
         // d_inpᵀ[in, rows] += Wᵀ[in, out] · d_outᵀ[out, rows]
         let c = self.ptr(d_inp.data_mut());
@@ -424,6 +449,7 @@ impl Backend for CudaBackend {
     }
 
     fn rmsnorm_forward(&self, out: &mut GpuBuffer, rstd: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, dim: usize, eps: f32) {
+        let _op = self.op(|| "rmsnorm_forward".into());
         let dim32 = dim as i32;
         let out_ptr = self.ptr(out.data_mut());
         let shadow = self.fused_bf16_ptr(out, rows * dim);
@@ -443,6 +469,7 @@ impl Backend for CudaBackend {
         rows: usize,
         dim: usize,
     ) {
+        let _op = self.op(|| "rmsnorm_backward".into());
         let (rows32, dim32) = (rows as i32, dim as i32);
         self.launch(&self.kernels.rmsnorm_backward_input, rows_grid(rows, BLOCK), |b| {
             b.arg(d_inp.data_mut()).arg(&d_out.data).arg(&inp.data).arg(&weight.data).arg(&rstd.data).arg(&dim32);
@@ -467,14 +494,17 @@ impl Backend for CudaBackend {
     }
 
     fn rope_forward(&self, x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        let _op = self.op(|| "rope_forward".into());
         self.rotate(x, table, batch, seq, heads, head_dim, 1.0);
     }
 
     fn rope_backward(&self, d_x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize) {
+        let _op = self.op(|| "rope_backward".into());
         self.rotate(d_x, table, batch, seq, heads, head_dim, -1.0);
     }
 
     fn attention_forward(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, shape: AttentionShape) {
+        let _op = self.op(|| "attention_forward".into());
         let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
         let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
@@ -522,6 +552,7 @@ impl Backend for CudaBackend {
         v: &GpuBuffer,
         shape: AttentionShape,
     ) {
+        let _op = self.op(|| "attention_backward".into());
         let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
         let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
@@ -589,6 +620,7 @@ impl Backend for CudaBackend {
     }
 
     fn swiglu_forward(&self, out: &mut GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
+        let _op = self.op(|| "swiglu_forward".into());
         let n64 = n as u64;
         let out_ptr = self.ptr(out.data_mut());
         let shadow = self.fused_bf16_ptr(out, n);
@@ -598,6 +630,7 @@ impl Backend for CudaBackend {
     }
 
     fn swiglu_backward(&self, d_gate: &mut GpuBuffer, d_up: &mut GpuBuffer, d_out: &GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
+        let _op = self.op(|| "swiglu_backward".into());
         let n64 = n as u64;
         let (gate_ptr, up_ptr) = (self.ptr(d_gate.data_mut()), self.ptr(d_up.data_mut()));
         let (gate_shadow, up_shadow) = (self.fused_bf16_ptr(d_gate, n), self.fused_bf16_ptr(d_up, n));
@@ -607,6 +640,7 @@ impl Backend for CudaBackend {
     }
 
     fn embedding_forward(&self, out: &mut GpuBuffer, tokens: &GpuTokens, table: &GpuBuffer, n_tokens: usize, dim: usize) {
+        let _op = self.op(|| "embedding_forward".into());
         let (dim32, n64) = (dim as i32, (n_tokens * dim) as u64);
         self.launch(&self.kernels.embedding_forward, grid_for_u64(n_tokens * dim), |b| {
             b.arg(out.data_mut()).arg(&tokens.ids).arg(&table.data).arg(&dim32).arg(&n64);
@@ -614,6 +648,7 @@ impl Backend for CudaBackend {
     }
 
     fn embedding_backward(&self, d_table: &mut GpuBuffer, d_out: &GpuBuffer, tokens: &GpuTokens, n_tokens: usize, dim: usize) {
+        let _op = self.op(|| "embedding_backward".into());
         // Group positions by token on the host: [order (n), segment starts (u + 1), tokens (u)].
         let ids = &tokens.host[..n_tokens];
         let mut order: Vec<u32> = (0..n_tokens as u32).collect();
@@ -647,6 +682,7 @@ impl Backend for CudaBackend {
     }
 
     fn add(&self, out: &mut GpuBuffer, a: &GpuBuffer, b: &GpuBuffer, n: usize) {
+        let _op = self.op(|| "add".into());
         let n64 = n as u64;
         self.launch(&self.kernels.add_f32, grid_for_u64(n), |l| {
             l.arg(out.data_mut()).arg(&a.data).arg(&b.data).arg(&n64);
@@ -654,6 +690,7 @@ impl Backend for CudaBackend {
     }
 
     fn cross_entropy_forward(&self, losses: &mut GpuBuffer, lse: &mut GpuBuffer, logits: &GpuBuffer, targets: &GpuTokens, rows: usize, vocab: usize) {
+        let _op = self.op(|| "cross_entropy_forward".into());
         let vocab32 = vocab as i32;
         self.launch(&self.kernels.cross_entropy_forward, rows_grid(rows, CE_BLOCK), |b| {
             b.arg(losses.data_mut()).arg(lse.data_mut()).arg(&logits.data).arg(&targets.ids).arg(&vocab32);
@@ -661,6 +698,7 @@ impl Backend for CudaBackend {
     }
 
     fn cross_entropy_backward(&self, logits: &mut GpuBuffer, lse: &GpuBuffer, targets: &GpuTokens, rows: usize, vocab: usize, scale: f32) {
+        let _op = self.op(|| "cross_entropy_backward".into());
         let vocab32 = vocab as i32;
         let logits_ptr = self.ptr(logits.data_mut());
         let shadow = self.fused_bf16_ptr(logits, rows * vocab);
@@ -682,6 +720,7 @@ impl Backend for CudaBackend {
     }
 
     fn sum_squares_many(&self, xs: &[(&GpuBuffer, usize)]) -> f64 {
+        let _op = self.op(|| "sum_squares_many".into());
         // Every buffer's block partials into one array, one copy to the host, then the same
         // sums in the same order as `sum_squares` buffer by buffer.
         let blocks: Vec<usize> = xs.iter().map(|&(_, n)| n.div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS)).collect();
@@ -710,7 +749,60 @@ impl Backend for CudaBackend {
         sum
     }
 
+    fn output_chunk_rows(&self, rows: usize, vocab: usize) -> usize {
+        // Whole multiples of 64 rows keep the chunk GEMMs on full tiles.
+        let max = (OUTPUT_CHUNK_FLOATS / vocab.max(1)).max(64) / 64 * 64;
+        rows.min(max)
+    }
+
+    fn output_loss(
+        &self,
+        losses: &mut GpuBuffer,
+        lse: &mut GpuBuffer,
+        scratch: &mut GpuBuffer,
+        hidden: &GpuBuffer,
+        weight: &GpuBuffer,
+        targets: &GpuTokens,
+        rows: usize,
+        dim: usize,
+        vocab: usize,
+        grad: Option<OutputGrad<'_, GpuBuffer>>,
+    ) {
+        let _op = self.op(|| format!("output_loss {rows}x{dim}->{vocab}{}", if grad.is_some() { " +grad" } else { "" }));
+        // Per chunk: fp32 logits (GEMM), then loss, lse and the bf16 gradient in one kernel that
+        // only reads them. After the loop, the two gradient GEMMs over the whole batch.
+        let chunk = self.output_chunk_rows(rows, vocab);
+        let (h, w) = (self.bf16_ptr(hidden), self.bf16_ptr(weight));
+        let logits = self.ptr(scratch.data_mut());
+        let (losses_at, lse_at, targets_at) = (self.ptr(losses.data_mut()), self.ptr(lse.data_mut()), self.ptr(&targets.ids));
+        let grad_logits = grad.is_some().then(|| self.scratch(&self.output_grad, rows * vocab));
+        let grad_at = grad_logits.as_ref().map_or(0, |g| self.ptr(&**g));
+        let scale = grad.as_ref().map_or(0.0, |g| g.scale);
+        let vocab32 = vocab as i32;
+        for first in (0..rows).step_by(chunk) {
+            let count = chunk.min(rows - first);
+            let shape = GemmShape { transa: true, transb: false, m: vocab as u64, n: count as u64, k: dim as u64, lda: dim as i64, ldb: dim as i64, ldc: vocab as i64 };
+            unsafe { self.gemm.run(shape, w, h + (first * dim * 2) as u64, logits, 1.0, 0.0) }.expect("output_loss (logits)");
+            let (row_losses, row_lse, row_targets) = (losses_at + (first * 4) as u64, lse_at + (first * 4) as u64, targets_at + (first * 4) as u64);
+            let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
+            self.launch(&self.kernels.cross_entropy_chunk, rows_grid(count, CE_BLOCK), |b| {
+                b.arg(&row_losses).arg(&row_lse).arg(&row_grad).arg(&logits).arg(&row_targets).arg(&vocab32).arg(&scale);
+            });
+        }
+        if let Some(grad) = grad {
+            // d_hiddenᵀ[dim, rows] = Wᵀ[dim, vocab] · d_logitsᵀ[vocab, rows], overwriting.
+            let d_hidden = self.ptr(grad.d_hidden.data_mut());
+            let shape = GemmShape { transa: false, transb: false, m: dim as u64, n: rows as u64, k: vocab as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
+            unsafe { self.gemm.run(shape, w, grad_at, d_hidden, 1.0, 0.0) }.expect("output_loss (d_hidden)");
+            // d_Wᵀ[dim, vocab] += hiddenᵀ[dim, rows] · d_logits[rows, vocab]
+            let d_weight = self.ptr(grad.d_weight.data_mut());
+            let shape = GemmShape { transa: false, transb: true, m: dim as u64, n: vocab as u64, k: rows as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
+            unsafe { self.gemm.run(shape, h, grad_at, d_weight, 1.0, 1.0) }.expect("output_loss (d_weight)");
+        }
+    }
+
     fn adamw_update(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, n: usize, hp: AdamWStep) {
+        let _op = self.op(|| "adamw_update".into());
         // The same scalars, computed the same way, as the CPU backend.
         let decay = 1.0 - hp.learning_rate * hp.weight_decay;
         let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;

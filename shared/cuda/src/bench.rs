@@ -12,6 +12,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::CudaBackend;
+use crate::profile::OpTime;
 
 /// Dense bf16 peak of an H100/H200 SXM (the datasheet's, as torch_llama.py uses).
 pub const PEAK_FLOPS: f64 = 989e12;
@@ -34,6 +35,9 @@ pub struct BenchResult {
     pub forward_ms: f64,
     pub backward_ms: f64,
     pub optimizer_ms: f64,
+    /// GPU time per op over one more step, when `DSLLM_PROFILE` is set (see [`crate::profile`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub profile: Vec<OpTime>,
 }
 
 /// Trains `config` for `warmup + steps` steps of `micro_batch × seq_len` random tokens.
@@ -91,8 +95,21 @@ pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_ba
     trainer.model.zero_grads();
     let forward_ms = phase(&mut |t| { t.model.forward(&batch).expect("forward"); }, &mut trainer);
     let scale = 1.0 / batch.target_count() as f32;
-    let backward_ms = phase(&mut |t| t.model.backward(scale), &mut trainer);
+    // Training runs forward and backward as one call (the output layer's gradient is taken in
+    // the forward pass): backward's share is the difference.
+    let forward_backward_ms = phase(&mut |t| { t.model.forward_backward(&batch, scale).expect("forward_backward"); }, &mut trainer);
+    let backward_ms = forward_backward_ms - forward_ms;
     let optimizer_ms = phase(&mut |t| { t.optimizer.update(&mut t.model, 1e-4); }, &mut trainer);
+
+    let profile = if std::env::var_os("DSLLM_PROFILE").is_some() {
+        trainer.model.backend.set_profiling(true);
+        trainer.train_step(&mut source)?;
+        let ops = trainer.model.backend.take_profile();
+        trainer.model.backend.set_profiling(false);
+        ops
+    } else {
+        Vec::new()
+    };
 
     let tokens = (seq_len * micro_batch) as f64;
     let tokens_per_s = tokens / step_s;
@@ -111,5 +128,6 @@ pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_ba
         forward_ms,
         backward_ms,
         optimizer_ms,
+        profile,
     })
 }

@@ -154,6 +154,7 @@ kernel_table!(
     embedding_backward,
     cross_entropy_forward,
     cross_entropy_backward,
+    cross_entropy_chunk,
     adamw_update,
     sum_squares_partial,
 );

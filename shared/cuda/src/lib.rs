@@ -16,5 +16,6 @@ pub mod bench;
 pub mod gemm;
 pub mod kernels;
 pub mod parity;
+pub mod profile;
 
 pub use backend::{gpu_unavailable_reason, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens};

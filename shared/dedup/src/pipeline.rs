@@ -119,30 +119,9 @@ impl DedupJob {
         Ok(self.work_root().join(format!("{:016x}", h.digest())))
     }
 
-    /// `<dump folder>/<file name>` of an input: where its outputs go under kept/ and removed/.
-    fn output_name(path: &Path) -> PathBuf {
-        let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-        match path.parent().and_then(|p| p.file_name()) {
-            Some(parent) => PathBuf::from(parent).join(name),
-            None => name,
-        }
-    }
-
     fn check_inputs(&self) -> Result<()> {
         self.config.validate().map_err(Error::Usage)?;
-        if self.inputs.is_empty() {
-            return Err(Error::Usage("no input Parquet files".into()));
-        }
-        let mut seen = BTreeMap::new();
-        for path in &self.inputs {
-            if let Some(other) = seen.insert(Self::output_name(path), path) {
-                return Err(Error::Usage(format!(
-                    "{} and {} would write the same output name; give each input file a distinct <folder>/<name>",
-                    other.display(),
-                    path.display()
-                )));
-            }
-        }
+        dsllm_core::inputs::check_mirrored_inputs(&self.inputs)?;
         Ok(())
     }
 
@@ -402,7 +381,7 @@ impl DedupJob {
     }
 
     fn split_file(&self, path: &Path, decisions: &[RowDecision], counts: &mut Counts, bar: &ProgressBar) -> Result<Vec<WrittenFile>> {
-        let name = Self::output_name(path);
+        let name = dsllm_core::inputs::mirrored_name(path);
         let schema = schema_of(path)?;
         let removed_schema = removed_schema(&schema);
         let mut kept = ParquetSink::create(self.output.join("kept").join(&name), schema.clone())?;

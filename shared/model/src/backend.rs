@@ -38,6 +38,15 @@ pub struct AdamWStep {
     pub grad_scale: f32,
 }
 
+/// Where [`Backend::output_loss`] puts the gradient of `scale · Σ losses`.
+pub struct OutputGrad<'a, Buf> {
+    /// Overwritten with the gradient of the output layer's input.
+    pub d_hidden: &'a mut Buf,
+    /// The output weight's gradient is added here.
+    pub d_weight: &'a mut Buf,
+    pub scale: f32,
+}
+
 /// Primitive operations over device buffers.
 pub trait Backend {
     /// A buffer of f32 on the device.
@@ -208,4 +217,71 @@ pub trait Backend {
     }
     /// One AdamW step of `param` (PyTorch's decoupled weight decay) over `n` values.
     fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, n: usize, hp: AdamWStep);
+
+    /// Rows of the batch [`Backend::output_loss`] turns into logits at a time; its `scratch`
+    /// holds `output_chunk_rows(rows, vocab) · vocab` floats. The default: all rows at once.
+    fn output_chunk_rows(&self, rows: usize, _vocab: usize) -> usize {
+        rows
+    }
+
+    /// The output layer and its loss: `logits = hidden[rows, dim] · weight[vocab, dim]ᵀ`, then
+    /// `losses` and `lse` as [`Backend::cross_entropy_forward`] computes them; with `grad`, also
+    /// the gradient of `grad.scale · Σ losses`. A device backend works in chunks of
+    /// [`Backend::output_chunk_rows`] so the batch's fp32 logits never exist at once (the
+    /// paper's in-place cross-entropy); the default is the unchunked composition of the ops.
+    #[allow(clippy::too_many_arguments)]
+    fn output_loss(
+        &self,
+        losses: &mut Self::Buffer,
+        lse: &mut Self::Buffer,
+        scratch: &mut Self::Buffer,
+        hidden: &Self::Buffer,
+        weight: &Self::Buffer,
+        targets: &Self::Tokens,
+        rows: usize,
+        dim: usize,
+        vocab: usize,
+        grad: Option<OutputGrad<'_, Self::Buffer>>,
+    ) {
+        self.matmul_forward(scratch, hidden, weight, rows, dim, vocab);
+        self.cross_entropy_forward(losses, lse, scratch, targets, rows, vocab);
+        if let Some(grad) = grad {
+            self.cross_entropy_backward(scratch, lse, targets, rows, vocab, grad.scale);
+            self.zero(grad.d_hidden);
+            self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab);
+        }
+    }
+
+    /// [`Backend::output_loss`] with the gradient of `grad.scale · Σ row_scales[r] · losses[r]`:
+    /// each row weighted on its own (DPO weighs each sequence's tokens by its own coefficient).
+    /// The default is the unchunked composition, so it needs `scratch` to hold the whole batch's
+    /// logits: a backend that chunks the output layer ([`Backend::output_chunk_rows`] below
+    /// `rows`) must override it, and until it does the default stops with a message.
+    #[allow(clippy::too_many_arguments)]
+    fn output_loss_weighted(
+        &self,
+        losses: &mut Self::Buffer,
+        lse: &mut Self::Buffer,
+        scratch: &mut Self::Buffer,
+        hidden: &Self::Buffer,
+        weight: &Self::Buffer,
+        targets: &Self::Tokens,
+        rows: usize,
+        dim: usize,
+        vocab: usize,
+        grad: OutputGrad<'_, Self::Buffer>,
+        row_scales: &[f32],
+    ) {
+        assert!(
+            self.output_chunk_rows(rows, vocab) >= rows,
+            "this backend computes the output layer in chunks of {} rows and does not implement the per-row weighted output_loss for {rows} rows yet",
+            self.output_chunk_rows(rows, vocab)
+        );
+        let scaled: Vec<f32> = row_scales[..rows].iter().map(|&s| s * grad.scale).collect();
+        self.matmul_forward(scratch, hidden, weight, rows, dim, vocab);
+        self.cross_entropy_forward(losses, lse, scratch, targets, rows, vocab);
+        self.cross_entropy_backward_weighted(scratch, lse, targets, &scaled, rows, vocab);
+        self.zero(grad.d_hidden);
+        self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab);
+    }
 }

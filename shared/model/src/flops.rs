@@ -11,6 +11,8 @@
 //! - `η_opt`, `B_opt`, `M_opt`, `D_opt`: the paper's fitted optimal learning rate, batch size
 //!   (tokens), model scale and data size for a budget `C`.
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::ModelConfig;
 
 /// The paper's `M`: non-embedding FLOPs per token for training (forward and backward) at
@@ -73,24 +75,72 @@ pub fn compute_budget(m: f64, tokens_d: f64) -> f64 {
     m * tokens_d
 }
 
+/// `y = coefficient · C^exponent`: the form of every scaling law of the paper.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PowerLaw {
+    pub coefficient: f64,
+    pub exponent: f64,
+}
+
+impl PowerLaw {
+    pub const fn new(coefficient: f64, exponent: f64) -> Self {
+        Self { coefficient, exponent }
+    }
+
+    /// The law's value at `x` (a compute budget `C` for the paper's laws).
+    pub fn at(&self, x: f64) -> f64 {
+        self.coefficient * x.powf(self.exponent)
+    }
+}
+
+/// The four compute-budget laws: Eq. 1 (`η_opt`, `B_opt`) and Eq. 4 (`M_opt`, `D_opt`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScalingLaws {
+    /// Peak learning rate `η_opt(C)`.
+    pub lr: PowerLaw,
+    /// Batch size in tokens `B_opt(C)`.
+    pub batch_tokens: PowerLaw,
+    /// Model scale (non-embedding FLOPs per token) `M_opt(C)`.
+    pub model_scale: PowerLaw,
+    /// Training tokens `D_opt(C)`.
+    pub data_tokens: PowerLaw,
+}
+
+impl ScalingLaws {
+    /// The paper's: `η_opt = 0.3118·C^−0.1250`, `B_opt = 0.2920·C^0.3271`,
+    /// `M_opt = 0.1715·C^0.5243`, `D_opt = 5.8316·C^0.4757`.
+    pub const PAPER: ScalingLaws = ScalingLaws {
+        lr: PowerLaw::new(0.3118, -0.1250),
+        batch_tokens: PowerLaw::new(0.2920, 0.3271),
+        model_scale: PowerLaw::new(0.1715, 0.5243),
+        data_tokens: PowerLaw::new(5.8316, 0.4757),
+    };
+}
+
+impl Default for ScalingLaws {
+    fn default() -> Self {
+        Self::PAPER
+    }
+}
+
 /// `η_opt = 0.3118·C^−0.1250`: the paper's near-optimal peak learning rate for budget `C`.
 pub fn optimal_peak_lr(compute_c: f64) -> f64 {
-    0.3118 * compute_c.powf(-0.1250)
+    ScalingLaws::PAPER.lr.at(compute_c)
 }
 
 /// `B_opt = 0.2920·C^0.3271`: the paper's near-optimal batch size in tokens for budget `C`.
 pub fn optimal_batch_tokens(compute_c: f64) -> f64 {
-    0.2920 * compute_c.powf(0.3271)
+    ScalingLaws::PAPER.batch_tokens.at(compute_c)
 }
 
 /// `M_opt = 0.1715·C^0.5243`: the compute-optimal model scale (FLOPs per token).
 pub fn optimal_model_scale(compute_c: f64) -> f64 {
-    0.1715 * compute_c.powf(0.5243)
+    ScalingLaws::PAPER.model_scale.at(compute_c)
 }
 
 /// `D_opt = 5.8316·C^0.4757`: the compute-optimal number of training tokens.
 pub fn optimal_data_tokens(compute_c: f64) -> f64 {
-    5.8316 * compute_c.powf(0.4757)
+    ScalingLaws::PAPER.data_tokens.at(compute_c)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! - [`backend`] and [`cpu`]: the primitive ops and their f32 CPU implementation.
 //! - [`weights`] and [`model`]: tensor names and shapes; forward and backward.
 //! - [`optimizer`], [`schedule`], [`train`]: AdamW, LR schedules, the trainer and its data trait.
+//! - [`generate`]: KV-cache inference: scoring continuations and greedy decoding.
 //! - [`checkpoint`]: save, load and import checkpoint directories.
 //! - [`data`]: ds-pack token shards as the trainer's data source, and text bytes for bits per byte.
 //! - [`bench`](mod@bench): CPU training throughput (and `examples/bench_cpu_train.rs`).
@@ -23,15 +24,17 @@ pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod flops;
+pub mod generate;
 pub mod model;
 pub mod optimizer;
 pub mod schedule;
 pub mod train;
 pub mod weights;
 
-pub use backend::{AdamWStep, AttentionShape, Backend, IGNORE_TARGET};
+pub use backend::{AdamWStep, AttentionShape, Backend, OutputGrad, IGNORE_TARGET};
 pub use checkpoint::{checkpoint_name, describe_checkpoint, latest_checkpoint, load_hf_model, save_checkpoint, CheckpointData, CheckpointWriter};
 pub use config::ModelConfig;
+pub use generate::{greedy_generate, greedy_generate_until, GenerationConfig, SequenceCache};
 pub use data::{evaluated_text_bytes, token_text_bytes, ShardCursor, ShardSource};
 pub use cpu::CpuBackend;
 pub use model::{HostTensor, Llama, LossSum, TokenBatch};

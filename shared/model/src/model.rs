@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use crate::backend::{AttentionShape, Backend, IGNORE_TARGET};
+use crate::backend::{AttentionShape, Backend, OutputGrad, IGNORE_TARGET};
 use crate::config::ModelConfig;
 use crate::weights::{TensorSpec, Weights};
 
@@ -90,8 +90,10 @@ struct Activations<B: Backend> {
     layers: Vec<LayerActivations<B::Buffer>>,
     final_norm: B::Buffer,
     final_rstd: B::Buffer,
-    /// Holds the logits after forward and their gradient after backward.
-    logits: B::Buffer,
+    /// The output layer's logits, one chunk of rows at a time (see [`Backend::output_loss`]).
+    head_scratch: B::Buffer,
+    /// The whole batch's logits, allocated by the first [`Llama::logits`] call only.
+    logits: Option<B::Buffer>,
     logits_lse: B::Buffer,
     losses: B::Buffer,
     projection: B::Buffer,
@@ -106,6 +108,8 @@ struct Activations<B: Backend> {
     d_swiglu: B::Buffer,
     /// Whether the last forward computed losses that backward may use.
     ready_for_backward: bool,
+    /// Whether the last forward also left the output layer's gradient (d_norm, lm_head's).
+    head_grad_done: bool,
 }
 
 impl<B: Backend> Activations<B> {
@@ -143,7 +147,8 @@ impl<B: Backend> Activations<B> {
                 .collect(),
             final_norm: alloc(n * d),
             final_rstd: alloc(n),
-            logits: alloc(n * v),
+            head_scratch: alloc(backend.output_chunk_rows(n, v) * v),
+            logits: None,
             logits_lse: alloc(n),
             losses: alloc(n),
             projection: alloc(n * d),
@@ -157,8 +162,20 @@ impl<B: Backend> Activations<B> {
             d_up: alloc(n * ff),
             d_swiglu: alloc(n * ff),
             ready_for_backward: false,
+            head_grad_done: false,
         }
     }
+}
+
+/// What the forward pass does at the output layer.
+#[derive(Clone, Copy)]
+enum Head {
+    /// The whole batch's logits, for [`Llama::logits`].
+    Logits,
+    /// The loss, for [`Llama::forward`].
+    Loss,
+    /// The loss and the output layer's gradient at this loss scale.
+    LossAndGradient(f32),
 }
 
 /// The model: its weights, their gradients, and the activations of the last forward.
@@ -233,7 +250,8 @@ impl<B: Backend> Llama<B> {
     /// Runs the model on `batch` and returns the summed next-token loss. Saves what
     /// [`Llama::backward`] needs.
     pub fn forward(&mut self, batch: &TokenBatch) -> Result<LossSum> {
-        self.forward_segmented(batch, None)
+        self.run_forward(batch, None, Head::Loss)?;
+        self.summed_loss(batch)
     }
 
     /// [`Llama::forward`] over packed sequences: `segments[batch_size · seq_len]` gives each
@@ -243,7 +261,26 @@ impl<B: Backend> Llama<B> {
     /// the distance between query and key only, and a segment sees only itself, so a
     /// conversation packed at offset 100 is scored as one at offset 0 (up to f32 rounding).
     pub fn forward_segmented(&mut self, batch: &TokenBatch, segments: Option<&[u32]>) -> Result<LossSum> {
-        self.run_forward(batch, segments, true)?;
+        self.run_forward(batch, segments, Head::Loss)?;
+        self.summed_loss(batch)
+    }
+
+    /// [`Llama::forward`] then [`Llama::backward`]`(loss_scale)`, with the output layer's
+    /// gradient taken while its logits are at hand (no second pass over them): what training
+    /// runs.
+    pub fn forward_backward(&mut self, batch: &TokenBatch, loss_scale: f32) -> Result<LossSum> {
+        self.forward_backward_segmented(batch, None, loss_scale)
+    }
+
+    /// [`Llama::forward_backward`] over packed sequences (see [`Llama::forward_segmented`]).
+    pub fn forward_backward_segmented(&mut self, batch: &TokenBatch, segments: Option<&[u32]>, loss_scale: f32) -> Result<LossSum> {
+        self.run_forward(batch, segments, Head::LossAndGradient(loss_scale))?;
+        let loss = self.summed_loss(batch)?;
+        self.backward(loss_scale);
+        Ok(loss)
+    }
+
+    fn summed_loss(&mut self, batch: &TokenBatch) -> Result<LossSum> {
         let acts = self.activations.as_mut().expect("forward allocated activations");
         acts.ready_for_backward = true;
         let losses = self.backend.download(&acts.losses);
@@ -255,9 +292,9 @@ impl<B: Backend> Llama<B> {
 
     /// The logits `[batch_size · seq_len, vocab_size]` for `batch.inputs` (targets unused).
     pub fn logits(&mut self, batch: &TokenBatch) -> Result<Vec<f32>> {
-        self.run_forward(batch, None, false)?;
+        self.run_forward(batch, None, Head::Logits)?;
         let acts = self.activations.as_ref().expect("forward allocated activations");
-        let mut logits = self.backend.download(&acts.logits);
+        let mut logits = self.backend.download(acts.logits.as_ref().expect("run_forward computed the logits"));
         logits.truncate(batch.batch_size * batch.seq_len * self.config.vocab_size);
         Ok(logits)
     }
@@ -271,7 +308,7 @@ impl<B: Backend> Llama<B> {
         Ok(losses)
     }
 
-    fn run_forward(&mut self, batch: &TokenBatch, segments: Option<&[u32]>, with_loss: bool) -> Result<()> {
+    fn run_forward(&mut self, batch: &TokenBatch, segments: Option<&[u32]>, head: Head) -> Result<()> {
         let (b, t) = (batch.batch_size, batch.seq_len);
         let n = b * t;
         if batch.inputs.len() != n || batch.targets.len() != n {
@@ -295,13 +332,14 @@ impl<B: Backend> Llama<B> {
             self.activations = Some(Activations::new(&self.backend, &self.config, b, t));
         }
         let acts = self.activations.as_mut().expect("just allocated");
-        let (be, c, w) = (&self.backend, &self.config, &self.weights);
+        let (be, c, w, g) = (&self.backend, &self.config, &self.weights, &mut self.grads);
         let (d, ff) = (c.hidden_size, c.intermediate_size);
         let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let (q_dim, kv_dim) = (heads * head_dim, c.kv_dim());
         let shape = AttentionShape { batch: b, seq: t, heads, kv_heads, head_dim };
         let eps = c.rms_norm_eps as f32;
         acts.ready_for_backward = false;
+        acts.head_grad_done = false;
         be.write_tokens(&mut acts.inputs, &batch.inputs);
         be.write_tokens(&mut acts.targets, &batch.targets);
         acts.segmented = segments.is_some();
@@ -335,10 +373,18 @@ impl<B: Backend> Llama<B> {
         }
         let last = &acts.residuals[c.num_hidden_layers];
         be.rmsnorm_forward(&mut acts.final_norm, &mut acts.final_rstd, last, &w.norm, n, d, eps);
-        be.matmul_forward(&mut acts.logits, &acts.final_norm, &w.lm_head, n, d, c.vocab_size);
-        if with_loss {
-            be.cross_entropy_forward(&mut acts.losses, &mut acts.logits_lse, &acts.logits, &acts.targets, n, c.vocab_size);
-        }
+        let vocab = c.vocab_size;
+        let grad = match head {
+            Head::Logits => {
+                let logits = acts.logits.get_or_insert_with(|| be.alloc(n * vocab));
+                be.matmul_forward(logits, &acts.final_norm, &w.lm_head, n, d, vocab);
+                return Ok(());
+            }
+            Head::Loss => None,
+            Head::LossAndGradient(scale) => Some(OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale }),
+        };
+        acts.head_grad_done = grad.is_some();
+        be.output_loss(&mut acts.losses, &mut acts.logits_lse, &mut acts.head_scratch, &acts.final_norm, &w.lm_head, &acts.targets, n, d, vocab, grad);
         Ok(())
     }
 
@@ -369,15 +415,22 @@ impl<B: Backend> Llama<B> {
         let shape = AttentionShape { batch: b, seq: t, heads, kv_heads, head_dim };
 
         match weights {
-            LossWeights::Uniform(scale) => be.cross_entropy_backward(&mut acts.logits, &acts.logits_lse, &acts.targets, n, c.vocab_size, scale),
+            LossWeights::Uniform(scale) if !acts.head_grad_done => {
+                // The output layer again, this time with its gradient (forward_backward avoids this).
+                let grad = Some(OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale });
+                be.output_loss(&mut acts.losses, &mut acts.logits_lse, &mut acts.head_scratch, &acts.final_norm, &w.lm_head, &acts.targets, n, d, c.vocab_size, grad);
+            }
+            // forward_backward took the output layer's gradient at this scale already.
+            LossWeights::Uniform(_) => {}
             LossWeights::PerRow(scales) => {
+                assert!(!acts.head_grad_done, "backward_weighted follows a forward, not a forward_backward");
                 assert_eq!(scales.len(), n, "backward_weighted needs one scale per position");
-                be.cross_entropy_backward_weighted(&mut acts.logits, &acts.logits_lse, &acts.targets, scales, n, c.vocab_size)
+                let grad = OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale: 1.0 };
+                be.output_loss_weighted(&mut acts.losses, &mut acts.logits_lse, &mut acts.head_scratch, &acts.final_norm, &w.lm_head, &acts.targets, n, d, c.vocab_size, grad, scales);
             }
         }
-        be.zero(&mut acts.d_norm);
+        acts.head_grad_done = false;
         be.zero(&mut acts.d_residual);
-        be.matmul_backward(&mut acts.d_norm, &mut g.lm_head, &acts.logits, &acts.final_norm, &w.lm_head, n, d, c.vocab_size);
         let last = &acts.residuals[c.num_hidden_layers];
         be.rmsnorm_backward(&mut acts.d_residual, &mut g.norm, &acts.d_norm, last, &w.norm, &acts.final_rstd, n, d);
         // d_residual now holds dL/d(block output); walk the blocks back.

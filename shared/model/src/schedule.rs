@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::flops::{optimal_batch_tokens, optimal_peak_lr};
+use crate::flops::ScalingLaws;
 
 /// Learning rate as a function of the optimizer step. At a fixed batch size the fraction of
 /// training tokens seen equals the fraction of steps done, so the paper's token fractions are
@@ -71,12 +71,18 @@ pub struct BatchPlan {
 }
 
 impl BatchPlan {
+    /// With the paper's laws.
     pub fn from_compute_budget(compute_c: f64, seq_len: usize, micro_batch_size: usize) -> Self {
-        let batch_tokens = optimal_batch_tokens(compute_c);
+        Self::from_laws(&ScalingLaws::PAPER, compute_c, seq_len, micro_batch_size)
+    }
+
+    /// With `laws` (the paper's, or ones fitted by ds-scaling).
+    pub fn from_laws(laws: &ScalingLaws, compute_c: f64, seq_len: usize, micro_batch_size: usize) -> Self {
+        let batch_tokens = laws.batch_tokens.at(compute_c);
         let micro_batch_tokens = (seq_len * micro_batch_size) as f64;
         let grad_accum_steps = ((batch_tokens / micro_batch_tokens).round() as usize).max(1);
         Self {
-            peak_lr: optimal_peak_lr(compute_c),
+            peak_lr: laws.lr.at(compute_c),
             optimal_batch_tokens: batch_tokens,
             sequences_per_step: grad_accum_steps * micro_batch_size,
             grad_accum_steps,

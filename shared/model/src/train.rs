@@ -210,10 +210,9 @@ impl<B: Backend> Trainer<B> {
         self.model.zero_grads();
         let mut loss = LossSum::default();
         for batch in &batches {
-            let micro = self.model.forward(batch)?;
+            let micro = self.model.forward_backward(batch, loss_scale)?;
             loss.sum_nats += micro.sum_nats;
             loss.tokens += micro.tokens;
-            self.model.backward(loss_scale);
         }
         let lr = self.config.schedule.learning_rate(self.state.step);
         let grad_norm = self.optimizer.update(&mut self.model, lr as f32);

@@ -11,7 +11,13 @@
 //!   concise style: the rate of preferred answers goes up.
 //! - `eval_task.jsonl`: held-out items in GSM8K's format (`question`, `answer` ending
 //!   `#### n`), scored by exact match of the final answer.
-//! - `eval_preferences.jsonl`: held-out preference pairs of the same kinds.
+//! - `eval_preferences.jsonl`: held-out preference pairs of the same kinds, with `choices`
+//!   (`[chosen, rejected]`) and `label` (0) for ds-eval's multiple choice.
+//! - `tasks/*.toml`: ds-eval task files over the held-out sets, prompts in the chat template
+//!   (`<｜User｜>question<｜Assistant｜>` after the BOS the tokenizer adds): `digit_reversal`
+//!   (greedy answer, exact match of `#### n`), `preferred_answer` (greedy answer exactly the
+//!   chosen one) and `preferred_logprob` (log P(chosen) > log P(rejected)). Run them with
+//!   `ds-eval run --tasks DIR/tasks --data-root DIR`.
 //!
 //! Numbers of the held-out sets never appear in the training files.
 
@@ -53,6 +59,45 @@ pub const SFT_FILE: &str = "sft_train.jsonl";
 pub const DPO_FILE: &str = "dpo_train.jsonl";
 pub const EVAL_TASK_FILE: &str = "eval_task.jsonl";
 pub const EVAL_PREFERENCES_FILE: &str = "eval_preferences.jsonl";
+/// The folder of ds-eval task files.
+pub const TASKS_DIR: &str = "tasks";
+/// Token budget of a greedy answer in the task files (the longest answer has about 20 tokens).
+pub const MAX_NEW_TOKENS: usize = 32;
+
+/// The ds-eval task files: `(file name, TOML)`. Prompts are the chat template's, with the
+/// special tokens written as text (the tokenizer reads them as its special tokens).
+pub fn task_files() -> Vec<(&'static str, String)> {
+    let prompt = |field: &str| format!("<｜User｜>{{{field}}}<｜Assistant｜>");
+    vec![
+        (
+            "digit_reversal.toml",
+            format!(
+                "# Held-out digit reversal: greedy answer, exact match of the number after \"#### \".\n\
+                 name = \"digit_reversal\"\nkind = \"generate\"\ndata = \"{EVAL_TASK_FILE}\"\nprompt = \"{}\"\n\
+                 gold = \"answer\"\nanswer = \"gsm8k\"\nmax_new_tokens = {MAX_NEW_TOKENS}\n",
+                prompt("question")
+            ),
+        ),
+        (
+            "preferred_answer.toml",
+            format!(
+                "# Held-out preference pairs: share of greedy answers that are exactly the chosen one.\n\
+                 name = \"preferred_answer\"\nkind = \"generate\"\ndata = \"{EVAL_PREFERENCES_FILE}\"\nprompt = \"{}\"\n\
+                 gold = \"chosen\"\nanswer = \"text\"\nmax_new_tokens = {MAX_NEW_TOKENS}\n",
+                prompt("prompt")
+            ),
+        ),
+        (
+            "preferred_logprob.toml",
+            format!(
+                "# Held-out preference pairs: acc is the share with log P(chosen) > log P(rejected).\n\
+                 name = \"preferred_logprob\"\nkind = \"multiple_choice\"\ndata = \"{EVAL_PREFERENCES_FILE}\"\nprompt = \"{}\"\n\
+                 choices = \"choices\"\ngold = \"label\"\ntarget_delimiter = \"\"\n",
+                prompt("prompt")
+            ),
+        ),
+    ]
+}
 
 const QUESTIONS: [&str; 4] = ["Reverse the digits of {n}.", "Write {n} backwards.", "What is {n} with its digits reversed?", "Reverse {n}."];
 
@@ -124,7 +169,7 @@ pub fn write_align_set(config: &AlignConfig, output: &Path) -> Result<AlignSumma
     let (eval_numbers, train_numbers) = numbers.split_at(held_out);
     let (eval_task_numbers, eval_pair_numbers) = eval_numbers.split_at(config.eval_items.min(held_out));
     let mut kinds = std::collections::BTreeMap::new();
-    let mut pick = |rng: &mut Rng| train_numbers[rng.random_range(0..train_numbers.len())].clone();
+    let pick = |rng: &mut Rng| train_numbers[rng.random_range(0..train_numbers.len())].clone();
 
     let sft: Vec<serde_json::Value> = (0..config.sft_examples)
         .map(|_| {
@@ -133,7 +178,7 @@ pub fn write_align_set(config: &AlignConfig, output: &Path) -> Result<AlignSumma
             json!({"instruction": question(&mut rng, &n), "input": "", "output": output, "category": "string"})
         })
         .collect();
-    let mut pair = |rng: &mut Rng, n: &str, kinds: &mut std::collections::BTreeMap<String, u64>| {
+    let pair = |rng: &mut Rng, n: &str, kinds: &mut std::collections::BTreeMap<String, u64>| {
         let (bad, kind) = rejected(rng, n);
         *kinds.entry(kind.to_string()).or_insert(0) += 1;
         json!({"prompt": question(rng, n), "chosen": concise(n), "rejected": bad, "rejected_kind": kind})
@@ -146,7 +191,15 @@ pub fn write_align_set(config: &AlignConfig, output: &Path) -> Result<AlignSumma
         .collect();
     let eval_task: Vec<serde_json::Value> =
         eval_task_numbers.iter().map(|n| json!({"question": question(&mut rng, n), "answer": format!("{n} read backwards. #### {}", reversed(n))})).collect();
-    let eval_pairs: Vec<serde_json::Value> = eval_pair_numbers.iter().map(|n| pair(&mut rng, n, &mut kinds)).collect();
+    let eval_pairs: Vec<serde_json::Value> = eval_pair_numbers
+        .iter()
+        .map(|n| {
+            let mut record = pair(&mut rng, n, &mut kinds);
+            record["choices"] = json!([record["chosen"], record["rejected"]]);
+            record["label"] = json!(0);
+            record
+        })
+        .collect();
 
     let mut files = Vec::new();
     for (name, records) in [(SFT_FILE, &sft), (DPO_FILE, &dpo), (EVAL_TASK_FILE, &eval_task), (EVAL_PREFERENCES_FILE, &eval_pairs)] {
@@ -163,6 +216,13 @@ pub fn write_align_set(config: &AlignConfig, output: &Path) -> Result<AlignSumma
         files.push(WrittenFile { path: final_path, rows: records.len() as u64, bytes });
     }
     let records = files.iter().map(|f| f.rows).sum();
+    let tasks = output.join(TASKS_DIR);
+    std::fs::create_dir_all(&tasks).at(&tasks, "create")?;
+    for (name, text) in task_files() {
+        let path = tasks.join(name);
+        dsllm_core::atomic::write_file(&path, text.as_bytes())?;
+        files.push(WrittenFile { path, rows: 0, bytes: text.len() as u64 });
+    }
     Ok(AlignSummary { files, records, rejected_kinds: kinds })
 }
 
@@ -194,6 +254,17 @@ mod tests {
         for r in read(EVAL_TASK_FILE) {
             let n = number(r["question"].as_str().unwrap());
             assert!(r["answer"].as_str().unwrap().ends_with(&format!("#### {}", reversed(&n))));
+        }
+        for r in read(EVAL_PREFERENCES_FILE) {
+            assert_eq!(r["choices"][0], r["chosen"]);
+            assert_eq!(r["choices"][1], r["rejected"]);
+            assert_eq!(r["label"], 0);
+        }
+        // The task files are valid ds-eval tasks over the files written here.
+        for (name, _) in task_files() {
+            let spec = dsllm_eval::TaskSpec::from_file(&dir.path().join(TASKS_DIR).join(name)).unwrap();
+            assert!(spec.data_path(dir.path()).exists(), "{name}");
+            assert!(spec.prompt.unwrap().starts_with("<｜User｜>{"), "{name}");
         }
         // Deterministic from the seed.
         let again = tempfile::tempdir().unwrap();

@@ -100,7 +100,7 @@ fn the_shared_samples_parse() {
 #[test]
 fn final_answers() {
     assert_eq!(extract_final_answer("so 3 + 4 = 7\n#### 7").as_deref(), Some("7"));
-    assert_eq!(extract_final_answer("#### 1,234 tail\nmore").as_deref(), Some("1234 tail"));
+    assert_eq!(extract_final_answer("#### 1,234 tail\nmore").as_deref(), Some("1234"));
     assert_eq!(extract_final_answer("no marker"), None);
     assert_eq!(extract_final_answer("####   "), None);
 }

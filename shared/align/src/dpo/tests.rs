@@ -34,6 +34,9 @@ fn loss_equals_trl_sigmoid_loss_test_vector() {
         assert!(close(t.loss, f("loss")), "loss {} vs {} in {case}", t.loss, f("loss"));
         assert!(close(t.chosen_reward, f("chosen_rewards")) && close(t.rejected_reward, f("rejected_rewards")), "{case}");
         assert!(close(t.d_policy_chosen, f("d_loss_d_policy_chosen")), "{case}");
+        assert!(close(-t.d_policy_chosen, f("d_loss_d_policy_rejected")), "{case}");
+        assert!(close(t.margin(), f("reward_margin")), "{case}");
+        assert_eq!(t.chosen_reward > t.rejected_reward, f("reward_accuracy") == 1.0, "{case}");
     }
 }
 

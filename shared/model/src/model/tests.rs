@@ -163,3 +163,30 @@ fn packed_and_weighted_gradients_match_finite_differences() {
     println!("gradient check packed, weighted model: relative error {error:.2e}");
     assert!(error < 1e-3, "relative error {error:.2e}");
 }
+
+#[test]
+fn fused_segmented_forward_backward_equals_forward_then_backward() {
+    let config = tiny_test_config();
+    let batch = random_batch(16, 2, 7, config.vocab_size);
+    let segments = packed_segments(&[&[2, 5], &[7]], 7);
+    let mut fused = Llama::new_random(CpuBackend, config.clone(), 17).unwrap();
+    let mut split = Llama::new_random(CpuBackend, config, 17).unwrap();
+    let a = fused.forward_backward_segmented(&batch, Some(&segments), 0.25).unwrap();
+    let b = split.forward_segmented(&batch, Some(&segments)).unwrap();
+    split.backward(0.25);
+    assert_eq!(a, b);
+    for (g, h) in fused.grads.tensors().into_iter().zip(split.grads.tensors()) {
+        for (x, y) in g.iter().zip(h) {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+    // Uniform row scales through the weighted path give the uniform gradient.
+    let mut weighted = Llama::new_random(CpuBackend, tiny_test_config(), 17).unwrap();
+    weighted.forward_segmented(&batch, Some(&segments)).unwrap();
+    weighted.backward_weighted(&vec![0.25; 14]);
+    for (g, h) in weighted.grads.tensors().into_iter().zip(split.grads.tensors()) {
+        for (x, y) in g.iter().zip(h) {
+            assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The quality signals of one document, computed in one pass over its lines (words, line and
+//! paragraph duplicates, C4 line decisions) followed by the n-gram scans over the word hashes.
+//! An [`Analyzer`] owns its buffers and hash sets, so a thread analyzes document after
+//! document without allocating.
+
+use crate::config::FilterConfig;
+use crate::lang::{self, Language};
+use crate::text::{self, char_count, is_cjk, is_punctuation};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use rustc_hash::{FxHashMap, FxHashSet};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Everything the rules look at; written as columns next to each document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Signals {
+    pub language: Language,
+    /// Share of letters that are CJK characters.
+    pub cjk_share: f32,
+    /// Words that are not only punctuation (each CJK character is one).
+    pub words: u32,
+    pub mean_word_length: f32,
+    /// `#` per token.
+    pub hash_ratio: f32,
+    /// `...` and `…` per token.
+    pub ellipsis_ratio: f32,
+    pub bullet_lines_ratio: f32,
+    pub ellipsis_lines_ratio: f32,
+    /// Share of tokens holding a letter.
+    pub alpha_words_ratio: f32,
+    /// Distinct stop words.
+    pub stop_words: u32,
+    pub dup_para_frac: f32,
+    pub dup_para_char_frac: f32,
+    pub dup_line_frac: f32,
+    pub dup_line_char_frac: f32,
+    /// Most frequent 2-, 3-, 4-gram's share of the characters.
+    pub top_ngram_char_frac: [f32; 3],
+    /// Share of characters in repeated 5- to 10-grams.
+    pub dup_ngram_char_frac: [f32; 6],
+    /// Lines C4's line rules drop.
+    pub c4_dropped_lines: u32,
+    /// Sentences in the lines C4 keeps.
+    pub c4_sentences: u32,
+    pub c4_lorem_ipsum: bool,
+    pub c4_curly_bracket: bool,
+    /// Share of non-blank lines ending in terminal punctuation.
+    pub line_punct_ratio: f32,
+    pub short_line_ratio: f32,
+    /// Characters in duplicated lines / characters that are not newlines.
+    pub char_dup_ratio: f32,
+    /// Newlines per token.
+    pub list_ratio: f32,
+    /// The quality model's probability that the text is reference-quality.
+    pub quality_score: Option<f32>,
+}
+
+#[derive(Clone, Copy)]
+struct Word {
+    hash: u64,
+    chars: u32,
+}
+
+const LOREM: usize = 0;
+const JAVASCRIPT: usize = 1;
+const POLICY: [&str; 6] = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
+
+/// Computes [`Signals`]; one per thread.
+pub struct Analyzer {
+    config: FilterConfig,
+    phrases: AhoCorasick,
+    stop_en: Vec<(Vec<u8>, u32)>,
+    stop_en_max_len: usize,
+    stop_zh: FxHashMap<char, u32>,
+    words: Vec<Word>,
+    /// prefix[i] = characters of words[..i].
+    prefix: Vec<u32>,
+    set: FxHashSet<u64>,
+    para_set: FxHashSet<u64>,
+    counts: FxHashMap<u64, u32>,
+    kept_lines: Vec<(usize, usize)>,
+}
+
+impl Analyzer {
+    pub fn new(config: &FilterConfig) -> Self {
+        let mut patterns = vec!["lorem ipsum", "javascript"];
+        patterns.extend(POLICY);
+        let phrases = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .expect("fixed patterns compile");
+        let q = &config.gopher_quality;
+        let stop_en: Vec<(Vec<u8>, u32)> =
+            q.stop_words_en.iter().enumerate().map(|(i, w)| (w.to_ascii_lowercase().into_bytes(), i as u32)).collect();
+        let offset = stop_en.len() as u32;
+        let stop_zh = q
+            .stop_words_zh
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.chars().next().map(|c| (c, offset + i as u32)))
+            .collect();
+        Analyzer {
+            config: config.clone(),
+            phrases,
+            stop_en_max_len: stop_en.iter().map(|(w, _)| w.len()).max().unwrap_or(0),
+            stop_en,
+            stop_zh,
+            words: Vec::new(),
+            prefix: Vec::new(),
+            set: FxHashSet::default(),
+            para_set: FxHashSet::default(),
+            counts: FxHashMap::default(),
+            kept_lines: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    /// The signals of `text`.
+    pub fn analyze(&mut self, text: &str) -> Signals {
+        let mut s = Signals { language: lang::identify(text, self.config.language.sample_chars), ..Signals::default() };
+        self.words.clear();
+        self.kept_lines.clear();
+        self.set.clear();
+        let total_chars = char_count(text);
+        let bytes = text.as_bytes();
+
+        // Phrase matches of the C4 rules, in text order; consumed line by line.
+        let phrases = self.phrases.clone();
+        let mut matches = phrases.find_iter(text).map(|m| (m.start(), m.pattern().as_usize())).peekable();
+
+        let mut tokens = 0u32;
+        let mut alpha_tokens = 0u32;
+        let mut cjk_letters = 0u32;
+        let mut letters = 0u32;
+        let mut stop_mask = 0u64;
+        let mut lines_all = 0u32;
+        let mut bullets = 0u32;
+        let mut ellipsis_lines = 0u32;
+        let mut nonblank = 0u32;
+        let mut dup_lines = 0u32;
+        let mut dup_line_chars = 0usize;
+        let mut punct_lines = 0u32;
+        let mut short_lines = 0u32;
+        let mut paragraphs = 0u32;
+        let mut dup_paragraphs = 0u32;
+        let mut dup_para_chars = 0usize;
+        let mut para_hash: Option<(u64, usize)> = None;
+        let mut para_set = std::mem::take(&mut self.para_set);
+        para_set.clear();
+        let mut c4_active = self.config.c4.enabled;
+        let mut c4_dropped = 0u32;
+        let mut c4_sentences = 0u32;
+        let c4 = self.config.c4.clone();
+
+        let mut close_paragraph = |para: &mut Option<(u64, usize)>, set: &mut FxHashSet<u64>| {
+            if let Some((h, chars)) = para.take() {
+                paragraphs += 1;
+                if !set.insert(h) {
+                    dup_paragraphs += 1;
+                    dup_para_chars += chars;
+                }
+            }
+        };
+
+        let mut start = 0usize;
+        let len = bytes.len();
+        while start < len {
+            let end = memchr::memchr(b'\n', &bytes[start..]).map_or(len, |i| start + i);
+            let line = &text[start..end];
+            lines_all += 1;
+            let line_chars = char_count(line);
+            let trimmed = line.trim();
+            if trimmed.is_empty() {
+                if line.is_empty() {
+                    close_paragraph(&mut para_hash, &mut para_set);
+                }
+            } else {
+                let h = xxh3_64(line.as_bytes());
+                para_hash = Some(match para_hash {
+                    None => (h, line_chars),
+                    Some((ph, pc)) => (ph.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ h, pc + 1 + line_chars),
+                });
+                nonblank += 1;
+                if !self.set.insert(h) {
+                    dup_lines += 1;
+                    dup_line_chars += line_chars;
+                }
+                if text::ends_with_terminal(line) {
+                    punct_lines += 1;
+                }
+                let first = trimmed.chars().next().unwrap_or(' ');
+                if first == '•' || first == '-' {
+                    bullets += 1;
+                }
+                if trimmed.ends_with("...") || trimmed.ends_with('…') {
+                    ellipsis_lines += 1;
+                }
+            }
+
+            // Words of the line.
+            let line_words_before = tokens;
+            let mut max_token_chars = 0usize;
+            let mut token_start: Option<usize> = None;
+            let mut line_cjk = 0u32;
+            for (i, c) in line.char_indices() {
+                if c.is_whitespace() || is_cjk(c) {
+                    if let Some(ts) = token_start.take() {
+                        let tok = &line[ts..i];
+                        max_token_chars = max_token_chars.max(char_count(tok));
+                        self.token(tok, &mut tokens, &mut alpha_tokens, &mut letters, &mut stop_mask);
+                    }
+                    if is_cjk(c) {
+                        tokens += 1;
+                        alpha_tokens += 1;
+                        cjk_letters += 1;
+                        line_cjk += 1;
+                        if let Some(&bit) = self.stop_zh.get(&c) {
+                            stop_mask |= 1 << bit;
+                        }
+                        self.words.push(Word { hash: (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), chars: 1 });
+                    }
+                } else if token_start.is_none() {
+                    token_start = Some(i);
+                }
+            }
+            if let Some(ts) = token_start {
+                let tok = &line[ts..];
+                max_token_chars = max_token_chars.max(char_count(tok));
+                self.token(tok, &mut tokens, &mut alpha_tokens, &mut letters, &mut stop_mask);
+            }
+            let line_tokens = tokens - line_words_before;
+            // Short lines: measured in characters, CJK lines with their own length.
+            if !trimmed.is_empty() {
+                let cjk_line = line_cjk * 2 >= line_tokens.max(1);
+                let limit = if cjk_line { self.config.fineweb.short_line_length_cjk } else { self.config.fineweb.short_line_length };
+                if line_chars as u32 <= limit {
+                    short_lines += 1;
+                }
+            }
+
+            // C4's line rules (on the stripped line, in C4's order).
+            let mut phrase_bits = 0u32;
+            while let Some(&(pos, pattern)) = matches.peek() {
+                if pos >= end {
+                    break;
+                }
+                phrase_bits |= 1 << pattern;
+                matches.next();
+            }
+            if c4_active && !trimmed.is_empty() {
+                let keep = 'rules: {
+                    if max_token_chars > c4.max_word_length as usize {
+                        break 'rules false;
+                    }
+                    let cited = text::strip_trailing_citations(trimmed);
+                    if c4.terminal_punctuation && !text::c4_ends_with_terminal(cited) {
+                        break 'rules false;
+                    }
+                    if line_tokens < c4.min_words_per_line {
+                        break 'rules false;
+                    }
+                    if c4.lorem_ipsum && phrase_bits & (1 << LOREM) != 0 {
+                        s.c4_lorem_ipsum = true;
+                        c4_active = false;
+                        break 'rules false;
+                    }
+                    if c4.javascript && phrase_bits & (1 << JAVASCRIPT) != 0 {
+                        break 'rules false;
+                    }
+                    if c4.curly_bracket && memchr::memchr(b'{', trimmed.as_bytes()).is_some() {
+                        s.c4_curly_bracket = true;
+                        c4_active = false;
+                        break 'rules false;
+                    }
+                    if c4.policy && phrase_bits & !0b11 != 0 {
+                        break 'rules false;
+                    }
+                    true
+                };
+                if keep {
+                    c4_sentences += text::count_sentences(trimmed);
+                    let offset = trimmed.as_ptr() as usize - text.as_ptr() as usize;
+                    self.kept_lines.push((offset, offset + trimmed.len()));
+                } else {
+                    c4_dropped += 1;
+                }
+            }
+            start = end + 1;
+        }
+        close_paragraph(&mut para_hash, &mut para_set);
+        self.para_set = para_set;
+
+        let newlines = memchr::memchr_iter(b'\n', bytes).count();
+        let hashes = memchr::memchr_iter(b'#', bytes).count();
+        let ellipses = memchr::memmem::find_iter(bytes, b"...").count() + memchr::memmem::find_iter(bytes, "…".as_bytes()).count();
+        let per = |a: f64, b: f64| if b > 0.0 { (a / b) as f32 } else { 0.0 };
+
+        s.cjk_share = per(cjk_letters as f64, letters as f64 + cjk_letters as f64);
+        s.words = self.words.len() as u32;
+        let word_chars: u64 = self.words.iter().map(|w| w.chars as u64).sum();
+        s.mean_word_length = per(word_chars as f64, self.words.len() as f64);
+        s.hash_ratio = per(hashes as f64, tokens as f64);
+        s.ellipsis_ratio = per(ellipses as f64, tokens as f64);
+        s.bullet_lines_ratio = per(bullets as f64, lines_all as f64);
+        s.ellipsis_lines_ratio = per(ellipsis_lines as f64, lines_all as f64);
+        s.alpha_words_ratio = per(alpha_tokens as f64, tokens as f64);
+        s.stop_words = stop_mask.count_ones();
+        s.dup_para_frac = per(dup_paragraphs as f64, paragraphs as f64);
+        s.dup_para_char_frac = per(dup_para_chars as f64, total_chars as f64);
+        s.dup_line_frac = per(dup_lines as f64, nonblank as f64);
+        s.dup_line_char_frac = per(dup_line_chars as f64, total_chars as f64);
+        s.c4_dropped_lines = c4_dropped;
+        s.c4_sentences = c4_sentences;
+        s.line_punct_ratio = per(punct_lines as f64, nonblank as f64);
+        s.short_line_ratio = per(short_lines as f64, nonblank as f64);
+        s.char_dup_ratio = per(dup_line_chars as f64, (total_chars - newlines) as f64);
+        s.list_ratio = per(newlines as f64, tokens as f64);
+
+        // N-gram repetition over the word hashes.
+        self.prefix.clear();
+        self.prefix.push(0);
+        let mut acc = 0u32;
+        for w in &self.words {
+            acc += w.chars;
+            self.prefix.push(acc);
+        }
+        // In text without spaces an n-gram of words spans about n x (characters per word)
+        // characters: Gopher's thresholds were set on word n-grams.
+        let spaced = s.cjk_share < self.config.gopher_quality.cjk_share;
+        let scale = if spaced { 1 } else { self.config.gopher_repetition.cjk_chars_per_word.max(1) as usize };
+        for (k, n) in (2..=4).enumerate() {
+            s.top_ngram_char_frac[k] = per(self.top_ngram_chars(n * scale, spaced) as f64, total_chars as f64);
+        }
+        for (k, n) in (5..=10).enumerate() {
+            s.dup_ngram_char_frac[k] = per(self.duplicated_ngram_chars(n * scale) as f64, total_chars as f64);
+        }
+        s
+    }
+
+    /// One whitespace-delimited token of non-CJK text.
+    #[inline]
+    fn token(&mut self, tok: &str, tokens: &mut u32, alpha_tokens: &mut u32, letters: &mut u32, stop_mask: &mut u64) {
+        *tokens += 1;
+        let core = tok.trim_matches(is_punctuation);
+        if core.is_empty() {
+            return;
+        }
+        let mut word_letters = 0u32;
+        let mut chars = 0u32;
+        for c in core.chars() {
+            chars += 1;
+            word_letters += u32::from(c.is_alphabetic());
+        }
+        if word_letters > 0 {
+            *alpha_tokens += 1;
+            *letters += word_letters;
+        }
+        if core.len() <= self.stop_en_max_len {
+            let mut lower = [0u8; 16];
+            let lower = &mut lower[..core.len()];
+            lower.copy_from_slice(core.as_bytes());
+            lower.make_ascii_lowercase();
+            if let Some((_, bit)) = self.stop_en.iter().find(|(w, _)| w.as_slice() == &*lower) {
+                *stop_mask |= 1 << bit;
+            }
+        }
+        self.words.push(Word { hash: xxh3_64(core.as_bytes()), chars });
+    }
+
+    #[inline]
+    fn ngram_hash(&self, i: usize, n: usize) -> u64 {
+        let mut h = self.words[i].hash;
+        for w in &self.words[i + 1..i + n] {
+            h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23) ^ w.hash;
+        }
+        h
+    }
+
+    /// Characters covered by the most frequent n-gram (its length, joined with spaces for
+    /// spaced text, times its count), as Gopher's "top n-gram character fraction".
+    fn top_ngram_chars(&mut self, n: usize, spaced: bool) -> u64 {
+        if self.words.len() < n {
+            return 0;
+        }
+        let mut counts = std::mem::take(&mut self.counts);
+        counts.clear();
+        let (mut best_count, mut best_at) = (0u32, 0usize);
+        for i in 0..=self.words.len() - n {
+            let c = counts.entry(self.ngram_hash(i, n)).or_insert(0);
+            *c += 1;
+            if *c > best_count {
+                best_count = *c;
+                best_at = i;
+            }
+        }
+        self.counts = counts;
+        let chars = (self.prefix[best_at + n] - self.prefix[best_at]) as u64 + if spaced { n as u64 - 1 } else { 0 };
+        chars * best_count as u64
+    }
+
+    /// Characters of n-grams that repeat an earlier n-gram, counting each repeated span once
+    /// (Gopher's "duplicate n-gram character fraction", datatrove's greedy scan).
+    fn duplicated_ngram_chars(&mut self, n: usize) -> u64 {
+        self.set.clear();
+        let mut repeated = 0u64;
+        let mut i = 0usize;
+        while i + n <= self.words.len() {
+            if self.set.insert(self.ngram_hash(i, n)) {
+                i += 1;
+            } else {
+                repeated += (self.prefix[i + n] - self.prefix[i]) as u64;
+                i += n;
+            }
+        }
+        repeated
+    }
+
+    /// The text C4 keeps: its kept lines, stripped, joined by newlines (valid after
+    /// [`Analyzer::analyze`] of the same text).
+    pub fn c4_text(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for (i, &(a, b)) in self.kept_lines.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&text[a..b]);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn duplicates_and_ngrams_are_measured_like_gopher() {
+        let config = FilterConfig::default();
+        let mut a = Analyzer::new(&config);
+        let s = a.analyze("a b c\na b c\nd e f");
+        assert!((s.dup_line_frac - 1.0 / 3.0).abs() < 1e-6, "{s:?}");
+        assert!((s.dup_line_char_frac - 5.0 / 17.0).abs() < 1e-6);
+        let s = a.analyze("one two one two one two");
+        // "one two" 3 times, 7 characters each, over 23 characters.
+        assert!((s.top_ngram_char_frac[0] - 21.0 / 23.0).abs() < 1e-6, "{s:?}");
+        let s = a.analyze("first para\n\nsecond\n\nfirst para");
+        assert!((s.dup_para_frac - 1.0 / 3.0).abs() < 1e-6, "{s:?}");
+        assert_eq!(s.words, 5);
+        let s = a.analyze("中文的句子。这是我们的书。");
+        assert_eq!(s.words, 11);
+        assert!(s.cjk_share > 0.99 && s.stop_words >= 3, "{s:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_gives_bounded_signals(text in "\\PC{0,400}|[a-z .\\n#{}-]{0,400}|[中文的是。，\\n ]{0,200}") {
+            let config = FilterConfig::default();
+            let mut a = Analyzer::new(&config);
+            let s = a.analyze(&text);
+            for v in [s.cjk_share, s.bullet_lines_ratio, s.ellipsis_lines_ratio, s.alpha_words_ratio, s.dup_para_frac,
+                      s.dup_line_frac, s.dup_line_char_frac, s.dup_para_char_frac, s.line_punct_ratio, s.short_line_ratio] {
+                prop_assert!((0.0..=1.0).contains(&v), "{v} in {s:?}");
+            }
+            for v in s.dup_ngram_char_frac {
+                prop_assert!((0.0..=1.0).contains(&v));
+            }
+            let kept = a.c4_text(&text);
+            prop_assert!(kept.len() <= text.len());
+        }
+    }
+}
