@@ -8,7 +8,7 @@
 
 ALIGN_DATA       ?= $(WORK)/align-data
 ALIGN_EVAL_ITEMS ?= 100
-align_eval = --eval-data-root $(ALIGN_DATA) --eval-items $(ALIGN_EVAL_ITEMS) --max-new-tokens 32 --backend auto $(threads_flag)
+align_eval = --eval-data-root $(ALIGN_DATA) --eval-items $(ALIGN_EVAL_ITEMS) --max-new-tokens 48 --backend auto $(threads_flag)
 .PHONY: align-data sft dpo align-eval
 
 align-data:

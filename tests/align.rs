@@ -1,5 +1,8 @@
 //! End-to-end tests of `ds-synth --align`, `ds-sft` and `ds-dpo`: the real binaries fine-tune a
-//! small random model with a tokenizer trained here, and what they write loads back.
+//! small random model with a tokenizer trained here, and what they write loads back: in
+//! dsllm_model, in the ds-eval binary (whose figures equal those the stages measured through
+//! ds-eval's library), and in transformers as LlamaForCausalLM when a Python with torch,
+//! transformers and pyarrow is at hand (`DSLLM_PYTHON`, default `python3`; skipped otherwise).
 
 use std::path::Path;
 use std::process::Command;
@@ -52,10 +55,24 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     let data_ckpt = CheckpointData { config: model_config, weights: model.host_tensors(), optimizer: vec![], trainer_state: None, extra_files: vec![] };
     save_checkpoint(&base, "ckpt-0", &data_ckpt).unwrap();
 
+    // ds-eval's task files write the chat template as text: it tokenizes as the template does.
+    let ds_tokenizer = dsllm_tokens::DsTokenizer::load(&tokenizer_dir).unwrap();
+    let template = dsllm_align::chat::ChatTemplate::new(&ds_tokenizer).unwrap();
+    let eval_tokenizer = dsllm_eval::EvalTokenizer::load(&tokenizer_dir, &model_config).unwrap();
+    for line in std::fs::read_to_string(data.join("eval_task.jsonl")).unwrap().lines() {
+        let question = serde_json::from_str::<Value>(line).unwrap()["question"].as_str().unwrap().to_string();
+        let ours = template.encode_prompt(&[dsllm_align::chat::Message::new(dsllm_align::chat::Role::User, question.clone())]).unwrap();
+        assert_eq!(eval_tokenizer.encode(&format!("<｜User｜>{question}<｜Assistant｜>")).unwrap(), ours, "{question}");
+    }
+
     let (tok, sft_out, dpo_out) = (tokenizer_dir.to_str().unwrap(), root.join("runs/sft"), root.join("runs/dpo"));
+    let tasks = data.join("tasks");
+    let task = |name: &str| tasks.join(name).to_str().unwrap().to_string();
+    let (reversal, preferred, preferred_logp) = (task("digit_reversal.toml"), task("preferred_answer.toml"), task("preferred_logprob.toml"));
     let sft_args = [
         "--model", base.to_str().unwrap(), "--tokenizer", tok, "--data", data.join("sft_train.jsonl").to_str().unwrap(),
-        "--eval-task", data.join("eval_task.jsonl").to_str().unwrap(), "--max-new-tokens", "8", "--output", sft_out.to_str().unwrap(),
+        "--eval-task", data.join("eval_task.jsonl").to_str().unwrap(), "--eval-tasks", &reversal, "--eval-data-root", data.to_str().unwrap(),
+        "--max-new-tokens", "8", "--output", sft_out.to_str().unwrap(),
         "--epochs", "1", "--lr", "3e-3", "--micro-batch", "4", "--grad-accum", "1", "--stage2-epochs", "1", "--backend", "cpu", "--threads", "2",
     ];
     let summary = run("ds-sft", &sft_args);
@@ -63,6 +80,8 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     assert_eq!(summary["checkpoint"], report["checkpoint"]);
     assert_eq!(report["conversations"], 200);
     assert!(report["before"]["accuracy"].is_number() && report["after"]["repetition_ratio"].is_number());
+    assert_eq!(report["eval_before"]["digit_reversal"]["items"], 8);
+    let sft_exact_match = report["eval_after"]["digit_reversal"]["metrics"]["exact_match"].as_f64().unwrap();
     // Both stages trained; the second had no math or code to leave out of this data.
     assert!(sft_out.join("stage1/model.safetensors").exists() && sft_out.join("stage2/config.json").exists());
     assert_eq!(std::fs::read_to_string(sft_out.join("latest")).unwrap().trim(), "stage2");
@@ -83,6 +102,7 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     let dpo_args = [
         "--model", sft_out.to_str().unwrap(), "--tokenizer", tok, "--data", data.join("dpo_train.jsonl").to_str().unwrap(),
         "--eval-preferences", data.join("eval_preferences.jsonl").to_str().unwrap(), "--eval-task", data.join("eval_task.jsonl").to_str().unwrap(),
+        "--eval-tasks", &preferred, &preferred_logp, "--eval-data-root", data.to_str().unwrap(),
         "--max-new-tokens", "8", "--output", dpo_out.to_str().unwrap(), "--lr", "1e-3", "--micro-batch", "8", "--grad-accum", "2",
         "--backend", "cpu", "--threads", "2",
     ];
@@ -92,6 +112,12 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     assert_eq!(report["steps"], 3);
     assert!(report["before"]["preferences"]["logp_preferred_rate"].is_number());
     assert!(report["after"]["task"]["accuracy"].is_number());
+    for name in ["preferred_answer", "preferred_logprob"] {
+        assert_eq!(report["eval_before"][name]["items"], 8, "{name}");
+        assert!(report["eval_after"][name]["metrics"].as_object().is_some_and(|m| !m.is_empty()), "{name}");
+    }
+    // The reference log-probs' preference rate is the before figure of ds-eval's log-prob task.
+    let dpo_after = report["eval_after"].clone();
     let steps: Vec<Value> = std::fs::read_to_string(dpo_out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &Value| v["loss"].is_number()).collect();
     assert_eq!(steps.len(), 3);
     // The first step's policy is the reference: zero rewards, loss log 2.
@@ -105,4 +131,39 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     assert!(tensors.contains_key("lm_head.weight"));
     let manifest = read_json(&dpo_out.join("_manifest.json"));
     assert_eq!(manifest["counts"]["read"], 48);
+
+    // The ds-eval binary loads both run folders (their `latest`) and gives the figures the stages
+    // measured through its library.
+    let eval_out = root.join("eval");
+    for (run_dir, name, metric, expected) in [
+        (&sft_out, "digit_reversal", "exact_match", sft_exact_match),
+        (&dpo_out, "preferred_answer", "exact_match", dpo_after["preferred_answer"]["metrics"]["exact_match"].as_f64().unwrap()),
+        (&dpo_out, "preferred_logprob", "acc", dpo_after["preferred_logprob"]["metrics"]["acc"].as_f64().unwrap()),
+    ] {
+        let out = eval_out.join(run_dir.file_name().unwrap()).join(name);
+        run("ds-eval", &[
+            "run", "--model", run_dir.to_str().unwrap(), "--tokenizer", tok, "--tasks", tasks.join(format!("{name}.toml")).to_str().unwrap(),
+            "--data-root", data.to_str().unwrap(), "--limit", "8", "--output", out.to_str().unwrap(), "--backend", "cpu", "--threads", "2",
+        ]);
+        let results = read_json(&out.join("results.json"));
+        let task = results["tasks"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap().clone();
+        assert_eq!(task["metrics"][metric].as_f64().unwrap(), expected, "{name} {metric}");
+    }
+
+    // transformers loads both checkpoints and scores answers as ds-dpo did.
+    let python = std::env::var("DSLLM_PYTHON").unwrap_or_else(|_| "python3".into());
+    let usable = Command::new(&python).args(["-c", "import torch, transformers, pyarrow"]).output().is_ok_and(|o| o.status.success());
+    if !usable {
+        println!("skipped the transformers check: {python} cannot import torch, transformers and pyarrow (set DSLLM_PYTHON)");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_align.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .args([sft_out.join("stage2").to_str().unwrap(), dpo_out.to_str().unwrap(), data.join("dpo_train.jsonl").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "check_align.py failed: {text}");
+    println!("{text}");
 }

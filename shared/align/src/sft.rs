@@ -65,15 +65,20 @@ pub struct SftStep {
     pub tokens_per_second: f64,
 }
 
-/// Every epoch's packed rows, shuffled per epoch (conversation order), so the step count is
-/// known before training.
-fn epoch_rows(examples: &[Encoded], config: &SftConfig, pad: u32, stage: usize) -> Vec<Vec<crate::pack::PackedRow>> {
+/// Every epoch's rows, shuffled per epoch (conversation order), so the step count is known
+/// before training: several conversations per row when `packed`, else one per row (padded; for
+/// backends without segment-aware attention).
+fn epoch_rows(examples: &[Encoded], config: &SftConfig, pad: u32, stage: usize, packed: bool) -> Vec<Vec<crate::pack::PackedRow>> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ ((stage as u64) << 32));
     (0..config.epochs)
         .map(|_| {
             let mut order: Vec<&Encoded> = examples.iter().collect();
             order.shuffle(&mut rng);
-            pack(&order, config.seq_len, pad)
+            if packed {
+                pack(&order, config.seq_len, pad)
+            } else {
+                order.iter().flat_map(|e| pack(std::slice::from_ref(e), config.seq_len, pad)).collect()
+            }
         })
         .collect()
 }
@@ -92,7 +97,8 @@ pub fn train_sft<B: Backend>(
     if examples.is_empty() {
         bail!("no conversations to train on");
     }
-    let epochs = epoch_rows(examples, config, pad, stage);
+    let packed = model.backend.supports_segmented_attention();
+    let epochs = epoch_rows(examples, config, pad, stage, packed);
     let rows_per_step = config.micro_batch * config.grad_accum;
     let total_steps: u64 = epochs.iter().map(|rows| rows.len().div_ceil(rows_per_step) as u64).sum();
     let warmup_steps = (config.warmup_ratio * total_steps as f64).round() as u64;
@@ -108,7 +114,8 @@ pub fn train_sft<B: Backend>(
             let mut loss_sum = 0.0;
             for micro in step_rows.chunks(config.micro_batch) {
                 let (batch, segments) = batch_of(micro, config.seq_len);
-                loss_sum += model.forward_backward_segmented(&batch, Some(&segments), 1.0 / trained.max(1) as f32)?.sum_nats;
+                let segments = packed.then_some(segments.as_slice());
+                loss_sum += model.forward_backward_segmented(&batch, segments, 1.0 / trained.max(1) as f32)?.sum_nats;
             }
             let lr = schedule.learning_rate(optimizer.step);
             let grad_norm = optimizer.update(model, lr as f32);
@@ -134,8 +141,9 @@ pub fn train_sft<B: Backend>(
     Ok(history)
 }
 
-/// Number of optimizer steps [`train_sft`] will take.
-pub fn planned_steps(examples: &[Encoded], config: &SftConfig, pad: u32, stage: usize) -> u64 {
+/// Number of optimizer steps [`train_sft`] will take (`packed`: the backend's
+/// `supports_segmented_attention`).
+pub fn planned_steps(examples: &[Encoded], config: &SftConfig, pad: u32, stage: usize, packed: bool) -> u64 {
     let rows_per_step = config.micro_batch * config.grad_accum;
-    epoch_rows(examples, config, pad, stage).iter().map(|rows| rows.len().div_ceil(rows_per_step) as u64).sum()
+    epoch_rows(examples, config, pad, stage, packed).iter().map(|rows| rows.len().div_ceil(rows_per_step) as u64).sum()
 }

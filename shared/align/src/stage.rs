@@ -410,7 +410,11 @@ fn sft_on<B: Backend>(
     let mut last_loss = None;
     let mut steps = 0;
     for (number, data, stage_config) in &stages {
-        let total = crate::sft::planned_steps(data, stage_config, pad, *number);
+        let packed = model.backend.supports_segmented_attention();
+        if !packed && *number == 1 {
+            eprintln!("{SFT_TOOL}: this backend has no segment-aware attention yet: one conversation per row, not packed");
+        }
+        let total = crate::sft::planned_steps(data, stage_config, pad, *number, packed);
         let bar = dsllm_core::progress::bar(total, &format!("sft stage {number}"), "steps");
         let history = train_sft(&mut model, data, stage_config, pad, *number, |step| {
             bar.set_position(step.step);

@@ -125,6 +125,12 @@ pub trait Backend {
         shape: AttentionShape,
     );
 
+    /// Whether [`Backend::attention_forward_segmented`] and its backward are implemented
+    /// (callers that can do without packing, as SFT can, check this first).
+    fn supports_segmented_attention(&self) -> bool {
+        false
+    }
+
     /// [`Backend::attention_forward`] for packed sequences: `segments[batch · seq]` gives each
     /// position a segment id, and a query attends only to the keys at or before it that carry
     /// its own id, so several conversations packed into one row never see each other. With one

@@ -173,6 +173,10 @@ impl Backend for CpuBackend {
         attention_forward(out, lse, q, k, v, None, shape);
     }
 
+    fn supports_segmented_attention(&self) -> bool {
+        true
+    }
+
     fn attention_forward_segmented(
         &self,
         out: &mut Vec<f32>,
