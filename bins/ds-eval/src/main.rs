@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use dsllm_core::manifest::{Counts, Stage, StageStart};
 use dsllm_core::parquet_io::WrittenFile;
 use dsllm_core::{atomic, cli, inputs::TaskSlice, progress, Error};
-use dsllm_cuda::{gpu_unavailable_reason, CudaBackend};
+use dsllm_cuda::{gpu_unavailable_reason, open_gpu as open_cuda, CudaBackend, Precision};
 use dsllm_eval::{load_task_dir, run_task, EvalReport, EvalTokenizer, Evaluator, RunContext, ScoringMode, TaskSpec};
 use dsllm_model::{latest_checkpoint, load_hf_model, Backend, CpuBackend, Llama, ModelConfig};
 
@@ -36,6 +36,15 @@ enum BackendKind {
     Auto,
     Cpu,
     Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GpuPrecision {
+    /// fp32 products and attention: log-likelihoods within 1e-6 per token of an fp32 reference
+    /// (transformers' default dtype).
+    Fp32,
+    /// bf16 products on the tensor cores, as training runs: faster, ~1e-2 per token.
+    Bf16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,6 +78,9 @@ struct RunArgs {
     output: PathBuf,
     #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
     backend: BackendKind,
+    /// The arithmetic of the CUDA backend (the CPU backend is always fp32).
+    #[arg(long, value_enum, default_value_t = GpuPrecision::Fp32)]
+    precision: GpuPrecision,
     /// How multiple-choice continuations share their context.
     #[arg(long, value_enum, default_value_t = Scoring::Prefix)]
     scoring: Scoring,
@@ -178,7 +190,7 @@ fn run(args: &RunArgs) -> Result<serde_json::Value> {
         }
     }
     let parameters = serde_json::json!({
-        "model": model_dir, "scoring": format!("{:?}", args.scoring), "batch_tokens": args.batch_tokens,
+        "model": model_dir, "scoring": format!("{:?}", args.scoring), "precision": format!("{:?}", args.precision), "batch_tokens": args.batch_tokens,
         "limit": args.limit, "data_root": args.data_root,
     });
     let stage = match Stage::begin(TOOL, &args.output, parameters, &inputs, TaskSlice::new(0, 1)?, args.force)? {
@@ -191,7 +203,7 @@ fn run(args: &RunArgs) -> Result<serde_json::Value> {
     };
     let (config, tensors) = load_hf_model(&model_dir).with_context(|| format!("cannot load the checkpoint {}", model_dir.display()))?;
     let tokenizer = EvalTokenizer::load(&tokenizer_dir, &config)?;
-    let report = match choose_backend(args.backend)? {
+    let report = match choose_backend(args.backend, config.head_dim(), args.precision)? {
         Chosen::Cpu(reason) => evaluate_on(CpuBackend, &reason, "cpu", config, &tensors, tokenizer, &specs, &model_dir, &tokenizer_dir, args)?,
         Chosen::Cuda(backend, reason) => evaluate_on(*backend, &reason, "cuda", config, &tensors, tokenizer, &specs, &model_dir, &tokenizer_dir, args)?,
     };
@@ -273,10 +285,14 @@ enum Chosen {
 }
 
 /// ds-pretrain's backend choice: CUDA when asked or when `auto` finds a usable GPU.
-fn choose_backend(kind: BackendKind) -> Result<Chosen> {
+fn choose_backend(kind: BackendKind, head_dim: usize, precision: GpuPrecision) -> Result<Chosen> {
     let open_gpu = || -> Result<Chosen> {
-        let backend = CudaBackend::new(0)?;
-        let reason = format!("GPU 0 ({})", backend.device_name());
+        let (mut backend, reason) = open_cuda(Some(head_dim))?;
+        backend.precision = match precision {
+            GpuPrecision::Fp32 => Precision::Fp32,
+            GpuPrecision::Bf16 => Precision::Mixed,
+        };
+        let reason = format!("{reason}, {} products", backend.precision.name());
         Ok(Chosen::Cuda(Box::new(backend), reason))
     };
     let chosen = match kind {

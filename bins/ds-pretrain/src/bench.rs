@@ -58,7 +58,7 @@ pub fn run(args: &BenchArgs) -> Result<serde_json::Value> {
     if args.steps == 0 {
         crate::usage!("--steps must be at least 1");
     }
-    let chosen = choose_backend(args.backend)?;
+    let chosen = choose_backend(args.backend, None)?;
     let backend_name = chosen.name();
     let mut result = match chosen {
         ChosenBackend::Cpu { .. } => {

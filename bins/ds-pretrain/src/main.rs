@@ -8,6 +8,7 @@ mod train;
 use clap::{Parser, Subcommand, ValueEnum};
 use dsllm_core::{cli, Error};
 use dsllm_cuda::{gpu_unavailable_reason, CudaBackend};
+use dsllm_cuda::open_gpu as open_cuda;
 use std::path::{Path, PathBuf};
 
 pub const TOOL: &str = "ds-pretrain";
@@ -57,11 +58,11 @@ impl ChosenBackend {
     }
 }
 
-/// Picks the backend and says on stderr which one and why.
-pub fn choose_backend(kind: BackendKind) -> anyhow::Result<ChosenBackend> {
+/// Picks the backend (for a model with heads of `head_dim`, when known) and says on stderr
+/// which one and why.
+pub fn choose_backend(kind: BackendKind, head_dim: Option<usize>) -> anyhow::Result<ChosenBackend> {
     let open_gpu = || -> anyhow::Result<ChosenBackend> {
-        let backend = CudaBackend::new(0)?;
-        let reason = format!("GPU 0 ({})", backend.device_name());
+        let (backend, reason) = open_cuda(head_dim)?;
         Ok(ChosenBackend::Cuda { backend: Box::new(backend), reason })
     };
     let chosen = match kind {

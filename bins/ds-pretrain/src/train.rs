@@ -212,7 +212,7 @@ pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
         m
     );
     let setup = Setup { args, model_config, train, val, tokenizer, seq_len, m, budget_plan };
-    let summary = match choose_backend(args.backend)? {
+    let summary = match choose_backend(args.backend, Some(setup.model_config.head_dim()))? {
         ChosenBackend::Cpu { reason } => train_on(CpuBackend, &setup, ("cpu", reason))?,
         ChosenBackend::Cuda { backend, reason } => train_on(*backend, &setup, ("cuda", reason))?,
     };

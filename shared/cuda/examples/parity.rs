@@ -2,8 +2,8 @@
 //! `cargo run --release -p dsllm-cuda --example parity`; exits 1 if any check fails, 0 with a
 //! message when there is no GPU.
 
-use dsllm_cuda::parity::{check_attention, check_ops, check_training, print_checks};
-use dsllm_cuda::{gpu_unavailable_reason, AttentionKernels, CudaBackend};
+use dsllm_cuda::parity::{check_attention, check_ops, check_products, check_training, print_checks};
+use dsllm_cuda::{gpu_unavailable_reason, AttentionKernels, CudaBackend, Precision};
 
 fn main() -> anyhow::Result<()> {
     if let Some(reason) = gpu_unavailable_reason() {
@@ -19,6 +19,12 @@ fn main() -> anyhow::Result<()> {
         gpu.attention = kernels;
         checks.extend(check_attention(&gpu));
     }
+    // fp32 precision (evaluation): fp32 products and attention, to fp32 tolerance.
+    gpu.precision = Precision::Fp32;
+    checks.extend(check_products(&gpu));
+    checks.extend(check_attention(&gpu));
+    gpu.precision = Precision::Mixed;
+    gpu.attention = AttentionKernels::Fa2;
     checks.extend(check_training(|| CudaBackend::new(0), 3)?);
     let passed = print_checks(&checks);
     if let Ok(dir) = std::env::var("OUT") {

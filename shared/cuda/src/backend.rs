@@ -17,7 +17,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use dsllm_model::{AdamWStep, AttentionShape, Backend, OutputGrad};
 use half::bf16;
 
-use crate::gemm::{Gemm, GemmShape};
+use crate::gemm::{Gemm, GemmShape, Operands};
 use crate::kernels::Kernels;
 use crate::profile::{OpScope, OpTime, Profiler};
 
@@ -72,6 +72,8 @@ pub struct CudaBackend {
     /// Which attention kernels run where the head size allows (64 or 128; other sizes always
     /// run the fp32 reference). `DSLLM_ATTENTION=fa2|wmma|fp32` picks at start; default fa2.
     pub attention: AttentionKernels,
+    /// What the matrix products and attention compute in; `DSLLM_PRECISION=fp32` picks at start.
+    pub precision: Precision,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -114,6 +116,32 @@ impl AttentionKernels {
     }
 }
 
+/// The arithmetic of the matrix products and attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// bf16 operands on the tensor cores with fp32 accumulation, as the paper trains.
+    Mixed,
+    /// fp32 operands (no TF32) and the fp32 attention kernels: for evaluation that must match
+    /// an fp32 reference to 1e-6 rather than bf16's 1e-2. The output layer's gradient products
+    /// stay bf16 (its logit gradient is stored in bf16).
+    Fp32,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mixed => "bf16",
+            Self::Fp32 => "fp32",
+        }
+    }
+    fn from_env() -> Self {
+        match std::env::var("DSLLM_PRECISION").as_deref() {
+            Ok("fp32") => Self::Fp32,
+            _ => Self::Mixed,
+        }
+    }
+}
+
 /// Why no GPU can be used here, or `None` when one can: the driver library, NVRTC, cuBLASLt
 /// and a device must all be present.
 pub fn gpu_unavailable_reason() -> Option<String> {
@@ -134,6 +162,17 @@ pub fn gpu_unavailable_reason() -> Option<String> {
         Ok(_) => Some("the CUDA driver sees no GPU".into()),
         Err(e) => Some(format!("the CUDA driver did not start: {e:?}")),
     }
+}
+
+/// Opens GPU 0 for a model with heads of `head_dim` (checked first, so an unsupported size is
+/// a clear error rather than a panic mid-run); returns the backend and a line saying which GPU.
+pub fn open_gpu(head_dim: Option<usize>) -> Result<(CudaBackend, String)> {
+    if let Some(head_dim) = head_dim {
+        check_head_dim(head_dim)?;
+    }
+    let backend = CudaBackend::new(0)?;
+    let reason = format!("GPU 0 ({})", backend.device_name());
+    Ok((backend, reason))
 }
 
 impl CudaBackend {
@@ -178,6 +217,7 @@ impl CudaBackend {
         let empty_f32 = || stream.alloc_zeros::<f32>(1);
         Ok(Self {
             attention: AttentionKernels::from_env(),
+            precision: Precision::from_env(),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             sum_partials: RefCell::new(stream.alloc_zeros::<f64>(SUM_BLOCKS)?),
@@ -254,7 +294,23 @@ impl CudaBackend {
         self.ptr(&shadow.as_ref().expect("just set").1)
     }
 
-    /// `cell`'s scratch buffer, reallocated when smaller than `len`.
+    /// The element type of the matrix products' operands.
+    fn operands(&self) -> Operands {
+        match self.precision {
+            Precision::Mixed => Operands::Bf16,
+            Precision::Fp32 => Operands::F32,
+        }
+    }
+
+    /// The device address of `buf` as a matrix product reads it: its bf16 copy, or in fp32
+    /// precision the buffer itself.
+    fn operand_ptr(&self, buf: &GpuBuffer) -> u64 {
+        match self.precision {
+            Precision::Mixed => self.bf16_ptr(buf),
+            Precision::Fp32 => self.ptr(&buf.data),
+        }
+    }
+
     /// For a kernel about to overwrite all of `buf` (whose version the kernel's `data_mut`
     /// already bumped): the device address of `buf`'s bf16 copy, marked current, for the kernel
     /// to write alongside the fp32 values, so no cast pass follows. 0 (no copy written) when
@@ -334,15 +390,24 @@ pub fn tensor_core_shared_bytes(head_dim: usize) -> (usize, usize, usize) {
     (3 * h + p + s + o + rows, 4 * h + 2 * s + p + o + rows, 4 * h + 2 * s + 2 * p + 2 * o + rows)
 }
 
-/// Threads per attention row and rows per block for a head size; the kernels need a head size
-/// that is 16 times a power of two, at most 128 (shared memory holds two tiles of K and V).
+/// Threads per attention row and rows per block of the fp32 attention kernels for a head size
+/// (a row's values are split evenly over a power-of-two group of threads, at most 16 each).
+/// Panics on a size [`check_head_dim`] refuses.
 pub fn attention_geometry(head_dim: usize) -> (usize, usize) {
-    let per_row = head_dim / ATTENTION_VALUES_PER_THREAD;
-    assert!(
-        head_dim.is_multiple_of(ATTENTION_VALUES_PER_THREAD) && per_row.is_power_of_two() && head_dim <= 128,
-        "the CUDA attention kernels support head_dim 16, 32, 64 or 128, not {head_dim}"
-    );
+    if let Err(e) = check_head_dim(head_dim) {
+        panic!("{e}");
+    }
+    let per_row = head_dim.div_ceil(ATTENTION_VALUES_PER_THREAD);
     (per_row, BLOCK as usize / per_row)
+}
+
+/// Whether the CUDA attention kernels take this head size: a power of two from 2 to 128 (every
+/// LLaMA-family size but 80 and 96; those run on the CPU backend).
+pub fn check_head_dim(head_dim: usize) -> Result<()> {
+    if !(2..=128).contains(&head_dim) || !head_dim.is_power_of_two() {
+        bail!("the CUDA attention kernels support head sizes 2, 4, ..., 64 or 128 (powers of two), not {head_dim}: use the CPU backend for this model");
+    }
+    Ok(())
 }
 
 impl Backend for CudaBackend {
@@ -392,9 +457,10 @@ impl Backend for CudaBackend {
         let _op = self.op(|| format!("matmul_forward {rows}x{in_dim}->{out_dim}"));
         // Row-major X[r, c] is column-major Xᵀ: outᵀ[out, rows] = W[out, in] · inpᵀ[in, rows],
         // with W stored column-major as [in, out] (so transposed).
-        let (w, x) = (self.bf16_ptr(weight), self.bf16_ptr(inp));
+        let (w, x) = (self.operand_ptr(weight), self.operand_ptr(inp));
         let c = self.ptr(out.data_mut());
         let shape = GemmShape {
+            operands: self.operands(),
             transa: true,
             transb: false,
             m: out_dim as u64,
@@ -419,10 +485,11 @@ impl Backend for CudaBackend {
         out_dim: usize,
     ) {
         let _op = self.op(|| format!("matmul_backward {rows}x{in_dim}->{out_dim}"));
-        let (g, w, x) = (self.bf16_ptr(d_out), self.bf16_ptr(weight), self.bf16_ptr(inp));
+        let (g, w, x) = (self.operand_ptr(d_out), self.operand_ptr(weight), self.operand_ptr(inp));
         // d_inpᵀ[in, rows] += Wᵀ[in, out] · d_outᵀ[out, rows]
         let c = self.ptr(d_inp.data_mut());
         let shape = GemmShape {
+            operands: self.operands(),
             transa: false,
             transb: false,
             m: in_dim as u64,
@@ -436,6 +503,7 @@ impl Backend for CudaBackend {
         // d_Wᵀ[in, out] += inpᵀ[in, rows] · d_out[rows, out]
         let c = self.ptr(d_weight.data_mut());
         let shape = GemmShape {
+            operands: self.operands(),
             transa: false,
             transb: true,
             m: in_dim as u64,
@@ -506,7 +574,7 @@ impl Backend for CudaBackend {
     fn attention_forward(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, shape: AttentionShape) {
         let _op = self.op(|| "attention_forward".into());
         let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
-        let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
+        let (seq32, heads32, kv32) = (seq as i32, heads as i32, kv_heads as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
         if self.attention_kernels(head_dim) == AttentionKernels::Fa2 {
             let (qb, kb, vb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v));
@@ -527,16 +595,7 @@ impl Backend for CudaBackend {
             });
             return;
         }
-        let (_, rows) = attention_geometry(head_dim);
-        let config = LaunchConfig {
-            grid_dim: (seq.div_ceil(rows) as u32, heads as u32, batch as u32),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: (2 * ATTENTION_TILE * head_dim * 4) as u32,
-        };
-        self.launch(&self.kernels.attention_forward, config, |b| {
-            b.arg(out.data_mut()).arg(lse.data_mut()).arg(&q.data).arg(&k.data).arg(&v.data);
-            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
-        });
+        self.reference_attention_forward(out, lse, q, k, v, None, shape);
     }
 
     fn attention_backward(
@@ -596,27 +655,8 @@ impl Backend for CudaBackend {
             });
             return;
         }
-        let (_, rows) = attention_geometry(head_dim);
-        let config = LaunchConfig {
-            grid_dim: (seq.div_ceil(rows) as u32, heads as u32, batch as u32),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: (2 * ATTENTION_TILE * head_dim * 4) as u32,
-        };
-        self.launch(&self.kernels.attention_backward_dq, config, |b| {
-            b.arg(d_q.data_mut()).arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&lse.data);
-            b.arg(&q.data).arg(&k.data).arg(&v.data);
-            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
-        });
-        let config = LaunchConfig {
-            grid_dim: (seq.div_ceil(rows) as u32, kv_heads as u32, batch as u32),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + 2 * ATTENTION_TILE) * 4) as u32,
-        };
-        self.launch(&self.kernels.attention_backward_dkdv, config, |b| {
-            b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
-            b.arg(&q.data).arg(&k.data).arg(&v.data);
-            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
-        });
+        drop(row_dot);
+        self.reference_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, None, shape);
     }
 
     fn swiglu_forward(&self, out: &mut GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
@@ -772,7 +812,8 @@ impl Backend for CudaBackend {
         // Per chunk: fp32 logits (GEMM), then loss, lse and the bf16 gradient in one kernel that
         // only reads them. After the loop, the two gradient GEMMs over the whole batch.
         let chunk = self.output_chunk_rows(rows, vocab);
-        let (h, w) = (self.bf16_ptr(hidden), self.bf16_ptr(weight));
+        let (h, w) = (self.operand_ptr(hidden), self.operand_ptr(weight));
+        let operands = self.operands();
         let logits = self.ptr(scratch.data_mut());
         let (losses_at, lse_at, targets_at) = (self.ptr(losses.data_mut()), self.ptr(lse.data_mut()), self.ptr(&targets.ids));
         let grad_logits = grad.is_some().then(|| self.scratch(&self.output_grad, rows * vocab));
@@ -781,8 +822,8 @@ impl Backend for CudaBackend {
         let vocab32 = vocab as i32;
         for first in (0..rows).step_by(chunk) {
             let count = chunk.min(rows - first);
-            let shape = GemmShape { transa: true, transb: false, m: vocab as u64, n: count as u64, k: dim as u64, lda: dim as i64, ldb: dim as i64, ldc: vocab as i64 };
-            unsafe { self.gemm.run(shape, w, h + (first * dim * 2) as u64, logits, 1.0, 0.0) }.expect("output_loss (logits)");
+            let shape = GemmShape { operands, transa: true, transb: false, m: vocab as u64, n: count as u64, k: dim as u64, lda: dim as i64, ldb: dim as i64, ldc: vocab as i64 };
+            unsafe { self.gemm.run(shape, w, h + first as u64 * dim as u64 * operands.bytes(), logits, 1.0, 0.0) }.expect("output_loss (logits)");
             let (row_losses, row_lse, row_targets) = (losses_at + (first * 4) as u64, lse_at + (first * 4) as u64, targets_at + (first * 4) as u64);
             let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
             self.launch(&self.kernels.cross_entropy_chunk, rows_grid(count, CE_BLOCK), |b| {
@@ -790,13 +831,15 @@ impl Backend for CudaBackend {
             });
         }
         if let Some(grad) = grad {
+            // The logit gradient is bf16, so these two products are bf16 in either precision.
+            let (h, w) = (self.bf16_ptr(hidden), self.bf16_ptr(weight));
             // d_hiddenᵀ[dim, rows] = Wᵀ[dim, vocab] · d_logitsᵀ[vocab, rows], overwriting.
             let d_hidden = self.ptr(grad.d_hidden.data_mut());
-            let shape = GemmShape { transa: false, transb: false, m: dim as u64, n: rows as u64, k: vocab as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
+            let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: false, m: dim as u64, n: rows as u64, k: vocab as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
             unsafe { self.gemm.run(shape, w, grad_at, d_hidden, 1.0, 0.0) }.expect("output_loss (d_hidden)");
             // d_Wᵀ[dim, vocab] += hiddenᵀ[dim, rows] · d_logits[rows, vocab]
             let d_weight = self.ptr(grad.d_weight.data_mut());
-            let shape = GemmShape { transa: false, transb: true, m: dim as u64, n: vocab as u64, k: rows as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
+            let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: true, m: dim as u64, n: vocab as u64, k: rows as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
             unsafe { self.gemm.run(shape, h, grad_at, d_weight, 1.0, 1.0) }.expect("output_loss (d_weight)");
         }
     }
@@ -823,11 +866,102 @@ fn tensor_core_grid(seq: usize, heads: usize, batch: usize, shared_bytes: usize)
 impl CudaBackend {
     /// The kernels that run attention of this head size.
     pub fn attention_kernels(&self, head_dim: usize) -> AttentionKernels {
-        if head_dim == 64 || head_dim == 128 {
+        if self.precision == Precision::Mixed && (head_dim == 64 || head_dim == 128) {
             self.attention
         } else {
             AttentionKernels::Fp32
         }
+    }
+
+    /// Attention over packed sequences: `segments` holds one id per position (`[batch, seq]`),
+    /// and a query sees only the keys at or before it with its own id. Runs the fp32 kernels
+    /// (in either precision).
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_attention_forward(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, segments: &GpuTokens, shape: AttentionShape) {
+        let _op = self.op(|| "attention_forward (packed)".into());
+        self.reference_attention_forward(out, lse, q, k, v, Some(segments), shape);
+    }
+
+    /// The backward of [`CudaBackend::packed_attention_forward`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn packed_attention_backward(
+        &self,
+        d_q: &mut GpuBuffer,
+        d_k: &mut GpuBuffer,
+        d_v: &mut GpuBuffer,
+        d_out: &GpuBuffer,
+        out: &GpuBuffer,
+        lse: &GpuBuffer,
+        q: &GpuBuffer,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+        segments: &GpuTokens,
+        shape: AttentionShape,
+    ) {
+        let _op = self.op(|| "attention_backward (packed)".into());
+        self.reference_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, Some(segments), shape);
+    }
+
+    /// The fp32 attention kernels (kernels/attention.cu), causal or over packed segments.
+    #[allow(clippy::too_many_arguments)]
+    fn reference_attention_forward(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, segments: Option<&GpuTokens>, shape: AttentionShape) {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let segments_at = segments.map_or(0, |s| self.ptr(&s.ids));
+        let (_, rows) = attention_geometry(head_dim);
+        let config = LaunchConfig {
+            grid_dim: (seq.div_ceil(rows) as u32, heads as u32, batch as u32),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + ATTENTION_TILE) * 4) as u32,
+        };
+        self.launch(&self.kernels.attention_forward, config, |b| {
+            b.arg(out.data_mut()).arg(lse.data_mut()).arg(&q.data).arg(&k.data).arg(&v.data).arg(&segments_at);
+            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reference_attention_backward(
+        &self,
+        d_q: &mut GpuBuffer,
+        d_k: &mut GpuBuffer,
+        d_v: &mut GpuBuffer,
+        d_out: &GpuBuffer,
+        out: &GpuBuffer,
+        lse: &GpuBuffer,
+        q: &GpuBuffer,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+        segments: Option<&GpuTokens>,
+        shape: AttentionShape,
+    ) {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let segments_at = segments.map_or(0, |s| self.ptr(&s.ids));
+        let mut row_dot = self.scratch(&self.attention_row_dot, batch * seq * heads);
+        let (_, rows) = attention_geometry(head_dim);
+        let config = LaunchConfig {
+            grid_dim: (seq.div_ceil(rows) as u32, heads as u32, batch as u32),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + ATTENTION_TILE) * 4) as u32,
+        };
+        self.launch(&self.kernels.attention_backward_dq, config, |b| {
+            b.arg(d_q.data_mut()).arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&lse.data);
+            b.arg(&q.data).arg(&k.data).arg(&v.data).arg(&segments_at);
+            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
+        });
+        let config = LaunchConfig {
+            grid_dim: (seq.div_ceil(rows) as u32, kv_heads as u32, batch as u32),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + 3 * ATTENTION_TILE) * 4) as u32,
+        };
+        self.launch(&self.kernels.attention_backward_dkdv, config, |b| {
+            b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
+            b.arg(&q.data).arg(&k.data).arg(&v.data).arg(&segments_at);
+            b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
+        });
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -1,5 +1,6 @@
-//! Matrix products through cuBLASLt: bf16 operands, fp32 accumulation, fp32 output (with
-//! `beta = 1` the product is added to the output, which is how gradients accumulate in fp32).
+//! Matrix products through cuBLASLt: bf16 operands (or fp32 ones, for evaluation that must
+//! match an fp32 reference), fp32 accumulation, fp32 output (with `beta = 1` the product is
+//! added to the output, which is how gradients accumulate in fp32).
 //! The plan of each shape (descriptors, layouts, the algorithm the heuristic picked) is made
 //! once and reused.
 
@@ -16,9 +17,29 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 /// cuBLASLt's recommended workspace on Hopper.
 const WORKSPACE_BYTES: usize = 32 << 20;
 
+/// The element type of A and B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Operands {
+    /// bf16 on the tensor cores (training).
+    #[default]
+    Bf16,
+    /// Full fp32 (`CUBLAS_COMPUTE_32F`, no TF32): about 30x slower, exact to fp32 rounding.
+    F32,
+}
+
+impl Operands {
+    pub fn bytes(self) -> u64 {
+        match self {
+            Self::Bf16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
 /// A column-major product `C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GemmShape {
+    pub operands: Operands,
     pub transa: bool,
     pub transb: bool,
     pub m: u64,
@@ -62,8 +83,11 @@ impl Gemm {
     }
 
     fn plan(&self, shape: GemmShape) -> Result<Plan> {
-        let bf16 = sys::cudaDataType_t::CUDA_R_16BF;
         let f32t = sys::cudaDataType_t::CUDA_R_32F;
+        let operand = match shape.operands {
+            Operands::Bf16 => sys::cudaDataType_t::CUDA_R_16BF,
+            Operands::F32 => f32t,
+        };
         let (a_rows, a_cols) = if shape.transa { (shape.k, shape.m) } else { (shape.m, shape.k) };
         let (b_rows, b_cols) = if shape.transb { (shape.n, shape.k) } else { (shape.k, shape.n) };
         let err = |what: &str, e: lt::CublasError| anyhow!("cuBLASLt {what} for {shape:?}: {e:?}");
@@ -74,8 +98,8 @@ impl Gemm {
         set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, shape.transa as i32).map_err(|e| err("transa", e))?;
         set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB, shape.transb as i32).map_err(|e| err("transb", e))?;
         let layouts = [
-            lt::create_matrix_layout(bf16, a_rows, a_cols, shape.lda).map_err(|e| err("layout A", e))?,
-            lt::create_matrix_layout(bf16, b_rows, b_cols, shape.ldb).map_err(|e| err("layout B", e))?,
+            lt::create_matrix_layout(operand, a_rows, a_cols, shape.lda).map_err(|e| err("layout A", e))?,
+            lt::create_matrix_layout(operand, b_rows, b_cols, shape.ldb).map_err(|e| err("layout B", e))?,
             lt::create_matrix_layout(f32t, shape.m, shape.n, shape.ldc).map_err(|e| err("layout C", e))?,
         ];
         let pref = lt::create_matmul_pref().map_err(|e| err("preference", e))?;
@@ -96,8 +120,8 @@ impl Gemm {
         Ok(Plan { desc, layouts, algo: heuristic.algo })
     }
 
-    /// `C = alpha · op(A) · op(B) + beta · C` with A, B bf16 and C f32 (column-major device
-    /// pointers).
+    /// `C = alpha · op(A) · op(B) + beta · C` with A, B of `shape.operands` and C f32
+    /// (column-major device pointers).
     ///
     /// # Safety
     /// The pointers must hold matrices of the sizes `shape` says.

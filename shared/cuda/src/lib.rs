@@ -18,4 +18,4 @@ pub mod kernels;
 pub mod parity;
 pub mod profile;
 
-pub use backend::{gpu_unavailable_reason, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens};
+pub use backend::{check_head_dim, gpu_unavailable_reason, open_gpu, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens, Precision};

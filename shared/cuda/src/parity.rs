@@ -9,7 +9,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use crate::backend::CudaBackend;
+use crate::backend::{CudaBackend, Precision};
 
 /// Tolerance of results that went through bf16 operands (8 bits of mantissa).
 pub const BF16_TOLERANCE: f64 = 1e-2;
@@ -62,30 +62,90 @@ impl Pair<'_> {
     }
 }
 
-/// Every op of the backend trait, on shapes that exercise partial tiles and GQA.
-pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
+/// Matrix products in the backend's precision (odd sizes, and backward adding into non-zero
+/// gradients): bf16 tolerance in mixed precision, fp32's in fp32 precision.
+pub fn check_products(gpu: &CudaBackend) -> Vec<Check> {
     let cpu = CpuBackend;
     let mut pair = Pair { gpu, checks: Vec::new() };
     let up = |v: &[f32]| gpu.upload(v);
-
-    // Matrix products: odd sizes, and backward adding into non-zero gradients.
+    let tolerance = if gpu.precision == Precision::Fp32 { F32_TOLERANCE } else { BF16_TOLERANCE };
     for (rows, in_dim, out_dim) in [(300, 256, 384), (257, 192, 72)] {
-        let tag = format!("{rows}x{in_dim}x{out_dim}");
+        let tag = format!("{rows}x{in_dim}x{out_dim} {}", gpu.precision.name());
         let (x, w) = (random_vec(1, rows * in_dim, 1.0), random_vec(2, out_dim * in_dim, 0.05));
         let mut out = vec![0.0; rows * out_dim];
         cpu.matmul_forward(&mut out, &x, &w, rows, in_dim, out_dim);
         let mut g_out = gpu.alloc(rows * out_dim);
         gpu.matmul_forward(&mut g_out, &up(&x), &up(&w), rows, in_dim, out_dim);
-        pair.compare(&format!("matmul_forward {tag}"), &g_out, &out, BF16_TOLERANCE);
+        pair.compare(&format!("matmul_forward {tag}"), &g_out, &out, tolerance);
 
         let d_out = random_vec(3, rows * out_dim, 1.0);
         let (mut d_x, mut d_w) = (random_vec(4, rows * in_dim, 0.1), random_vec(5, out_dim * in_dim, 0.1));
         let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
         cpu.matmul_backward(&mut d_x, &mut d_w, &d_out, &x, &w, rows, in_dim, out_dim);
         gpu.matmul_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), rows, in_dim, out_dim);
-        pair.compare(&format!("matmul_backward d_inp {tag}"), &g_dx, &d_x, BF16_TOLERANCE);
-        pair.compare(&format!("matmul_backward d_weight {tag}"), &g_dw, &d_w, BF16_TOLERANCE);
+        pair.compare(&format!("matmul_backward d_inp {tag}"), &g_dx, &d_x, tolerance);
+        pair.compare(&format!("matmul_backward d_weight {tag}"), &g_dw, &d_w, tolerance);
     }
+    pair.checks
+}
+
+/// Attention over packed sequences (SFT packing) against the CPU's causal attention run on each
+/// sequence alone: two rows, each holding documents of uneven lengths.
+pub fn check_packed_attention(gpu: &CudaBackend) -> Vec<Check> {
+    let cpu = CpuBackend;
+    let mut pair = Pair { gpu, checks: Vec::new() };
+    let (heads, kv_heads, head_dim) = (4, 2, 32);
+    let rows_of: [&[usize]; 2] = [&[37, 59, 4], &[100]];
+    let seq = 100;
+    let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
+    let n = rows_of.len() * seq;
+    let (q, k, v) = (random_vec(40, n * q_width, 1.0), random_vec(41, n * kv_width, 1.0), random_vec(42, n * kv_width, 1.0));
+    let d_out = random_vec(43, n * q_width, 1.0);
+    let (mut out, mut lse) = (vec![0.0; n * q_width], vec![0.0; n * heads]);
+    let (mut dq, mut dk, mut dv) = (vec![0.0; n * q_width], vec![0.0; n * kv_width], vec![0.0; n * kv_width]);
+    let mut segments = vec![0u32; n];
+    let mut start = 0;
+    for lengths in rows_of {
+        assert_eq!(lengths.iter().sum::<usize>(), seq);
+        for (id, &len) in lengths.iter().enumerate() {
+            segments[start..start + len].fill(id as u32 + 1);
+            let shape = AttentionShape { batch: 1, seq: len, heads, kv_heads, head_dim };
+            let (qs, ks) = (start * q_width..(start + len) * q_width, start * kv_width..(start + len) * kv_width);
+            let (sq, sk, sv, sd) = (q[qs.clone()].to_vec(), k[ks.clone()].to_vec(), v[ks.clone()].to_vec(), d_out[qs.clone()].to_vec());
+            let (mut o, mut l) = (vec![0.0; len * q_width], vec![0.0; len * heads]);
+            cpu.attention_forward(&mut o, &mut l, &sq, &sk, &sv, shape);
+            let (mut gq, mut gk, mut gv) = (vec![0.0; len * q_width], vec![0.0; len * kv_width], vec![0.0; len * kv_width]);
+            cpu.attention_backward(&mut gq, &mut gk, &mut gv, &sd, &o, &l, &sq, &sk, &sv, shape);
+            out[qs.clone()].copy_from_slice(&o);
+            lse[start * heads..(start + len) * heads].copy_from_slice(&l);
+            dq[qs].copy_from_slice(&gq);
+            dk[ks.clone()].copy_from_slice(&gk);
+            dv[ks].copy_from_slice(&gv);
+            start += len;
+        }
+    }
+    let shape = AttentionShape { batch: rows_of.len(), seq, heads, kv_heads, head_dim };
+    let (g_q, g_k, g_v) = (gpu.upload(&q), gpu.upload(&k), gpu.upload(&v));
+    let g_segments = gpu.upload_tokens(&segments);
+    let (mut g_out, mut g_lse) = (gpu.alloc(n * q_width), gpu.alloc(n * heads));
+    gpu.packed_attention_forward(&mut g_out, &mut g_lse, &g_q, &g_k, &g_v, &g_segments, shape);
+    pair.compare("packed attention_forward out", &g_out, &out, F32_TOLERANCE);
+    pair.compare("packed attention_forward lse", &g_lse, &lse, F32_TOLERANCE);
+    let (mut g_dq, mut g_dk, mut g_dv) = (gpu.alloc(n * q_width), gpu.alloc(n * kv_width), gpu.alloc(n * kv_width));
+    gpu.packed_attention_backward(&mut g_dq, &mut g_dk, &mut g_dv, &gpu.upload(&d_out), &g_out, &g_lse, &g_q, &g_k, &g_v, &g_segments, shape);
+    pair.compare("packed attention_backward d_q", &g_dq, &dq, F32_TOLERANCE);
+    pair.compare("packed attention_backward d_k", &g_dk, &dk, F32_TOLERANCE);
+    pair.compare("packed attention_backward d_v", &g_dv, &dv, F32_TOLERANCE);
+    pair.checks
+}
+
+/// Every op of the backend trait, on shapes that exercise partial tiles and GQA.
+pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
+    let cpu = CpuBackend;
+    let mut pair = Pair { gpu, checks: Vec::new() };
+    let up = |v: &[f32]| gpu.upload(v);
+
+    pair.checks.extend(check_products(gpu));
 
     // RMSNorm.
     let (rows, dim) = (333, 768);
@@ -119,6 +179,7 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     pair.compare("rope_backward", &g_y, &y, F32_TOLERANCE);
 
     pair.checks.extend(check_attention(gpu));
+    pair.checks.extend(check_packed_attention(gpu));
 
     // SwiGLU and the residual add.
     let n = 10_001;
@@ -214,6 +275,8 @@ pub fn check_attention(gpu: &CudaBackend) -> Vec<Check> {
         AttentionShape { batch: 1, seq: 96, heads: 6, kv_heads: 2, head_dim: 32 },
         AttentionShape { batch: 1, seq: 333, heads: 4, kv_heads: 2, head_dim: 64 },
         AttentionShape { batch: 1, seq: 300, heads: 4, kv_heads: 2, head_dim: 128 },
+        AttentionShape { batch: 2, seq: 45, heads: 4, kv_heads: 2, head_dim: 8 },
+        AttentionShape { batch: 1, seq: 70, heads: 2, kv_heads: 1, head_dim: 16 },
     ] {
         let kernels = gpu.attention_kernels(shape.head_dim);
         let tensor_cores = kernels != crate::AttentionKernels::Fp32;

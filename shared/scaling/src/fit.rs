@@ -114,10 +114,23 @@ fn hparam_optimum(runs: &[&RunRecord], metric: Metric, window: f64) -> Option<Hp
     let in_window = grid.iter().take_while(|r| metric.of(r) <= best * (1.0 + window)).count();
     let used: Vec<&RunRecord> = grid.iter().copied().take(in_window.max(at_least)).collect();
     let z: Vec<f64> = used.iter().map(|r| metric.of(r)).collect();
+    // Where a fitted surface has no minimum inside the grid (noisy small grids often give a
+    // saddle), the optimum is the geometric centre of the runs within the window of the best,
+    // as the paper reads its near-optimal region.
+    let near: Vec<&RunRecord> = grid.iter().copied().take(in_window.max(1)).collect();
+    let centre = |value: fn(&RunRecord) -> f64| (near.iter().map(|r| value(r).ln()).sum::<f64>() / near.len() as f64).exp();
+    let inside = |v: f64, value: fn(&RunRecord) -> f64| {
+        let (lo, hi) = grid.iter().map(|r| value(r)).fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        v >= lo && v <= hi
+    };
     if both {
         let points: Vec<(f64, f64)> = used.iter().map(|r| (r.peak_lr.ln(), r.batch_tokens.ln())).collect();
-        let (x, y) = Quadratic2d::fit(&points, &z)?.minimum()?;
-        return Some(HparamOptimum { lr: Some(x.exp()), batch_tokens: Some(y.exp()), m, runs_used: used.len() });
+        let fitted = Quadratic2d::fit(&points, &z).and_then(|q| q.minimum()).map(|(x, y)| (x.exp(), y.exp()));
+        let (lr, batch) = match fitted {
+            Some((lr, batch)) if inside(lr, |r| r.peak_lr) && inside(batch, |r| r.batch_tokens) => (lr, batch),
+            _ => (centre(|r| r.peak_lr), centre(|r| r.batch_tokens)),
+        };
+        return Some(HparamOptimum { lr: Some(lr), batch_tokens: Some(batch), m, runs_used: used.len() });
     }
     // One varied hyperparameter: a parabola over it, the other held at the best run's value.
     let lr_varies = n_lr >= 3;
@@ -131,11 +144,15 @@ fn hparam_optimum(runs: &[&RunRecord], metric: Metric, window: f64) -> Option<Hp
     }
     let x: Vec<f64> = used.iter().map(|r| value(r).ln()).collect();
     let z: Vec<f64> = used.iter().map(|r| metric.of(r)).collect();
-    let (xm, _) = Parabola::fit(&x, &z)?.minimum()?;
+    let value_of: fn(&RunRecord) -> f64 = if lr_varies { |r| r.peak_lr } else { |r| r.batch_tokens };
+    let optimum = match Parabola::fit(&x, &z).and_then(|p| p.minimum()).map(|(xm, _)| xm.exp()) {
+        Some(v) if inside(v, value_of) => v,
+        _ => centre(value_of),
+    };
     Some(if lr_varies {
-        HparamOptimum { lr: Some(xm.exp()), batch_tokens: None, m, runs_used: used.len() }
+        HparamOptimum { lr: Some(optimum), batch_tokens: None, m, runs_used: used.len() }
     } else {
-        HparamOptimum { lr: None, batch_tokens: Some(xm.exp()), m, runs_used: used.len() }
+        HparamOptimum { lr: None, batch_tokens: Some(optimum), m, runs_used: used.len() }
     })
 }
 

@@ -3,8 +3,8 @@
 //! Figure 3 (`η_opt(C)`, `B_opt(C)`), Figure 4 (IsoFLOP curves, `M_opt(C)`, `D_opt(C)`) and
 //! Figure 5 (loss against compute with the extrapolation).
 //!
-//! Text needs a TrueType font; plotters (built without font-kit) gets one from `DSLLM_FONT` or
-//! the usual system paths. Without one the figures are drawn without text.
+//! Text needs a TrueType font; plotters (built without font-kit) gets one from `DSLLM_FONT`, the
+//! usual system paths, or else the DejaVu Sans compiled into the binary.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -28,7 +28,8 @@ const FONT_PATHS: [&str; 5] = [
     "/System/Library/Fonts/Supplemental/Arial.ttf",
 ];
 
-/// Registers a system font as plotters' "sans-serif" once; false when none could be loaded.
+/// Registers a font as plotters' "sans-serif" once (a system one if present, else the embedded
+/// DejaVu Sans); false only if even that failed to parse.
 pub fn font_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
@@ -42,7 +43,7 @@ pub fn font_available() -> bool {
                 }
             }
         }
-        false
+        register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular()).is_ok()
     })
 }
 
@@ -301,11 +302,13 @@ pub fn figures(runs: &[RunRecord], fits: &Fits, dir: &Path) -> Result<Vec<PathBu
                 .chain(fits.predictions.iter().flat_map(|p| p.loss_ci.map(|c| vec![c[0], c[1]]).unwrap_or_default()))
                 .chain(fits.predictions.iter().filter_map(|p| p.achieved))
                 .chain([law.law().at(x_range.start), law.law().at(x_range.end)]);
-            let y_range = log_range(ys);
+            // A linear loss axis: the losses span well under a decade, where a log axis has no labels.
+            let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| (lo.min(y), hi.max(y)));
+            let pad = ((hi - lo) * 0.08).max(1e-3);
             let mut builder = ChartBuilder::on(root);
             builder.margin(16);
             caption(&mut builder, &format!("{} vs compute", metric.label()));
-            let mut chart = builder.build_cartesian_2d(x_range.clone().log_scale(), y_range.log_scale()).plotted()?;
+            let mut chart = builder.build_cartesian_2d(x_range.clone().log_scale(), (lo - pad)..(hi + pad)).plotted()?;
             mesh(&mut chart, "compute budget C (FLOPs)", metric.label())?;
             let style = ShapeStyle::from(&BLUE).stroke_width(2);
             let label = format!("fit: {:.3}·C^{:.4} [{:.4}, {:.4}]", law.coefficient, law.exponent, law.exponent_ci[0], law.exponent_ci[1]);

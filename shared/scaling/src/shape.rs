@@ -36,7 +36,7 @@ impl ShapeRule {
             ffn_ratio: template.intermediate_size as f64 / template.hidden_size as f64,
             ffn_multiple: 16,
             aspect: template.hidden_size as f64 / template.num_hidden_layers as f64,
-            tolerance: 0.04,
+            tolerance: 0.15,
         }
     }
 
