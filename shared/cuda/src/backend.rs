@@ -659,6 +659,31 @@ impl Backend for CudaBackend {
         self.reference_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, None, shape);
     }
 
+    fn supports_segmented_attention(&self) -> bool {
+        true
+    }
+
+    fn attention_forward_segmented(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, segments: &GpuTokens, shape: AttentionShape) {
+        self.packed_attention_forward(out, lse, q, k, v, segments, shape);
+    }
+
+    fn attention_backward_segmented(
+        &self,
+        d_q: &mut GpuBuffer,
+        d_k: &mut GpuBuffer,
+        d_v: &mut GpuBuffer,
+        d_out: &GpuBuffer,
+        out: &GpuBuffer,
+        lse: &GpuBuffer,
+        q: &GpuBuffer,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+        segments: &GpuTokens,
+        shape: AttentionShape,
+    ) {
+        self.packed_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, segments, shape);
+    }
+
     fn swiglu_forward(&self, out: &mut GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
         let _op = self.op(|| "swiglu_forward".into());
         let n64 = n as u64;
