@@ -7,14 +7,19 @@
 //! fraction of equal entries of two signatures estimates the Jaccard similarity of their
 //! shingle sets; two documents become candidates when all `rows` entries of any band agree.
 
-use crate::normalize::{normalize_into, shingle_hashes, token_hashes};
+use crate::normalize::{normalize_with_tokens, shingle_hashes, token_hash};
 use crate::DedupConfig;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64_with_seed};
 use xxhash_rust::xxh64::xxh64;
 
+/// Hash functions are evaluated in blocks of this many: two AVX-512 registers of u64.
+const LANES: usize = 16;
+
 /// The seeded hash functions of one configuration.
 #[derive(Debug, Clone)]
 pub struct MinHasher {
+    /// `a_i` and `b_i`, padded with copies to a multiple of [`LANES`] so the kernel needs no
+    /// remainder loop; the padding's values are computed and dropped.
     multipliers: Vec<u64>,
     offsets: Vec<u64>,
     bands: usize,
@@ -25,8 +30,10 @@ pub struct MinHasher {
 impl MinHasher {
     pub fn new(bands: usize, rows: usize, seed: u64) -> Self {
         let n = bands * rows;
-        let multipliers = (0..n as u64).map(|i| xxh64(&i.to_le_bytes(), seed) | 1).collect();
-        let offsets = (0..n as u64).map(|i| xxh64(&i.to_le_bytes(), seed ^ 0x9E37_79B9_7F4A_7C15)).collect();
+        let padded = n.div_ceil(LANES) * LANES;
+        let multipliers = (0..padded as u64).map(|i| xxh64(&(i % n.max(1) as u64).to_le_bytes(), seed) | 1).collect();
+        let offsets =
+            (0..padded as u64).map(|i| xxh64(&(i % n.max(1) as u64).to_le_bytes(), seed ^ 0x9E37_79B9_7F4A_7C15)).collect();
         MinHasher { multipliers, offsets, bands, rows, seed }
     }
 
@@ -40,15 +47,19 @@ impl MinHasher {
 
     /// The signature of a non-empty shingle set, written to `out` (`num_hashes` entries).
     pub fn signature(&self, shingles: &[u64], out: &mut [u32]) {
-        out.fill(u32::MAX);
-        for &x in shingles {
-            // Plain indexed loop over equal-length slices: the compiler unrolls and keeps it
-            // branch-free (min is a select).
-            for ((slot, &a), &b) in out.iter_mut().zip(&self.multipliers).zip(&self.offsets) {
-                let v = (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32;
-                *slot = (*slot).min(v);
+        assert_eq!(out.len(), self.num_hashes(), "signature buffer of the wrong length");
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                return unsafe { signature_avx512(&self.multipliers, &self.offsets, shingles, out) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: as above.
+                return unsafe { signature_avx2(&self.multipliers, &self.offsets, shingles, out) };
             }
         }
+        signature_blocks(&self.multipliers, &self.offsets, shingles, out)
     }
 
     /// One hash per band of a signature, written to `out` (`bands` entries). The band number is
@@ -63,6 +74,41 @@ impl MinHasher {
             *slot = xxh3_64_with_seed(&bytes, self.seed.wrapping_add(band as u64));
         }
     }
+}
+
+/// The MinHash kernel, `min over x of (a_i·x + b_i) >> 32` for every i. Hash functions are
+/// taken [`LANES`] at a time with their minima held in registers over the whole shingle list,
+/// which the compiler turns into a few vector instructions per shingle and block (vpmullq on
+/// AVX-512). Every code path computes the same values.
+#[inline(always)]
+fn signature_blocks(multipliers: &[u64], offsets: &[u64], shingles: &[u64], out: &mut [u32]) {
+    for ((a, b), out) in multipliers.chunks_exact(LANES).zip(offsets.chunks_exact(LANES)).zip(out.chunks_mut(LANES)) {
+        let a: &[u64; LANES] = a.try_into().expect("padded to LANES");
+        let b: &[u64; LANES] = b.try_into().expect("padded to LANES");
+        let mut minima = [u64::MAX; LANES];
+        for &x in shingles {
+            for j in 0..LANES {
+                minima[j] = minima[j].min(a[j].wrapping_mul(x).wrapping_add(b[j]) >> 32);
+            }
+        }
+        for (slot, m) in out.iter_mut().zip(minima) {
+            *slot = m as u32;
+        }
+    }
+}
+
+// The same kernel compiled for wider vector units, chosen at run time: the release build targets
+// baseline x86-64, which has no 64-bit vector multiply.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn signature_avx512(multipliers: &[u64], offsets: &[u64], shingles: &[u64], out: &mut [u32]) {
+    signature_blocks(multipliers, offsets, shingles, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn signature_avx2(multipliers: &[u64], offsets: &[u64], shingles: &[u64], out: &mut [u32]) {
+    signature_blocks(multipliers, offsets, shingles, out)
 }
 
 /// Estimated Jaccard similarity: the fraction of equal signature entries.
@@ -102,17 +148,16 @@ impl Sketcher {
     }
 
     pub fn sketch(&mut self, text: &str) -> Sketch {
-        normalize_into(text, &mut self.normalized);
-        let exact_hash = xxh3_128(self.normalized.as_bytes());
         self.tokens.clear();
-        token_hashes(&self.normalized, &mut self.tokens);
+        let tokens = &mut self.tokens;
+        normalize_with_tokens(text, &mut self.normalized, |token| tokens.push(token_hash(token)));
+        let exact_hash = xxh3_128(self.normalized.as_bytes());
         self.shingles.clear();
         shingle_hashes(&self.tokens, self.shingle_tokens, &mut self.shingles);
         let mut signature = Vec::new();
         if !self.shingles.is_empty() {
-            // Repeated shingles cannot change a minimum: drop them first to save hashing.
-            self.shingles.sort_unstable();
-            self.shingles.dedup();
+            // Repeated shingles are hashed again rather than sorted away: they cannot change a
+            // minimum, and the vector kernel is cheaper than the sort.
             signature = vec![0u32; self.hasher.num_hashes()];
             self.hasher.signature(&self.shingles, &mut signature);
         }
@@ -159,6 +204,26 @@ mod tests {
         let mut other = vec![0; 112];
         MinHasher::new(14, 8, 43).signature(&s, &mut other);
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn vector_kernels_match_the_portable_one() {
+        // 20 hashes: one full block and a padded one.
+        let h = MinHasher::new(5, 4, 7);
+        for n in [1usize, 2, 17, 300] {
+            let shingles = words(n, n);
+            let mut expected = vec![0u32; 20];
+            for (i, slot) in expected.iter_mut().enumerate() {
+                let (a, b) = (h.multipliers[i], h.offsets[i]);
+                *slot = shingles.iter().map(|&x| (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32).min().unwrap();
+            }
+            let mut portable = vec![0u32; 20];
+            signature_blocks(&h.multipliers, &h.offsets, &shingles, &mut portable);
+            assert_eq!(portable, expected, "{n} shingles");
+            let mut dispatched = vec![0u32; 20];
+            h.signature(&shingles, &mut dispatched);
+            assert_eq!(dispatched, expected, "{n} shingles");
+        }
     }
 
     #[test]

@@ -172,38 +172,46 @@ impl DedupJob {
         };
         let work = whole.work_dir()?;
         let files = whole.task.select(&self.inputs);
+        let clock = std::time::Instant::now();
         whole.sketch_files(&work, &files)?;
+        let signatures_seconds = clock.elapsed().as_secs_f64();
         let stats = whole.cluster(&work)?;
+        let cluster_seconds = clock.elapsed().as_secs_f64() - signatures_seconds;
         let manifest = whole.write_outputs(&work, stage)?;
+        let write_seconds = clock.elapsed().as_secs_f64() - signatures_seconds - cluster_seconds;
         // The work folder is only needed until the outputs exist.
         let root = self.work_root();
         std::fs::remove_dir_all(&root).at(&root, "remove work folder")?;
         let mut summary = manifest_summary(&manifest, false);
-        summary.as_object_mut().expect("object").insert("dumps".into(), dump_summaries(&stats));
+        let object = summary.as_object_mut().expect("object");
+        object.insert("dumps".into(), dump_summaries(&stats));
+        object.insert(
+            "phase_seconds".into(),
+            serde_json::json!({ "signatures": signatures_seconds, "cluster": cluster_seconds, "write": write_seconds }),
+        );
         Ok(summary)
     }
 
     // ---- phase 1: signatures -------------------------------------------------------------
 
-    /// Sketches the given (index, path) input files; returns the documents read.
+    /// Sketches the given (index, path) input files; returns the documents read. Files are
+    /// sketched in parallel, each into its own runs, so the memory bound is shared among them.
     fn sketch_files(&self, work: &Path, files: &[(usize, PathBuf)]) -> Result<u64> {
         let total: u64 = files.iter().map(|(_, p)| row_count(p)).sum::<Result<u64>>()?;
         let bar = progress::bar(total, "signatures", "docs");
-        for (index, path) in files {
-            self.sketch_file(work, *index, path, &bar)?;
-        }
+        let concurrent = rayon::current_num_threads().min(files.len()).max(1);
+        let run_capacity = ((self.memory_mb.max(1) << 20) / concurrent / bytes_per_sketched_doc(&self.config)).max(1024);
+        files.par_iter().try_for_each(|(index, path)| self.sketch_file(work, *index, path, run_capacity, &bar))?;
         bar.finish_and_clear();
         Ok(total)
     }
 
-    fn sketch_file(&self, work: &Path, file_index: usize, path: &Path, bar: &ProgressBar) -> Result<()> {
+    fn sketch_file(&self, work: &Path, file_index: usize, path: &Path, run_capacity: usize, bar: &ProgressBar) -> Result<()> {
         let done = work.join("sig").join(format!("file-{file_index:05}.json"));
         if done.exists() {
             bar.inc(row_count(path)?);
             return Ok(());
         }
-        let run_capacity = (self.memory_mb.max(1) << 20) / bytes_per_sketched_doc(&self.config);
-        let run_capacity = run_capacity.max(1024);
         let hasher = MinHasher::new(self.config.bands, self.config.rows_per_band, self.config.seed);
         let mut run = RunBuffer::default();
         let mut runs = Vec::new();
@@ -359,19 +367,29 @@ impl DedupJob {
         let files = self.task.select(&self.inputs);
         let total: u64 = files.iter().map(|(_, p)| row_count(p)).sum::<Result<u64>>()?;
         let bar = progress::bar(total, "write", "docs");
+        let per_file: Vec<Result<(Counts, Vec<WrittenFile>)>> = files
+            .par_iter()
+            .map(|(file_index, path)| {
+                let decisions_path = work.join("decisions").join(format!("file-{file_index:05}.zst"));
+                if !decisions_path.exists() {
+                    return Err(Error::Usage(format!(
+                        "no decisions for {} ({}); run `--phase cluster` first",
+                        path.display(),
+                        decisions_path.display()
+                    )));
+                }
+                let decisions = read_decisions(&decisions_path)?;
+                let mut counts = Counts::default();
+                let written = self.split_file(path, &decisions, &mut counts, &bar)?;
+                Ok((counts, written))
+            })
+            .collect();
         let mut counts = Counts::default();
         let mut outputs = Vec::new();
-        for (file_index, path) in &files {
-            let decisions_path = work.join("decisions").join(format!("file-{file_index:05}.zst"));
-            if !decisions_path.exists() {
-                return Err(Error::Usage(format!(
-                    "no decisions for {} ({}); run `--phase cluster` first",
-                    path.display(),
-                    decisions_path.display()
-                )));
-            }
-            let decisions = read_decisions(&decisions_path)?;
-            outputs.extend(self.split_file(path, &decisions, &mut counts, &bar)?);
+        for result in per_file {
+            let (file_counts, written) = result?;
+            counts.add(&file_counts);
+            outputs.extend(written);
         }
         bar.finish_and_clear();
         let mut extra = BTreeMap::new();
