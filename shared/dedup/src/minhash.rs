@@ -143,6 +143,18 @@ pub fn sample_similarity(a: &[u32], b: &[u32], k: usize) -> f32 {
 /// The bottom-k sample of a shingle set: its k smallest distinct hashes (high 32 bits), ascending.
 pub fn bottom_k(shingles: &[u64], k: usize) -> Vec<u32> {
     let mut sample: Vec<u32> = shingles.iter().map(|&h| (h >> 32) as u32).collect();
+    if k > 0 && sample.len() > k {
+        // Select before sorting; if repeats among the k smallest leave fewer than k distinct
+        // values, the next ones are needed too: sort everything (rare).
+        let mut smallest = sample.clone();
+        smallest.select_nth_unstable(k - 1);
+        smallest.truncate(k);
+        smallest.sort_unstable();
+        smallest.dedup();
+        if smallest.len() == k {
+            return smallest;
+        }
+    }
     sample.sort_unstable();
     sample.dedup();
     sample.truncate(k);
@@ -256,6 +268,15 @@ mod tests {
         assert_eq!(exact, 80.0 / 120.0);
         assert_eq!(sample_similarity(&bottom_k(&a, 256), &bottom_k(&a, 256), 256), 1.0);
         assert_eq!(sample_similarity(&bottom_k(&a, 64), &bottom_k(&words(500, 9), 64), 64), 0.0);
+        // Repeats among the smallest hashes still leave k distinct values.
+        let mut repeated = a.clone();
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        repeated.extend_from_slice(&sorted[..10]);
+        let mut expected: Vec<u32> = a.iter().map(|&h| (h >> 32) as u32).collect();
+        expected.sort_unstable();
+        expected.truncate(20);
+        assert_eq!(bottom_k(&repeated, 20), expected);
     }
 
     #[test]
