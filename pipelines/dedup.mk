@@ -2,10 +2,13 @@
 #
 #   make dedup-demo                 every dump of $(WORK)/docs at once (the demo)
 #   make dedup DUMP=CC-MAIN-2024-26 one new dump against the existing index
-#   make bench-dedup                ours vs datatrove, rensa, datasketch on ~200k documents
+#   make bench-dedup                ours vs rensa, datasketch (200k documents) and datatrove (a
+#                                   10k prefix of them) in one run; BENCH_PYTHON=<venv>/bin/python
 DEDUP_BIN ?= $(BIN)/ds-dedup
 DEDUP_INDEX ?= $(WORK)/dedup/index
 BENCH_DOCS ?= 200000
+BENCH_DATATROVE_DOCS ?= 10000
+BENCH_PYTHON ?= python3
 
 .PHONY: dedup-demo dedup bench-dedup
 dedup-demo:
@@ -16,4 +19,5 @@ dedup:
 	$(DEDUP_BIN) --input $(WORK)/docs/$(DUMP) --output $(WORK)/dedup-$(DUMP) --index $(DEDUP_INDEX)
 
 bench-dedup:
-	python3 bench/dedup/bench.py --docs $(BENCH_DOCS) --ours $(DEDUP_BIN)
+	$(CARGO) build --release -p ds-dedup
+	$(BENCH_PYTHON) bench/dedup/bench.py --docs $(BENCH_DOCS) --datatrove-docs $(BENCH_DATATROVE_DOCS) --ours $(DEDUP_BIN)

@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
 """make bench-dedup: ds-dedup against datatrove's MinHash pipeline, rensa and datasketch.
 
-All four run on the same documents, built from the real text in ../shared/data/text: each
-original is three passages from random places (English web/Wikipedia/Shakespeare, or the Chinese
-novel); 15% of documents are copies of earlier ones with 0-5% of their tokens replaced. Every tool
-uses 112 hashes as 14 bands x 8 rows and word 5-gram shingles; each prints documents/s (the whole
-dedup: signatures, buckets, clusters, output; for rensa and datasketch also signatures alone),
-peak memory (RSS of the process tree), and precision/recall:
+All four run in one run on the same documents, built deterministically from the real text in
+../shared/data/text: each original is three passages from random places (English
+web/Wikipedia/Shakespeare, or the Chinese novel); 15% of documents are copies of earlier ones
+with 0-5% of their tokens replaced. Every tool uses 112 hashes as 14 bands x 8 rows and word
+5-gram shingles; each prints documents/s (the whole dedup: signatures, buckets, clusters,
+output; for rensa and datasketch also signatures alone, Python shingling included), peak memory
+(RSS of the process tree), and precision/recall:
   recall    = planted copy pairs with exact Jaccard >= 0.8 that end in the same cluster
   precision = removed documents whose exact Jaccard with the document they were matched to >= 0.8
+datatrove is about 100x slower than the others, so it runs on the first --datatrove-docs
+documents of the same corpus (a deterministic prefix, which holds its own planted copies); its
+docs/s is over the documents it processed and its accuracy over that prefix.
 
 Needs: pip install datatrove rensa datasketch pyarrow psutil (the tools that are missing are skipped).
 Usage: python3 bench/dedup/bench.py --docs 200000 --ours target/release/ds-dedup
 """
 
 import argparse
+import functools
 import gzip
 import json
 import os
@@ -203,7 +208,7 @@ def tool_datasketch(work):
     return sig_seconds, [uf.find(i) for i in range(len(docs))]
 
 
-def tool_datatrove(work):
+def tool_datatrove(work, docs_folder="docs-datatrove"):
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
@@ -217,7 +222,7 @@ def tool_datatrove(work):
 
     w = Path(work) / "datatrove"
     config = MinhashConfig(n_grams=5, num_buckets=BANDS, hashes_per_bucket=ROWS, seed=1)
-    docs_dir = str(Path(work) / "docs" / "CC-MAIN-BENCH")
+    docs_dir = str(Path(work) / docs_folder / "CC-MAIN-BENCH")
     reader = lambda: ParquetReader(docs_dir, text_key="text", id_key="id")  # noqa: E731
     tasks = 8
     LocalPipelineExecutor(
@@ -240,7 +245,9 @@ def tool_datatrove(work):
         ],
         tasks=tasks, workers=2, logging_dir=f"{w}/logs/4",
     ).run()
-    n = len(load_docs(work))
+    import pyarrow.parquet as pq
+
+    n = sum(pq.read_metadata(f).num_rows for f in Path(docs_dir).glob("*.parquet"))
     cluster = list(range(n))
     by_cluster = {}
     for kind in ["kept", "removed"]:
@@ -266,11 +273,23 @@ def run_tool(name, work):
 # ---- scoring ------------------------------------------------------------------------------
 
 
-def score(docs, planted, cluster, matched, sets):
-    """cluster[i]: cluster key of doc i; matched: (removed doc, doc it was matched to) pairs."""
-    truth = [(a, b) for a, b in planted if jaccard(sets[a], sets[b]) >= THRESHOLD]
+def make_jaccard(docs):
+    """Exact Jaccard of two documents' 5-gram shingle sets, computed on demand (holding every
+    set of 200k documents would take gigabytes)."""
+
+    @functools.lru_cache(maxsize=100_000)
+    def hashed_shingles(i):
+        return frozenset(map(hash, shingles(docs[i])))
+
+    return lambda a, b: jaccard(hashed_shingles(a), hashed_shingles(b))
+
+
+def score(n, planted, cluster, matched, jac):
+    """Over documents 0..n: cluster[i] is the cluster key of doc i; matched holds (removed doc,
+    doc it was matched to) pairs."""
+    truth = [(a, b) for a, b in planted if a < n and jac(a, b) >= THRESHOLD]
     recall = sum(cluster[a] == cluster[b] for a, b in truth) / max(1, len(truth))
-    precision = sum(jaccard(sets[a], sets[b]) >= THRESHOLD for a, b in matched) / max(1, len(matched))
+    precision = sum(jac(a, b) >= THRESHOLD for a, b in matched) / max(1, len(matched))
     return precision, recall, len(truth)
 
 
@@ -285,9 +304,33 @@ def pairs_from_clusters(cluster):
     return pairs
 
 
+def run_ours(binary, work, n):
+    import pyarrow.parquet as pq
+
+    out = work / "ours"
+    secs, peak, _ = run_measured([binary, "--input", str(work / "docs"), "--output", str(out), "--threads", "2"])
+    cluster = list(range(n))
+    matched = []
+    for f in sorted((out / "removed").rglob("*.parquet")):
+        t = pq.read_table(f, columns=["id", "dup_of"]).to_pydict()
+        for a, b in zip(t["id"], t["dup_of"]):
+            cluster[int(a)] = int(b)
+            matched.append((int(a), int(b)))
+    return secs, peak, cluster, matched, None
+
+
+def run_python_tool(tool, work, n):
+    secs, peak, _ = run_measured([sys.executable, __file__, "--tool", tool, "--work", str(work)])
+    r = json.load(open(work / f"{tool}.json"))
+    cluster = r["cluster"]
+    sig_rate = n / r["signature_seconds"] if r["signature_seconds"] else None
+    return secs, peak, cluster, pairs_from_clusters(cluster), sig_rate
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=200_000)
+    ap.add_argument("--datatrove-docs", type=int, default=10_000, help="prefix of the corpus datatrove runs on (0: all)")
     ap.add_argument("--ours", default="target/release/ds-dedup")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "text"))
     ap.add_argument("--tools", default="ours,rensa,datasketch,datatrove")
@@ -303,47 +346,50 @@ def main():
     try:
         docs, planted = build_corpus(args.data, args.docs)
         write_parquet(docs, work / "docs" / "CC-MAIN-BENCH")
+        dt_docs = len(docs) if args.datatrove_docs <= 0 else min(args.datatrove_docs, len(docs))
+        write_parquet(docs[:dt_docs], work / "docs-datatrove" / "CC-MAIN-BENCH")
         json.dump(docs, open(work / "docs.json", "w"))
-        sets = [shingles(t) for t in docs]
-        print(f"{len(docs)} documents, {len(planted)} planted copies, {sum(map(len, docs)) / 2**20:.0f} MB of text, cores: {os.cpu_count()}")
-        print(f"{'tool':<12} {'docs/s':>9} {'sig docs/s':>11} {'peak MB':>8} {'precision':>10} {'recall':>7}")
+        jac = make_jaccard(docs)
+        print(
+            f"{len(docs)} documents, {len(planted)} planted copies, {sum(map(len, docs)) / 2**20:.0f} MB of text, "
+            f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}"
+        )
+        if "datatrove" in args.tools and dt_docs < len(docs):
+            print(f"datatrove runs on the first {dt_docs} documents only (a deterministic prefix of the same corpus)")
+        print(f"{'tool':<12} {'docs':>7} {'docs/s':>9} {'sig docs/s':>11} {'peak MB':>8} {'precision':>10} {'recall':>7}")
         results = {}
         for tool in args.tools.split(","):
+            n = dt_docs if tool == "datatrove" else len(docs)
             try:
                 if tool == "ours":
-                    out = work / "ours"
-                    secs, peak, _ = run_measured([args.ours, "--input", str(work / "docs"), "--output", str(out), "--threads", "2"])
-                    import pyarrow.parquet as pq
-
-                    cluster = list(range(len(docs)))
-                    matched = []
-                    for f in sorted((out / "removed").rglob("*.parquet")):
-                        t = pq.read_table(f, columns=["id", "dup_of"]).to_pydict()
-                        for a, b in zip(t["id"], t["dup_of"]):
-                            cluster[int(a)] = int(b)
-                            matched.append((int(a), int(b)))
-                    sig_rate = None
+                    secs, peak, cluster, matched, sig_rate = run_ours(args.ours, work, n)
                 else:
-                    secs, peak, _ = run_measured([sys.executable, __file__, "--tool", tool, "--work", str(work)])
-                    r = json.load(open(work / f"{tool}.json"))
-                    cluster = r["cluster"]
-                    matched = pairs_from_clusters(cluster)
-                    sig_rate = len(docs) / r["signature_seconds"] if r["signature_seconds"] else None
+                    secs, peak, cluster, matched, sig_rate = run_python_tool(tool, work, n)
             except Exception as e:  # a tool that cannot run here is reported, not fatal
                 print(f"{tool:<12} failed: {str(e)[:300]}")
                 continue
-            precision, recall, n_truth = score(docs, planted, cluster, matched, sets)
-            results[tool] = {"docs_per_s": len(docs) / secs, "signature_docs_per_s": sig_rate, "peak_mb": peak, "precision": precision, "recall": recall}
+            precision, recall, n_truth = score(n, planted, cluster, matched, jac)
+            results[tool] = {
+                "documents": n,
+                "docs_per_s": n / secs,
+                "signature_docs_per_s": sig_rate,
+                "peak_mb": peak,
+                "precision": precision,
+                "recall": recall,
+                "true_pairs": n_truth,
+            }
             sig = f"{sig_rate:>11.0f}" if sig_rate else f"{'':>11}"
-            print(f"{tool:<12} {len(docs) / secs:>9.0f} {sig} {peak:>8.0f} {precision:>10.3f} {recall:>7.3f}", flush=True)
+            print(f"{tool:<12} {n:>7} {n / secs:>9.0f} {sig} {peak:>8.0f} {precision:>10.3f} {recall:>7.3f}", flush=True)
         ours = results.get("ours")
         if ours:
-            for tool in ["datatrove", "rensa", "datasketch"]:
+            for tool in ["rensa", "datasketch", "datatrove"]:
                 if tool in results:
-                    base = results[tool]["signature_docs_per_s"] or results[tool]["docs_per_s"]
-                    what = "signature rate" if results[tool]["signature_docs_per_s"] else "whole dedup"
-                    print(f"ours / {tool} ({what}): {ours['docs_per_s'] / base:.1f}x")
-        print(json.dumps({"documents": len(docs), "planted_pairs_with_J_ge_0.8": n_truth if results else 0, "results": results}))
+                    r = results[tool]
+                    base = r["signature_docs_per_s"] or r["docs_per_s"]
+                    what = "its signature rate" if r["signature_docs_per_s"] else f"its whole dedup of {r['documents']} docs"
+                    print(f"ours (whole dedup) / {tool} ({what}): {ours['docs_per_s'] / base:.1f}x")
+        print(f"load average at end: {os.getloadavg()[0]:.1f}")
+        print(json.dumps({"documents": len(docs), "datatrove_documents": dt_docs, "results": results}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -56,6 +56,9 @@ struct Args {
     shingle_tokens: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Shingle hashes kept per document to verify candidates (bottom-k sample).
+    #[arg(long, default_value_t = 256)]
+    sample_size: usize,
     /// Estimated similarity at which candidates are duplicates.
     #[arg(long, default_value_t = 0.8)]
     threshold: f32,
@@ -95,6 +98,7 @@ fn run(args: Args) -> dsllm_core::Result<serde_json::Value> {
         rows_per_band: args.rows_per_band,
         shingle_tokens: args.shingle_tokens,
         seed: args.seed,
+        sample_size: args.sample_size,
         similarity_threshold: args.threshold,
         keep_rule: args.keep,
         ..DedupConfig::default()

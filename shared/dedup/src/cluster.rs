@@ -2,7 +2,7 @@
 //! and the verdict for every document.
 
 use crate::index::{Index, IndexedDoc, SegmentDocs};
-use crate::minhash::signature_similarity;
+use crate::minhash::{sample_similarity, Samples};
 use crate::report::DumpStats;
 use crate::union_find::UnionFind;
 use crate::{DedupConfig, KeepRule};
@@ -16,8 +16,10 @@ pub struct DumpDocs {
     pub ids: Vec<String>,
     pub exact_hashes: Vec<u128>,
     pub text_lengths: Vec<u32>,
-    /// `len × num_hashes` entries.
-    pub signatures: Vec<u32>,
+    /// `len × bands` LSH band hashes.
+    pub band_hashes: Vec<u64>,
+    /// Bottom-k shingle samples, to verify candidates.
+    pub samples: Samples,
 }
 
 impl DumpDocs {
@@ -80,10 +82,11 @@ impl OldMatch {
 /// of the signature phase).
 pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list: &BandList, index: &Index) -> Result<DumpOutcome> {
     let n = docs.len();
-    let h = config.num_hashes();
+    let k = config.sample_size;
     let threshold = config.similarity_threshold;
     let cap = config.max_bucket_comparisons.max(1);
-    let signature = |i: u32| &docs.signatures[i as usize * h..(i as usize + 1) * h];
+    let sample = |i: u32| docs.samples.get(i as usize);
+    let estimate = |a: &[u32], b: &[u32]| sample_similarity(a, b, k);
     let consulted = index.segments_before(dump);
 
     // Exact duplicates within the dump: every copy joins the first of its group and sits out
@@ -120,7 +123,7 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
     }
 
     // LSH: band collisions within the dump (verified here) and with the index (verified below,
-    // once the indexed signatures they need are loaded).
+    // once the indexed samples they need are loaded).
     let per_band: Vec<Result<(Vec<(u32, u32)>, Vec<(u32, IndexedDoc)>)>> = (0..config.bands)
         .into_par_iter()
         .map(|band| {
@@ -131,7 +134,7 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
                 for j in 1..bucket.len() {
                     // Compare with earlier members until one verifies: one edge is enough to connect.
                     for &(_, i) in bucket[..j].iter().take(cap) {
-                        if signature_similarity(signature(i), signature(bucket[j].1)) >= threshold {
+                        if estimate(sample(i), sample(bucket[j].1)) >= threshold {
                             edges.push((i, bucket[j].1));
                             break;
                         }
@@ -169,17 +172,17 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
     old_candidates.sort_unstable();
     old_candidates.dedup();
 
-    // The indexed documents involved, and their signatures.
+    // The indexed documents involved, and their samples.
     let mut olds: Vec<IndexedDoc> = old_candidates.iter().map(|c| c.1).chain(exact_old.iter().map(|c| c.1)).collect();
     olds.sort_unstable();
     olds.dedup();
-    let mut old_signatures = Vec::with_capacity(olds.len() * h);
+    let mut old_samples = Samples::default();
     for group in olds.chunk_by(|a, b| a.segment == b.segment) {
         let rows: Vec<u32> = group.iter().map(|d| d.row).collect();
-        old_signatures.extend(index.read_signatures(group[0].segment as usize, &rows, h)?);
+        index.read_samples(group[0].segment as usize, &rows, &mut old_samples)?;
     }
     let old_index = |d: IndexedDoc| olds.binary_search(&d).expect("collected above");
-    let old_signature = |o: usize| &old_signatures[o * h..(o + 1) * h];
+    let old_sample = |o: usize| old_samples.get(o);
 
     let mut best_old: Vec<Option<OldMatch>> = vec![None; n];
     let mut consider = |i: u32, m: OldMatch| {
@@ -196,7 +199,7 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
     }
     for &(i, d) in &old_candidates {
         let old = old_index(d);
-        let similarity = signature_similarity(signature(i), old_signature(old));
+        let similarity = estimate(sample(i), old_sample(old));
         if similarity >= threshold {
             consider(i, OldMatch { old, similarity, exact: false });
             old_edges.push((i, old));
@@ -232,7 +235,7 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
                 let direct = best_old[i as usize].or(best_old[exact_first[i as usize] as usize]);
                 let m = direct.filter(|m| uf.find((n + m.old) as u32) == uf.find(i)).unwrap_or(OldMatch {
                     old: fallback,
-                    similarity: signature_similarity(signature(i), old_signature(fallback)),
+                    similarity: estimate(sample(i), old_sample(fallback)),
                     exact: false,
                 });
                 decided[i as usize] = Some((Target::Old(m.old), m.similarity, m.exact));
@@ -251,7 +254,7 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
                 .expect("non-empty");
             for &i in new_members.iter().filter(|&&i| i != keep) {
                 let exact = docs.exact_hashes[i as usize] == docs.exact_hashes[keep as usize];
-                let similarity = if exact { 1.0 } else { signature_similarity(signature(i), signature(keep)) };
+                let similarity = if exact { 1.0 } else { estimate(sample(i), sample(keep)) };
                 decided[i as usize] = Some((Target::New(keep), similarity, exact));
                 stats.removed_within_dump += 1;
             }
@@ -281,7 +284,8 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
                 stats.kept += 1;
                 segment.ids.push(docs.ids[i].clone());
                 segment.exact_hashes.push(docs.exact_hashes[i]);
-                segment.signatures.extend_from_slice(signature(i as u32));
+                segment.band_hashes.extend_from_slice(&docs.band_hashes[i * config.bands..(i + 1) * config.bands]);
+                segment.samples.push(sample(i as u32));
             }
             Some((target, similarity, exact)) => {
                 let dup_of = match target {
@@ -300,15 +304,11 @@ pub fn cluster_dump(config: &DedupConfig, dump: &str, docs: &DumpDocs, band_list
     Ok(DumpOutcome { verdicts, stats, segment })
 }
 
-/// Sorted (band hash, document) lists computed in memory from the signatures: for tests and
+/// Sorted (band hash, document) lists computed in memory from the band hashes: for tests and
 /// for callers that hold a whole dump anyway.
 pub fn band_lists_in_memory(config: &DedupConfig, docs: &DumpDocs) -> Vec<Vec<(u64, u32)>> {
-    let hasher = crate::minhash::MinHasher::new(config.bands, config.rows_per_band, config.seed);
-    let h = config.num_hashes();
     let mut lists = vec![Vec::with_capacity(docs.len()); config.bands];
-    let mut hashes = vec![0u64; config.bands];
-    for i in 0..docs.len() {
-        hasher.band_hashes(&docs.signatures[i * h..(i + 1) * h], &mut hashes);
+    for (i, hashes) in docs.band_hashes.chunks_exact(config.bands).enumerate() {
         for (band, &hash) in hashes.iter().enumerate() {
             lists[band].push((hash, i as u32));
         }
@@ -332,7 +332,8 @@ mod tests {
             docs.ids.push(id.to_string());
             docs.exact_hashes.push(sk.exact_hash);
             docs.text_lengths.push(text.len() as u32);
-            docs.signatures.extend(sk.signature);
+            docs.band_hashes.extend(sk.band_hashes);
+            docs.samples.push(&sk.sample);
         }
         docs
     }

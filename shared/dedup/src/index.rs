@@ -6,7 +6,7 @@
 //!   segments/<dump>/ids.zst    ids of the documents the dump kept (segment order)
 //!   segments/<dump>/exact.zst  their exact hashes, sorted
 //!   segments/<dump>/band-NN.zst their band-NN hashes, sorted (a run, see codec::write_band_run)
-//!   segments/<dump>/signatures.zst  their MinHash signatures (to verify candidates)
+//!   segments/<dump>/samples.zst  their bottom-k shingle samples (to verify candidates)
 //! ```
 //! A dump is deduplicated against the segments added before it, so rerunning a dump that is
 //! already in the index replaces its segment with the same content: reruns are idempotent and
@@ -14,7 +14,7 @@
 //! and is read as streams: the index never has to fit in memory.
 
 use crate::codec::{write_band_run, BandRunReader, RecordReader, RecordWriter};
-use crate::minhash::MinHasher;
+use crate::minhash::Samples;
 use crate::report::DumpStats;
 use crate::DedupConfig;
 use dsllm_core::error::{Error, IoContext, Result};
@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const INDEX_FILE: &str = "index.json";
-const FORMAT_VERSION: u32 = 1;
+// 2: bottom-k samples replace MinHash signatures for verification.
+const FORMAT_VERSION: u32 = 2;
 
 /// One dump in the index.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,8 +55,9 @@ pub struct IndexedDoc {
 pub struct SegmentDocs {
     pub ids: Vec<String>,
     pub exact_hashes: Vec<u128>,
-    /// `ids.len() × num_hashes` entries.
-    pub signatures: Vec<u32>,
+    /// `ids.len() × bands` LSH band hashes.
+    pub band_hashes: Vec<u64>,
+    pub samples: Samples,
 }
 
 pub struct Index {
@@ -119,25 +121,25 @@ impl Index {
         BandRunReader::open(&self.segment_dir(segment).join(format!("band-{band:02}.zst")))
     }
 
-    /// Signatures of the given rows (sorted, unique) of a segment, in that order.
-    pub fn read_signatures(&self, segment: usize, rows: &[u32], num_hashes: usize) -> Result<Vec<u32>> {
-        let mut r = RecordReader::open(self.segment_dir(segment).join("signatures.zst"))?;
+    /// Appends the samples of the given rows (sorted, unique) of a segment to `out`, in that order.
+    pub fn read_samples(&self, segment: usize, rows: &[u32], out: &mut Samples) -> Result<()> {
+        let mut r = RecordReader::open(self.segment_dir(segment).join("samples.zst"))?;
         let n = r.u64()?;
-        let mut out = Vec::with_capacity(rows.len() * num_hashes);
-        let mut buf = vec![0u32; num_hashes];
+        let mut buf = Vec::new();
         let mut wanted = rows.iter().peekable();
         for row in 0..n as u32 {
             let Some(&&next) = wanted.peek() else { break };
+            buf.resize(r.u32()? as usize, 0);
             r.u32s(&mut buf)?;
             if row == next {
-                out.extend_from_slice(&buf);
+                out.push(&buf);
                 wanted.next();
             }
         }
         if wanted.peek().is_some() {
             return Err(Error::input(r.path(), None, "index segment has fewer rows than its bands refer to"));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Ids of the given rows (sorted, unique) of a segment, in that order.
@@ -199,7 +201,6 @@ fn segment_name(dump: &str) -> String {
 
 fn write_segment(dir: &Path, docs: &SegmentDocs, config: &DedupConfig) -> Result<()> {
     let n = docs.ids.len();
-    let h = config.num_hashes();
     let mut ids = RecordWriter::create(dir.join("ids.zst"))?;
     ids.u64(n as u64)?;
     for id in &docs.ids {
@@ -217,16 +218,17 @@ fn write_segment(dir: &Path, docs: &SegmentDocs, config: &DedupConfig) -> Result
     }
     w.finish()?;
 
-    let mut w = RecordWriter::create(dir.join("signatures.zst"))?;
+    let mut w = RecordWriter::create(dir.join("samples.zst"))?;
     w.u64(n as u64)?;
-    w.u32s(&docs.signatures)?;
+    for row in 0..n {
+        let sample = docs.samples.get(row);
+        w.u32(sample.len() as u32)?;
+        w.u32s(sample)?;
+    }
     w.finish()?;
 
-    let hasher = MinHasher::new(config.bands, config.rows_per_band, config.seed);
     let mut bands = vec![vec![(0u64, 0u32); n]; config.bands];
-    let mut hashes = vec![0u64; config.bands];
-    for row in 0..n {
-        hasher.band_hashes(&docs.signatures[row * h..(row + 1) * h], &mut hashes);
+    for (row, hashes) in docs.band_hashes.chunks_exact(config.bands).enumerate() {
         for (band, &hash) in hashes.iter().enumerate() {
             bands[band][row] = (hash, row as u32);
         }
@@ -247,7 +249,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = DedupConfig::default();
         let mut index = Index::open_or_create(dir.path(), &config).unwrap();
-        let docs = SegmentDocs { ids: vec!["a".into(), "b".into()], exact_hashes: vec![9, 3], signatures: vec![7; 224] };
+        let mut samples = Samples::default();
+        samples.push(&[1, 5, 9]);
+        samples.push(&[2]);
+        let docs = SegmentDocs { ids: vec!["a".into(), "b".into()], exact_hashes: vec![9, 3], band_hashes: vec![7; 28], samples };
         index.add_dump("CC-2", &docs, DumpStats::default(), &config).unwrap();
         index.add_dump("CC-1", &docs, DumpStats::default(), &config).unwrap();
         let reopened = Index::open_or_create(dir.path(), &config).unwrap();
@@ -255,7 +260,9 @@ mod tests {
         assert_eq!(reopened.segments_before("CC-3"), 2);
         assert_eq!(reopened.read_exact(0).unwrap(), vec![(3, 1), (9, 0)]);
         assert_eq!(reopened.read_ids(1, &[1]).unwrap(), vec!["b"]);
-        assert_eq!(reopened.read_signatures(1, &[0, 1], 112).unwrap().len(), 224);
+        let mut read = Samples::default();
+        reopened.read_samples(1, &[1], &mut read).unwrap();
+        assert_eq!(read.get(0), &[2]);
         let other = DedupConfig { bands: 20, ..DedupConfig::default() };
         assert!(matches!(Index::open_or_create(dir.path(), &other), Err(Error::Usage(_))));
     }

@@ -2,7 +2,7 @@
 //!
 //! Documents are deduplicated exactly (xxh3-128 of normalized text) and approximately (MinHash
 //! over word 5-gram / CJK character 5-gram shingles, LSH with 14 bands × 8 rows, candidates
-//! verified by signature similarity, connected components with union-find). Dumps are processed
+//! verified by the similarity of bottom-k shingle samples, connected components with union-find). Dumps are processed
 //! in order against a persistent on-disk [`index`] of the documents earlier dumps kept, so adding
 //! dump k+1 reads only that dump and the index, and gives the same result as deduplicating
 //! dumps 1..k+1 in one run. A dump never changes what an earlier dump kept.
@@ -15,7 +15,7 @@
 //!    `dup_of_dump`, `similarity`) and quarantined Parquet, and closes the folder's manifest.
 //!
 //! - [`normalize`]: NFKC, lowercase, punctuation folding; tokens and shingles.
-//! - [`minhash`]: signatures, band hashes, similarity.
+//! - [`minhash`]: signatures, band hashes, bottom-k samples and their similarity.
 //! - [`union_find`]: connected components.
 //! - [`codec`]: the zstd-compressed binary record files of the work folder and the index.
 
@@ -65,6 +65,8 @@ pub struct DedupConfig {
     pub shingle_tokens: usize,
     /// Seed of the hash permutations.
     pub seed: u64,
+    /// Shingle hashes per document kept to verify candidates (bottom-k sample, 256).
+    pub sample_size: usize,
     /// Candidates whose estimated similarity reaches this are duplicates.
     pub similarity_threshold: f32,
     /// At most this many earlier members of one bucket are compared with each document, which
@@ -80,6 +82,7 @@ impl Default for DedupConfig {
             rows_per_band: 8,
             shingle_tokens: 5,
             seed: 1,
+            sample_size: 256,
             similarity_threshold: 0.8,
             max_bucket_comparisons: 16,
             keep_rule: KeepRule::default(),
@@ -99,12 +102,13 @@ impl DedupConfig {
             "rows_per_band": self.rows_per_band,
             "shingle_tokens": self.shingle_tokens,
             "seed": self.seed,
+            "sample_size": self.sample_size,
         })
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.bands == 0 || self.rows_per_band == 0 {
-            return Err("--bands and --rows-per-band must be at least 1".into());
+        if self.bands == 0 || self.rows_per_band == 0 || self.sample_size == 0 {
+            return Err("--bands, --rows-per-band and --sample-size must be at least 1".into());
         }
         if !(1..=normalize::MAX_SHINGLE_TOKENS).contains(&self.shingle_tokens) {
             return Err(format!("--shingle-tokens must be in 1..={}", normalize::MAX_SHINGLE_TOKENS));

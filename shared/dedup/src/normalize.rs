@@ -6,7 +6,7 @@
 //! words where the text has spaces, single characters for Chinese and Japanese (which have none),
 //! so the same n gives word 5-grams for English and character 5-grams for Chinese.
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Longest shingle (in tokens) that [`shingle_hashes`] supports.
@@ -15,34 +15,79 @@ pub const MAX_SHINGLE_TOKENS: usize = 16;
 /// Normalizes `text` into `out` (cleared first): NFKC, lowercase, separators folded to one space,
 /// no leading or trailing space.
 pub fn normalize_into(text: &str, out: &mut String) {
+    normalize_with_tokens(text, out, |_| {});
+}
+
+/// [`normalize_into`], calling `on_token` with each token of the result as it is completed: the
+/// tokens [`token_hashes`] finds in the normalized text, found in the same pass.
+pub fn normalize_with_tokens(text: &str, out: &mut String, mut on_token: impl FnMut(&[u8])) {
     out.clear();
-    let mut pending_space = false;
-    let push = |c: char, out: &mut String, pending_space: &mut bool| {
-        if *pending_space && !out.is_empty() {
-            out.push(' ');
-        }
-        *pending_space = false;
-        out.push(c);
-    };
+    out.reserve(text.len());
     if text.is_ascii() {
-        // ASCII is already NFKC: skip the normalizer on the common case.
+        // ASCII is already NFKC and has no spaceless script: fold bytes, the common case.
+        let mut word_start = None;
         for b in text.bytes() {
             if b.is_ascii_alphanumeric() {
-                push(b.to_ascii_lowercase() as char, out, &mut pending_space);
-            } else {
-                pending_space = true;
+                if word_start.is_none() {
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    word_start = Some(out.len());
+                }
+                out.push(b.to_ascii_lowercase() as char);
+            } else if let Some(start) = word_start.take() {
+                on_token(&out.as_bytes()[start..]);
             }
         }
-        return;
+        if let Some(start) = word_start {
+            on_token(&out.as_bytes()[start..]);
+        }
+    } else if is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+        // Most non-ASCII text is NFKC already; the quick check is exact when it says so.
+        fold_chars(text.chars(), out, on_token);
+    } else {
+        fold_chars(text.nfkc(), out, on_token);
     }
-    for c in text.nfkc() {
-        if is_separator(c) {
+}
+
+fn fold_chars(chars: impl Iterator<Item = char>, out: &mut String, mut on_token: impl FnMut(&[u8])) {
+    let mut pending_space = false;
+    // Start of the token being built: a run of characters of scripts with spaces.
+    let mut run_start = None;
+    for c in chars {
+        let separator = if c.is_ascii() { !c.is_ascii_alphanumeric() } else { is_separator(c) };
+        if separator {
             pending_space = true;
-        } else {
-            for lower in c.to_lowercase() {
-                push(lower, out, &mut pending_space);
-            }
+            continue;
         }
+        if pending_space && !out.is_empty() {
+            if let Some(start) = run_start.take() {
+                on_token(&out.as_bytes()[start..]);
+            }
+            out.push(' ');
+        }
+        pending_space = false;
+        let mut push = |c: char| {
+            if is_spaceless_script(c) {
+                if let Some(start) = run_start.take() {
+                    on_token(&out.as_bytes()[start..]);
+                }
+                let start = out.len();
+                out.push(c);
+                on_token(&out.as_bytes()[start..]);
+            } else {
+                run_start.get_or_insert(out.len());
+                out.push(c);
+            }
+        };
+        if c.is_ascii() {
+            push(c.to_ascii_lowercase());
+        } else {
+            c.to_lowercase().for_each(push);
+        }
+    }
+    if let Some(start) = run_start {
+        on_token(&out.as_bytes()[start..]);
     }
 }
 
@@ -56,7 +101,7 @@ pub fn normalize(text: &str) -> String {
 /// Punctuation, symbols and whitespace. Combining marks of other scripts are not separators:
 /// they belong to the word they sit in.
 fn is_separator(c: char) -> bool {
-    if c.is_alphanumeric() {
+    if is_spaceless_script(c) || c.is_alphanumeric() {
         return false;
     }
     c.is_whitespace()
@@ -79,27 +124,32 @@ pub fn is_spaceless_script(c: char) -> bool {
     )
 }
 
+/// The hash of one token.
+pub fn token_hash(token: &[u8]) -> u64 {
+    xxh3_64(token)
+}
+
 /// Hashes of the tokens of normalized text, appended to `out`: space-separated words, except
 /// that each character of a spaceless script is a token of its own.
 pub fn token_hashes(normalized: &str, out: &mut Vec<u64>) {
     for word in normalized.split(' ').filter(|w| !w.is_empty()) {
         if word.is_ascii() || !word.chars().any(is_spaceless_script) {
-            out.push(xxh3_64(word.as_bytes()));
+            out.push(token_hash(word.as_bytes()));
             continue;
         }
         let mut run_start = None;
         for (i, c) in word.char_indices() {
             if is_spaceless_script(c) {
                 if let Some(s) = run_start.take() {
-                    out.push(xxh3_64(word[s..i].as_bytes()));
+                    out.push(token_hash(word[s..i].as_bytes()));
                 }
-                out.push(xxh3_64(&word.as_bytes()[i..i + c.len_utf8()]));
+                out.push(token_hash(&word.as_bytes()[i..i + c.len_utf8()]));
             } else if run_start.is_none() {
                 run_start = Some(i);
             }
         }
         if let Some(s) = run_start {
-            out.push(xxh3_64(word[s..].as_bytes()));
+            out.push(token_hash(word[s..].as_bytes()));
         }
     }
 }
@@ -124,6 +174,22 @@ pub fn shingle_hashes(tokens: &[u64], n: usize, out: &mut Vec<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn one_pass_tokens_equal_the_tokens_of_the_normalized_text(
+            text in "([a-zA-Z0-9 ,.!'_-]|[àéÜßİǅﬁＡ-Ｚ０-９，。]|[你好世界中文的一]|[ぁ-ゖァ-ヺ]|[\u{0301}\u{1F600}\t\n])*"
+        ) {
+            let mut normalized = String::new();
+            let mut fused = Vec::new();
+            normalize_with_tokens(&text, &mut normalized, |t| fused.push(token_hash(t)));
+            prop_assert_eq!(&normalized, &normalize(&text));
+            let mut reference = Vec::new();
+            token_hashes(&normalized, &mut reference);
+            prop_assert_eq!(fused, reference);
+        }
+    }
 
     #[test]
     fn presentation_differences_normalize_away() {

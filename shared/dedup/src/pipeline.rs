@@ -3,7 +3,7 @@
 //! ```text
 //! <output>/_work/<fingerprint>/            one per (inputs, parameters, index)
 //!   sig/file-NNNNN.json                    the file's signature phase is complete: its runs
-//!   sig/file-NNNNN-run-RRRR.docs.zst       id, dump, exact hash, signature of each row of the run
+//!   sig/file-NNNNN-run-RRRR.docs.zst       id, dump, exact hash, band hashes, sample of each row
 //!   sig/file-NNNNN-run-RRRR.band-BB.zst    sorted (band hash, row) pairs: the external sort's runs
 //!   decisions/file-NNNNN.zst               kept / removed (dup_of, dump, similarity) / quarantined per row
 //!   cluster.json                           the cluster phase is complete
@@ -19,7 +19,7 @@
 use crate::cluster::{cluster_dump, DumpDocs, Verdict};
 use crate::codec::{write_band_run, BandRunReader, RecordReader, RecordWriter};
 use crate::index::Index;
-use crate::minhash::{MinHasher, Sketch, Sketcher};
+use crate::minhash::{Sketch, Sketcher};
 use crate::report::{DumpStats, Report};
 use crate::DedupConfig;
 use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray};
@@ -70,9 +70,9 @@ pub struct DedupJob {
     pub force: bool,
 }
 
-/// Bytes the signature phase holds per document (signature, band entries, id, bookkeeping).
+/// Bytes the signature phase holds per document (sample, band hashes and entries, id, bookkeeping).
 fn bytes_per_sketched_doc(config: &DedupConfig) -> usize {
-    config.num_hashes() * 4 + config.bands * 12 + 96
+    config.sample_size * 4 + config.bands * 20 + 96
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,39 +172,46 @@ impl DedupJob {
         };
         let work = whole.work_dir()?;
         let files = whole.task.select(&self.inputs);
+        let clock = std::time::Instant::now();
         whole.sketch_files(&work, &files)?;
+        let signatures_seconds = clock.elapsed().as_secs_f64();
         let stats = whole.cluster(&work)?;
+        let cluster_seconds = clock.elapsed().as_secs_f64() - signatures_seconds;
         let manifest = whole.write_outputs(&work, stage)?;
+        let write_seconds = clock.elapsed().as_secs_f64() - signatures_seconds - cluster_seconds;
         // The work folder is only needed until the outputs exist.
         let root = self.work_root();
         std::fs::remove_dir_all(&root).at(&root, "remove work folder")?;
         let mut summary = manifest_summary(&manifest, false);
-        summary.as_object_mut().expect("object").insert("dumps".into(), dump_summaries(&stats));
+        let object = summary.as_object_mut().expect("object");
+        object.insert("dumps".into(), dump_summaries(&stats));
+        object.insert(
+            "phase_seconds".into(),
+            serde_json::json!({ "signatures": signatures_seconds, "cluster": cluster_seconds, "write": write_seconds }),
+        );
         Ok(summary)
     }
 
     // ---- phase 1: signatures -------------------------------------------------------------
 
-    /// Sketches the given (index, path) input files; returns the documents read.
+    /// Sketches the given (index, path) input files; returns the documents read. Files are
+    /// sketched in parallel, each into its own runs, so the memory bound is shared among them.
     fn sketch_files(&self, work: &Path, files: &[(usize, PathBuf)]) -> Result<u64> {
         let total: u64 = files.iter().map(|(_, p)| row_count(p)).sum::<Result<u64>>()?;
         let bar = progress::bar(total, "signatures", "docs");
-        for (index, path) in files {
-            self.sketch_file(work, *index, path, &bar)?;
-        }
+        let concurrent = rayon::current_num_threads().min(files.len()).max(1);
+        let run_capacity = ((self.memory_mb.max(1) << 20) / concurrent / bytes_per_sketched_doc(&self.config)).max(1024);
+        files.par_iter().try_for_each(|(index, path)| self.sketch_file(work, *index, path, run_capacity, &bar))?;
         bar.finish_and_clear();
         Ok(total)
     }
 
-    fn sketch_file(&self, work: &Path, file_index: usize, path: &Path, bar: &ProgressBar) -> Result<()> {
+    fn sketch_file(&self, work: &Path, file_index: usize, path: &Path, run_capacity: usize, bar: &ProgressBar) -> Result<()> {
         let done = work.join("sig").join(format!("file-{file_index:05}.json"));
         if done.exists() {
             bar.inc(row_count(path)?);
             return Ok(());
         }
-        let run_capacity = (self.memory_mb.max(1) << 20) / bytes_per_sketched_doc(&self.config);
-        let run_capacity = run_capacity.max(1024);
-        let hasher = MinHasher::new(self.config.bands, self.config.rows_per_band, self.config.seed);
         let mut run = RunBuffer::default();
         let mut runs = Vec::new();
         let mut rows = 0u64;
@@ -223,14 +230,14 @@ impl DedupJob {
                 let dump = if dumps.is_null(r) { "" } else { dumps.value(r) };
                 run.push(dump, id, text_of(r).len() as u32, sketch);
                 if run.len() >= run_capacity {
-                    runs.push(run.spill(work, file_index, runs.len(), &hasher, &self.config)?);
+                    runs.push(run.spill(work, file_index, runs.len(), &self.config)?);
                 }
             }
             rows += batch.num_rows() as u64;
             bar.inc(batch.num_rows() as u64);
         }
         if run.len() > 0 || runs.is_empty() {
-            runs.push(run.spill(work, file_index, runs.len(), &hasher, &self.config)?);
+            runs.push(run.spill(work, file_index, runs.len(), &self.config)?);
         }
         let json = serde_json::to_vec(&FileSketches { rows, runs }).map_err(|e| Error::json(&done, e))?;
         dsllm_core::atomic::write_file(&done, &json)
@@ -293,13 +300,14 @@ impl DedupJob {
         index: &mut Index,
         decisions: &mut [Vec<RowDecision>],
     ) -> Result<DumpStats> {
-        let h = self.config.num_hashes();
+        let bands = self.config.bands;
         let mut docs = DumpDocs::default();
         let mut keys: Vec<(usize, usize)> = Vec::new(); // (file, row) of each document
         let mut quarantined = 0u64;
         // The runs holding this dump, and each run row's document number (u32::MAX: other dump).
         let mut runs: Vec<(PathBuf, Vec<u32>)> = Vec::new();
-        let mut signature = vec![0u32; h];
+        let mut band_hashes = vec![0u64; bands];
+        let mut sample = Vec::new();
         for (file_index, file) in files.iter().enumerate() {
             let mut first_row = 0usize;
             for (run_index, info) in file.runs.iter().enumerate() {
@@ -316,14 +324,18 @@ impl DedupJob {
                     let id = reader.str()?;
                     let text_length = reader.u32()?;
                     let exact = reader.u128()?;
-                    let has_signature = reader.u8()? == 1;
-                    if has_signature {
-                        reader.u32s(&mut signature)?;
+                    let has_sketch = reader.u8()? == 1;
+                    if has_sketch {
+                        for hash in band_hashes.iter_mut() {
+                            *hash = reader.u64()?;
+                        }
+                        sample.resize(reader.u32()? as usize, 0);
+                        reader.u32s(&mut sample)?;
                     }
                     if code as usize != dump_code {
                         continue;
                     }
-                    if !has_signature {
+                    if !has_sketch {
                         decisions[file_index][first_row + row] = RowDecision::Quarantined;
                         quarantined += 1;
                         continue;
@@ -332,7 +344,8 @@ impl DedupJob {
                     docs.ids.push(id);
                     docs.exact_hashes.push(exact);
                     docs.text_lengths.push(text_length);
-                    docs.signatures.extend_from_slice(&signature);
+                    docs.band_hashes.extend_from_slice(&band_hashes);
+                    docs.samples.push(&sample);
                     keys.push((file_index, first_row + row));
                 }
                 runs.push((stem, row_to_doc));
@@ -359,19 +372,29 @@ impl DedupJob {
         let files = self.task.select(&self.inputs);
         let total: u64 = files.iter().map(|(_, p)| row_count(p)).sum::<Result<u64>>()?;
         let bar = progress::bar(total, "write", "docs");
+        let per_file: Vec<Result<(Counts, Vec<WrittenFile>)>> = files
+            .par_iter()
+            .map(|(file_index, path)| {
+                let decisions_path = work.join("decisions").join(format!("file-{file_index:05}.zst"));
+                if !decisions_path.exists() {
+                    return Err(Error::Usage(format!(
+                        "no decisions for {} ({}); run `--phase cluster` first",
+                        path.display(),
+                        decisions_path.display()
+                    )));
+                }
+                let decisions = read_decisions(&decisions_path)?;
+                let mut counts = Counts::default();
+                let written = self.split_file(path, &decisions, &mut counts, &bar)?;
+                Ok((counts, written))
+            })
+            .collect();
         let mut counts = Counts::default();
         let mut outputs = Vec::new();
-        for (file_index, path) in &files {
-            let decisions_path = work.join("decisions").join(format!("file-{file_index:05}.zst"));
-            if !decisions_path.exists() {
-                return Err(Error::Usage(format!(
-                    "no decisions for {} ({}); run `--phase cluster` first",
-                    path.display(),
-                    decisions_path.display()
-                )));
-            }
-            let decisions = read_decisions(&decisions_path)?;
-            outputs.extend(self.split_file(path, &decisions, &mut counts, &bar)?);
+        for result in per_file {
+            let (file_counts, written) = result?;
+            counts.add(&file_counts);
+            outputs.extend(written);
         }
         bar.finish_and_clear();
         let mut extra = BTreeMap::new();
@@ -490,7 +513,7 @@ impl RunBuffer {
     }
 
     /// Writes the run (documents, then one sorted band file per band) and empties the buffer.
-    fn spill(&mut self, work: &Path, file_index: usize, run_index: usize, hasher: &MinHasher, config: &DedupConfig) -> Result<RunInfo> {
+    fn spill(&mut self, work: &Path, file_index: usize, run_index: usize, config: &DedupConfig) -> Result<RunInfo> {
         let stem = work.join("sig").join(format!("file-{file_index:05}-run-{run_index:04}"));
         let mut w = RecordWriter::create(stem.with_extension("docs.zst"))?;
         w.u64(self.len() as u64)?;
@@ -500,15 +523,20 @@ impl RunBuffer {
             w.str(&self.ids[i])?;
             w.u32(self.text_lengths[i])?;
             w.u128(sketch.exact_hash)?;
-            w.u8(u8::from(!sketch.signature.is_empty()))?;
-            w.u32s(&sketch.signature)?;
+            let has_sketch = !sketch.band_hashes.is_empty();
+            w.u8(u8::from(has_sketch))?;
+            if has_sketch {
+                for &hash in &sketch.band_hashes {
+                    w.u64(hash)?;
+                }
+                w.u32(sketch.sample.len() as u32)?;
+                w.u32s(&sketch.sample)?;
+            }
         }
         w.finish()?;
         let mut bands = vec![Vec::with_capacity(self.len()); config.bands];
-        let mut hashes = vec![0u64; config.bands];
-        for (row, sketch) in self.sketches.iter().enumerate().filter(|(_, s)| !s.signature.is_empty()) {
-            hasher.band_hashes(&sketch.signature, &mut hashes);
-            for (band, &hash) in hashes.iter().enumerate() {
+        for (row, sketch) in self.sketches.iter().enumerate() {
+            for (band, &hash) in sketch.band_hashes.iter().enumerate() {
                 bands[band].push((hash, row as u32));
             }
         }

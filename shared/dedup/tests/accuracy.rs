@@ -153,11 +153,12 @@ fn minhash_lsh_matches_brute_force_jaccard_on_real_text() {
     let mut docs = DumpDocs::default();
     for (i, text) in texts.iter().enumerate() {
         let sketch = sketcher.sketch(text);
-        assert!(!sketch.signature.is_empty());
+        assert!(!sketch.band_hashes.is_empty());
         docs.ids.push(format!("{i:08}"));
         docs.exact_hashes.push(sketch.exact_hash);
         docs.text_lengths.push(text.len() as u32);
-        docs.signatures.extend(sketch.signature);
+        docs.band_hashes.extend(sketch.band_hashes);
+        docs.samples.push(&sketch.sample);
     }
     let dir = tempfile::tempdir().unwrap();
     let index = Index::open_or_create(dir.path(), &config).unwrap();
