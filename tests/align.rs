@@ -52,7 +52,7 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     };
     let model = Llama::new_random(CpuBackend, model_config.clone(), 1).unwrap();
     let base = root.join("runs/base");
-    let data_ckpt = CheckpointData { config: model_config, weights: model.host_tensors(), optimizer: vec![], trainer_state: None, extra_files: vec![] };
+    let data_ckpt = CheckpointData { config: model_config.clone(), weights: model.host_tensors(), optimizer: vec![], trainer_state: None, extra_files: vec![] };
     save_checkpoint(&base, "ckpt-0", &data_ckpt).unwrap();
 
     // ds-eval's task files write the chat template as text: it tokenizes as the template does.
@@ -69,9 +69,11 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     let tasks = data.join("tasks");
     let task = |name: &str| tasks.join(name).to_str().unwrap().to_string();
     let (reversal, preferred, preferred_logp) = (task("digit_reversal.toml"), task("preferred_answer.toml"), task("preferred_logprob.toml"));
+    let file = |name: &str| data.join(name).to_str().unwrap().to_string();
+    let (sft_train, eval_task, dpo_train, eval_preferences) = (file("sft_train.jsonl"), file("eval_task.jsonl"), file("dpo_train.jsonl"), file("eval_preferences.jsonl"));
     let sft_args = [
-        "--model", base.to_str().unwrap(), "--tokenizer", tok, "--data", data.join("sft_train.jsonl").to_str().unwrap(),
-        "--eval-task", data.join("eval_task.jsonl").to_str().unwrap(), "--eval-tasks", &reversal, "--eval-data-root", data.to_str().unwrap(),
+        "--model", base.to_str().unwrap(), "--tokenizer", tok, "--data", &sft_train,
+        "--eval-task", &eval_task, "--eval-tasks", &reversal, "--eval-data-root", data.to_str().unwrap(),
         "--max-new-tokens", "8", "--output", sft_out.to_str().unwrap(),
         "--epochs", "1", "--lr", "3e-3", "--micro-batch", "4", "--grad-accum", "1", "--stage2-epochs", "1", "--backend", "cpu", "--threads", "2",
     ];
@@ -100,8 +102,8 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
     assert_eq!(run("ds-sft", &sft_args)["skipped_up_to_date"], true);
 
     let dpo_args = [
-        "--model", sft_out.to_str().unwrap(), "--tokenizer", tok, "--data", data.join("dpo_train.jsonl").to_str().unwrap(),
-        "--eval-preferences", data.join("eval_preferences.jsonl").to_str().unwrap(), "--eval-task", data.join("eval_task.jsonl").to_str().unwrap(),
+        "--model", sft_out.to_str().unwrap(), "--tokenizer", tok, "--data", &dpo_train,
+        "--eval-preferences", &eval_preferences, "--eval-task", &eval_task,
         "--eval-tasks", &preferred, &preferred_logp, "--eval-data-root", data.to_str().unwrap(),
         "--max-new-tokens", "8", "--output", dpo_out.to_str().unwrap(), "--lr", "1e-3", "--micro-batch", "8", "--grad-accum", "2",
         "--backend", "cpu", "--threads", "2",
