@@ -298,19 +298,28 @@ fn finish_report(tool: &str, stage: Stage, counts: Counts, outputs: Vec<WrittenF
 
 pub const SFT_TOOL: &str = "ds-sft";
 
+/// Starts `tool`'s stage, or (outputs up to date) prints the saved report and returns the
+/// summary to print instead.
+fn begin_stage(tool: &str, common: &CommonArgs, params: Value, inputs: &[PathBuf]) -> Result<std::result::Result<Stage, Value>> {
+    Ok(match Stage::begin(tool, &common.output, params, inputs, TaskSlice::default(), common.force)? {
+        StageStart::UpToDate(m) => {
+            let report = m.extra.get("report").cloned().unwrap_or(Value::Null);
+            print_summary(tool, &report);
+            Err(json!({"tool": tool, "output": common.output, "skipped_up_to_date": true, "report": report}))
+        }
+        StageStart::Run(stage) => Ok(stage),
+    })
+}
+
 pub fn run_sft(common: &CommonArgs, flags: &SftFlags) -> Result<Value> {
     let started = Instant::now();
     let file: SftFlags = file_flags(&common.config)?;
     let checkpoint = resolve_checkpoint(&common.model)?;
     let params = json!({"common": common, "flags": flags, "file": file, "checkpoint": checkpoint});
     let inputs = input_files(common, &checkpoint, &[&common.config]);
-    let stage = match Stage::begin(SFT_TOOL, &common.output, params, &inputs, TaskSlice::default(), common.force)? {
-        StageStart::UpToDate(m) => {
-            let report = m.extra.get("report").cloned().unwrap_or(Value::Null);
-            print_summary(SFT_TOOL, &report);
-            return Ok(json!({"tool": SFT_TOOL, "output": common.output, "skipped_up_to_date": true, "report": report}));
-        }
-        StageStart::Run(stage) => stage,
+    let stage = match begin_stage(SFT_TOOL, common, params, &inputs)? {
+        Ok(stage) => stage,
+        Err(up_to_date) => return Ok(up_to_date),
     };
     let tokenizer = DsTokenizer::load(&common.tokenizer).with_context(|| format!("cannot load the tokenizer in {}", common.tokenizer.display()))?;
     let template = ChatTemplate::new(&tokenizer)?;
@@ -475,13 +484,9 @@ pub fn run_dpo(common: &CommonArgs, inputs: &DpoInputs, flags: &DpoFlags) -> Res
     let checkpoint = resolve_checkpoint(&common.model)?;
     let params = json!({"common": common, "inputs": inputs, "flags": flags, "file": file, "checkpoint": checkpoint});
     let hashed = input_files(common, &checkpoint, &[&common.config, &inputs.eval_preferences, &inputs.reference_logps]);
-    let stage = match Stage::begin(DPO_TOOL, &common.output, params, &hashed, TaskSlice::default(), common.force)? {
-        StageStart::UpToDate(m) => {
-            let report = m.extra.get("report").cloned().unwrap_or(Value::Null);
-            print_summary(DPO_TOOL, &report);
-            return Ok(json!({"tool": DPO_TOOL, "output": common.output, "skipped_up_to_date": true, "report": report}));
-        }
-        StageStart::Run(stage) => stage,
+    let stage = match begin_stage(DPO_TOOL, common, params, &hashed)? {
+        Ok(stage) => stage,
+        Err(up_to_date) => return Ok(up_to_date),
     };
     let tokenizer = DsTokenizer::load(&common.tokenizer).with_context(|| format!("cannot load the tokenizer in {}", common.tokenizer.display()))?;
     let template = ChatTemplate::new(&tokenizer)?;
