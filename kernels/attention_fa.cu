@@ -2,8 +2,8 @@
 // fp32 accumulation), ldmatrix from padded shared-memory tiles, accumulators and the online
 // softmax in registers, K/V (or Q/dO) tiles double-buffered with cp.async.
 //
-// Same contract as attention.cu: layouts [batch, seq, heads, HD], the row log-sum-exp saved by
-// the forward (natural log), gradients added into d_q, d_k, d_v (fp32). The inputs q, k, v and
+// Same contract as attention.cu, except that the gradients overwrite d_q, d_k, d_v (fp32):
+// layouts [batch, seq, heads, HD], the row log-sum-exp saved by the forward (natural log). The inputs q, k, v and
 // d_out are the bf16 copies of the fp32 buffers (the backend's shadows). A block is 4 warps;
 // each warp owns 16 rows of the block's 64 (queries in the forward and dQ, keys in dK/dV).
 // dQ and dK/dV are separate kernels, so no atomics: every sum has a fixed order.
@@ -194,14 +194,20 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
         mma_a_regs_nk<HD, BN>(s, qf, kb, LD);
 
         const int k0 = kt * BN;
+        // Only the tile on the diagonal (the last one) has keys after some row or past the end.
+        const bool edge = kt == n_kt - 1;
         float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
+            if (edge) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
-                const float x = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
-                s[j][e] = x;
+                for (int e = 0; e < 4; e++) {
+                    const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
+                    s[j][e] = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
+                }
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[j][e] *= sl2;
             }
             mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
             mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
@@ -319,12 +325,15 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
         mma_a_regs_nk<HD, BN>(s, qf, kb, LD);
         mma_a_regs_nk<HD, BN>(dp, dof, vb, LD);
         const int k0 = kt * BN;
+        // Tiles wholly before the block's first query and inside the sequence need no mask.
+        const bool edge = k0 + BN - 1 > q0 || k0 + BN > seq;
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
-                const float p = (key <= row && key < seq) ? exp2_approx(s[j][e] * sl2 - (e < 2 ? lse_a : lse_b)) : 0.0f;
+                const bool live = !edge || (key <= row && key < seq);
+                const float p = live ? exp2_approx(s[j][e] * sl2 - (e < 2 ? lse_a : lse_b)) : 0.0f;
                 s[j][e] = p * (dp[j][e] - (e < 2 ? d_a : d_b));  // dS
             }
         }
@@ -335,22 +344,12 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
     if (row_a < seq) {
         float* dst = d_q + (((u64)b * seq + row_a) * heads + h) * HD + col;
 #pragma unroll
-        for (int j = 0; j < HD / 8; j++) {
-            float2 cur = *reinterpret_cast<float2*>(dst + j * 8);
-            cur.x += scale * dq[j][0];
-            cur.y += scale * dq[j][1];
-            *reinterpret_cast<float2*>(dst + j * 8) = cur;
-        }
+        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(scale * dq[j][0], scale * dq[j][1]);
     }
     if (row_b < seq) {
         float* dst = d_q + (((u64)b * seq + row_b) * heads + h) * HD + col;
 #pragma unroll
-        for (int j = 0; j < HD / 8; j++) {
-            float2 cur = *reinterpret_cast<float2*>(dst + j * 8);
-            cur.x += scale * dq[j][2];
-            cur.y += scale * dq[j][3];
-            *reinterpret_cast<float2*>(dst + j * 8) = cur;
-        }
+        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(scale * dq[j][2], scale * dq[j][3]);
     }
 }
 
@@ -420,12 +419,15 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         }
         mma_a_smem_nk<HD, BM>(st, ks, LD, warp * 16, qb, LD);   // Sᵀ = K Qᵀ
         mma_a_smem_nk<HD, BM>(dpt, vs, LD, warp * 16, dob, LD);  // dPᵀ = V dOᵀ
+        // Query tiles wholly after the block's last key and inside the sequence need no mask.
+        const bool edge = q0 < k0 + BN - 1 || q0 + BM > seq;
 #pragma unroll
         for (int j = 0; j < BM / 8; j++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int c = j * 8 + 2 * (lane & 3) + (e & 1), query = q0 + c, key = e < 2 ? key_a : key_b;
-                const float p = (query >= key && query < seq) ? exp2_approx(st[j][e] * sl2 - lb[c]) : 0.0f;
+                const bool live = !edge || (query >= key && query < seq);
+                const float p = live ? exp2_approx(st[j][e] * sl2 - lb[c]) : 0.0f;
                 st[j][e] = p;
                 dpt[j][e] = p * (dpt[j][e] - db[c]);  // dSᵀ
             }
@@ -442,14 +444,8 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         const u64 at = (((u64)b * seq + key) * kv_heads + g) * HD + col;
 #pragma unroll
         for (int j = 0; j < HD / 8; j++) {
-            float2 ck = *reinterpret_cast<float2*>(d_k + at + j * 8);
-            float2 cv = *reinterpret_cast<float2*>(d_v + at + j * 8);
-            ck.x += scale * dk[j][2 * half];
-            ck.y += scale * dk[j][2 * half + 1];
-            cv.x += dv[j][2 * half];
-            cv.y += dv[j][2 * half + 1];
-            *reinterpret_cast<float2*>(d_k + at + j * 8) = ck;
-            *reinterpret_cast<float2*>(d_v + at + j * 8) = cv;
+            *reinterpret_cast<float2*>(d_k + at + j * 8) = make_float2(scale * dk[j][2 * half], scale * dk[j][2 * half + 1]);
+            *reinterpret_cast<float2*>(d_v + at + j * 8) = make_float2(dv[j][2 * half], dv[j][2 * half + 1]);
         }
     }
 }

@@ -19,15 +19,16 @@ extern "C" __global__ void swiglu_forward(float* out, const float* gate, const f
     }
 }
 
+// Backward writes (does not add to) d_gate and d_up.
 extern "C" __global__ void swiglu_backward(float* d_gate, float* d_up, const float* d_out, const float* gate,
                                            const float* up, u64 n, __nv_bfloat16* gate_shadow,
                                            __nv_bfloat16* up_shadow) {
     u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         float g = gate[i], s = sigmoidf(g), d = d_out[i];
-        const float du = d_up[i] + d * g * s;
+        const float du = d * g * s;
         // d silu(g)/dg = s (1 + g (1 - s))
-        const float dg = d_gate[i] + d * up[i] * s * (1.0f + g * (1.0f - s));
+        const float dg = d * up[i] * s * (1.0f + g * (1.0f - s));
         d_up[i] = du;
         d_gate[i] = dg;
         if (up_shadow) up_shadow[i] = __float2bfloat16_rn(du);

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits};
-use dsllm_model::{AdamWStep, AttentionShape, Backend, OutputGrad};
+use dsllm_model::{AdamWStep, AttentionShape, Backend, OutputGrad, Store};
 use half::bf16;
 
 use crate::gemm::{Gemm, GemmShape, Operands};
@@ -483,10 +483,12 @@ impl Backend for CudaBackend {
         rows: usize,
         in_dim: usize,
         out_dim: usize,
+        d_inp_store: Store,
     ) {
         let _op = self.op(|| format!("matmul_backward {rows}x{in_dim}->{out_dim}"));
         let (g, w, x) = (self.operand_ptr(d_out), self.operand_ptr(weight), self.operand_ptr(inp));
-        // d_inpᵀ[in, rows] += Wᵀ[in, out] · d_outᵀ[out, rows]
+        // d_inpᵀ[in, rows] (+)= Wᵀ[in, out] · d_outᵀ[out, rows]: beta 0 overwrites without reading.
+        let beta = if d_inp_store == Store::Add { 1.0 } else { 0.0 };
         let c = self.ptr(d_inp.data_mut());
         let shape = GemmShape {
             operands: self.operands(),
@@ -499,7 +501,7 @@ impl Backend for CudaBackend {
             ldb: out_dim as i64,
             ldc: in_dim as i64,
         };
-        unsafe { self.gemm.run(shape, w, g, c, 1.0, 1.0) }.expect("matmul_backward (input)");
+        unsafe { self.gemm.run(shape, w, g, c, 1.0, beta) }.expect("matmul_backward (input)");
         // d_Wᵀ[in, out] += inpᵀ[in, rows] · d_out[rows, out]
         let c = self.ptr(d_weight.data_mut());
         let shape = GemmShape {
@@ -635,6 +637,10 @@ impl Backend for CudaBackend {
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             return;
+        }
+        // The other kernels add into their outputs.
+        for buf in [&mut *d_q, &mut *d_k, &mut *d_v] {
+            self.stream.memset_zeros(buf.data_mut()).expect("cannot clear GPU memory");
         }
         if self.attention_kernels(head_dim) == AttentionKernels::Wmma {
             let rows = (batch * seq * heads) as u64;
@@ -924,6 +930,10 @@ impl CudaBackend {
         shape: AttentionShape,
     ) {
         let _op = self.op(|| "attention_backward (packed)".into());
+        // The fp32 kernels add into their outputs.
+        for buf in [&mut *d_q, &mut *d_k, &mut *d_v] {
+            self.stream.memset_zeros(buf.data_mut()).expect("cannot clear GPU memory");
+        }
         self.reference_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, Some(segments), shape);
     }
 

@@ -4,7 +4,7 @@
 //! ops a tight one.
 
 use anyhow::Result;
-use dsllm_model::{AttentionShape, Backend, CpuBackend, Llama, LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource, IGNORE_TARGET};
+use dsllm_model::{AttentionShape, Backend, CpuBackend, Llama, Store, LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource, IGNORE_TARGET};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -79,12 +79,14 @@ pub fn check_products(gpu: &CudaBackend) -> Vec<Check> {
         pair.compare(&format!("matmul_forward {tag}"), &g_out, &out, tolerance);
 
         let d_out = random_vec(3, rows * out_dim, 1.0);
-        let (mut d_x, mut d_w) = (random_vec(4, rows * in_dim, 0.1), random_vec(5, out_dim * in_dim, 0.1));
-        let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
-        cpu.matmul_backward(&mut d_x, &mut d_w, &d_out, &x, &w, rows, in_dim, out_dim);
-        gpu.matmul_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), rows, in_dim, out_dim);
-        pair.compare(&format!("matmul_backward d_inp {tag}"), &g_dx, &d_x, tolerance);
-        pair.compare(&format!("matmul_backward d_weight {tag}"), &g_dw, &d_w, tolerance);
+        for store in [Store::Add, Store::Overwrite] {
+            let (mut d_x, mut d_w) = (random_vec(4, rows * in_dim, 0.1), random_vec(5, out_dim * in_dim, 0.1));
+            let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
+            cpu.matmul_backward(&mut d_x, &mut d_w, &d_out, &x, &w, rows, in_dim, out_dim, store);
+            gpu.matmul_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), rows, in_dim, out_dim, store);
+            pair.compare(&format!("matmul_backward d_inp ({store:?}) {tag}"), &g_dx, &d_x, tolerance);
+            pair.compare(&format!("matmul_backward d_weight {tag}"), &g_dw, &d_w, tolerance);
+        }
     }
     pair.checks
 }

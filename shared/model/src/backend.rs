@@ -8,11 +8,21 @@
 //!   head_dim]`, i.e. exactly the output of the projection that made them.
 //! - Linear weights are `[out, in]` (PyTorch / Hugging Face layout): `out = inp · Wᵀ`.
 //! - Backward ops ADD into the gradients of their inputs (`+=`); the caller zeroes them. That
-//!   makes residual branches and gradient accumulation over micro-batches free.
+//!   makes residual branches and gradient accumulation over micro-batches free. Where the
+//!   caller would only zero a buffer for one op to fill, the op overwrites instead (saving the
+//!   zeroing pass and a read): `swiglu_backward` and `attention_backward` write their
+//!   gradients, and `matmul_backward` takes a [`Store`] for its input gradient.
 //! - Every reduction has a fixed order, so results are bit-identical whatever the thread count.
 
 /// Target id meaning "no target here": contributes no loss and no gradient.
 pub const IGNORE_TARGET: u32 = u32::MAX;
+
+/// How an op stores a gradient: replacing the buffer's values or adding to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Overwrite,
+    Add,
+}
 
 /// Shape of a causal grouped-query attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +77,7 @@ pub trait Backend {
 
     /// `out[rows, out_dim] = inp[rows, in_dim] · weight[out_dim, in_dim]ᵀ`.
     fn matmul_forward(&self, out: &mut Self::Buffer, inp: &Self::Buffer, weight: &Self::Buffer, rows: usize, in_dim: usize, out_dim: usize);
-    /// `d_inp += d_out · weight` and `d_weight += d_outᵀ · inp`.
+    /// `d_inp (=|+=) d_out · weight` as `d_inp_store` says, and `d_weight += d_outᵀ · inp`.
     #[allow(clippy::too_many_arguments)]
     fn matmul_backward(
         &self,
@@ -79,6 +89,7 @@ pub trait Backend {
         rows: usize,
         in_dim: usize,
         out_dim: usize,
+        d_inp_store: Store,
     );
 
     /// `out = inp / sqrt(mean(inp²) + eps) · weight` per row; saves `rstd[rows]` for backward.
@@ -110,6 +121,7 @@ pub trait Backend {
     /// recomputes the probabilities instead of storing them.
     #[allow(clippy::too_many_arguments)]
     fn attention_forward(&self, out: &mut Self::Buffer, lse: &mut Self::Buffer, q: &Self::Buffer, k: &Self::Buffer, v: &Self::Buffer, shape: AttentionShape);
+    /// Writes (overwrites) `d_q`, `d_k` and `d_v`.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward(
         &self,
@@ -149,7 +161,7 @@ pub trait Backend {
         let _ = (out, lse, q, k, v, segments, shape);
         panic!("this backend does not implement packed-segment attention (attention_forward_segmented)");
     }
-    /// The backward of [`Backend::attention_forward_segmented`].
+    /// The backward of [`Backend::attention_forward_segmented`]; writes `d_q`, `d_k`, `d_v`.
     #[allow(clippy::too_many_arguments)]
     fn attention_backward_segmented(
         &self,
@@ -171,6 +183,7 @@ pub trait Backend {
 
     /// `out = silu(gate) · up`, elementwise over `n` values.
     fn swiglu_forward(&self, out: &mut Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
+    /// Writes (overwrites) `d_gate` and `d_up`.
     fn swiglu_backward(&self, d_gate: &mut Self::Buffer, d_up: &mut Self::Buffer, d_out: &Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
 
     /// `out[i] = table[tokens[i]]`.
@@ -253,8 +266,7 @@ pub trait Backend {
         self.cross_entropy_forward(losses, lse, scratch, targets, rows, vocab);
         if let Some(grad) = grad {
             self.cross_entropy_backward(scratch, lse, targets, rows, vocab, grad.scale);
-            self.zero(grad.d_hidden);
-            self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab);
+            self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab, Store::Overwrite);
         }
     }
 
@@ -287,7 +299,6 @@ pub trait Backend {
         self.matmul_forward(scratch, hidden, weight, rows, dim, vocab);
         self.cross_entropy_forward(losses, lse, scratch, targets, rows, vocab);
         self.cross_entropy_backward_weighted(scratch, lse, targets, &scaled, rows, vocab);
-        self.zero(grad.d_hidden);
-        self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab);
+        self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab, Store::Overwrite);
     }
 }

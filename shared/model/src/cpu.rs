@@ -7,10 +7,12 @@
 //! but gemm is an order of magnitude faster than scalar loops. Like flash attention it keeps
 //! only the row log-sum-exp and recomputes the probabilities in backward.
 
+use std::cell::RefCell;
+
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::backend::{AdamWStep, AttentionShape, Backend, IGNORE_TARGET};
+use crate::backend::{AdamWStep, AttentionShape, Backend, Store, IGNORE_TARGET};
 
 /// f32 on the CPU; buffers are plain vectors. Uses rayon's current thread pool.
 #[derive(Debug, Clone, Copy, Default)]
@@ -18,6 +20,25 @@ pub struct CpuBackend;
 
 /// Work per rayon task for elementwise ops: big enough to amortise scheduling.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+mod math;
+
+thread_local! {
+    /// Attention's `seq × seq` score buffers, kept per thread: a fresh allocation per task
+    /// costs page faults (zeroed pages from the kernel) on every call.
+    static ATTENTION_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's attention scratch of at least `len` floats (contents undefined).
+fn with_attention_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    ATTENTION_SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        if scratch.len() < len {
+            scratch.resize(len, 0.0);
+        }
+        f(&mut scratch[..len])
+    })
+}
 
 impl Backend for CpuBackend {
     type Buffer = Vec<f32>;
@@ -68,15 +89,16 @@ impl Backend for CpuBackend {
         rows: usize,
         in_dim: usize,
         out_dim: usize,
+        d_inp_store: Store,
     ) {
         let d_out = &d_out[..rows * out_dim];
-        // d_inp[rows, in] += d_out[rows, out] · W[out, in]
+        // d_inp[rows, in] (+)= d_out[rows, out] · W[out, in]
         gemm_row_major(
             &mut d_inp[..rows * in_dim],
             (rows, in_dim, out_dim),
             Strided { data: d_out, row_stride: out_dim, col_stride: 1 },
             Strided { data: &weight[..out_dim * in_dim], row_stride: in_dim, col_stride: 1 },
-            true,
+            d_inp_store == Store::Add,
             1.0,
             true,
         );
@@ -245,9 +267,9 @@ impl Backend for CpuBackend {
             .for_each(|((((dg, du), d), g), u)| {
                 for i in 0..dg.len() {
                     let s = sigmoid(g[i]);
-                    du[i] += d[i] * g[i] * s;
+                    du[i] = d[i] * g[i] * s;
                     // d silu(g)/dg = s·(1 + g·(1 − s))
-                    dg[i] += d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                    dg[i] = d[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
                 }
             });
     }
@@ -351,23 +373,24 @@ fn attention_forward(out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: 
         .into_par_iter()
         .map(|task| {
             let (b, g) = (task / kv_heads, task % kv_heads);
-            let mut probabilities = vec![0.0f32; seq * seq];
             let mut head_out = vec![0.0f32; group * seq * head_dim];
             let mut head_lse = vec![0.0f32; group * seq];
-            for r in 0..group {
-                let h = g * group + r;
-                // S = scale · Q Kᵀ over the full square; the causal mask is applied in the softmax.
-                gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
-                for t in 0..seq {
-                    let row = &mut probabilities[t * seq..(t + 1) * seq];
-                    head_lse[r * seq + t] = match segments {
-                        None => softmax_causal_row(row, t),
-                        Some(ids) => softmax_segment_row(row, t, &ids[b * seq..(b + 1) * seq]),
-                    };
+            with_attention_scratch(seq * seq, |probabilities| {
+                for r in 0..group {
+                    let h = g * group + r;
+                    // S = scale · Q Kᵀ over the full square; the causal mask is applied in the softmax.
+                    gemm_row_major(probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
+                    for t in 0..seq {
+                        let row = &mut probabilities[t * seq..(t + 1) * seq];
+                        head_lse[r * seq + t] = match segments {
+                            None => softmax_causal_row(row, t),
+                            Some(ids) => softmax_segment_row(row, t, &ids[b * seq..(b + 1) * seq]),
+                        };
+                    }
+                    let o = &mut head_out[r * seq * head_dim..(r + 1) * seq * head_dim];
+                    gemm_row_major(o, (seq, head_dim, seq), Strided::rows(probabilities, seq), views.v(b, g), false, 1.0, false);
                 }
-                let o = &mut head_out[r * seq * head_dim..(r + 1) * seq * head_dim];
-                gemm_row_major(o, (seq, head_dim, seq), Strided::rows(&probabilities, seq), views.v(b, g), false, 1.0, false);
-            }
+            });
             (head_out, head_lse)
         })
         .collect();
@@ -402,46 +425,51 @@ fn attention_backward(
     let kv_offset = |b: usize, t: usize, g: usize| ((b * seq + t) * kv_heads + g) * head_dim;
     // One task per (batch, K/V head): it owns the gradients of that K/V head and of its
     // query heads, so every sum runs in one fixed order. Results go to task-local buffers
-    // and are added into the outputs afterwards.
+    // and are copied into the outputs afterwards.
     let partials: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..batch * kv_heads)
         .into_par_iter()
         .map(|task| {
             let (b, g) = (task / kv_heads, task % kv_heads);
-            let mut probabilities = vec![0.0f32; seq * seq];
-            let mut d_scores = vec![0.0f32; seq * seq];
             let mut dq = vec![0.0f32; group * seq * head_dim];
             let mut dk = vec![0.0f32; seq * head_dim];
             let mut dv = vec![0.0f32; seq * head_dim];
-            for r in 0..group {
-                let h = g * group + r;
-                let d_out_h = Strided { data: &d_out[q_offset(b, 0, h)..], row_stride: heads * head_dim, col_stride: 1 };
-                // Recompute P from the saved log-sum-exp.
-                gemm_row_major(&mut probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
-                // dP = dO Vᵀ
-                gemm_row_major(&mut d_scores, (seq, seq, head_dim), d_out_h.clone(), views.v_transposed(b, g), false, 1.0, false);
-                for t in 0..seq {
-                    let row_lse = lse[(b * seq + t) * heads + h];
-                    let at = q_offset(b, t, h);
-                    let do_dot_o = dot(&d_out[at..at + head_dim], &out[at..at + head_dim]);
-                    let p = &mut probabilities[t * seq..(t + 1) * seq];
-                    let ds = &mut d_scores[t * seq..(t + 1) * seq];
-                    for j in 0..seq {
-                        if j <= t && segments.is_none_or(|ids| ids[b * seq + j] == ids[b * seq + t]) {
-                            p[j] = (p[j] - row_lse).exp();
+            with_attention_scratch(2 * seq * seq, |scratch| {
+                let (probabilities, d_scores) = scratch.split_at_mut(seq * seq);
+                for r in 0..group {
+                    let h = g * group + r;
+                    let d_out_h = Strided { data: &d_out[q_offset(b, 0, h)..], row_stride: heads * head_dim, col_stride: 1 };
+                    // Recompute P from the saved log-sum-exp.
+                    gemm_row_major(probabilities, (seq, seq, head_dim), views.q(b, h), views.k_transposed(b, g), false, scale, false);
+                    // dP = dO Vᵀ
+                    gemm_row_major(d_scores, (seq, seq, head_dim), d_out_h.clone(), views.v_transposed(b, g), false, 1.0, false);
+                    for t in 0..seq {
+                        let row_lse = lse[(b * seq + t) * heads + h];
+                        let at = q_offset(b, t, h);
+                        let do_dot_o = dot(&d_out[at..at + head_dim], &out[at..at + head_dim]);
+                        let p = &mut probabilities[t * seq..(t + 1) * seq];
+                        let ds = &mut d_scores[t * seq..(t + 1) * seq];
+                        for j in 0..=t {
+                            p[j] = math::exp(p[j] - row_lse);
                             // dS = P ⊙ (dP − rowsum(dO ⊙ O)), then the 1/sqrt(d) of S.
                             ds[j] = scale * p[j] * (ds[j] - do_dot_o);
-                        } else {
-                            p[j] = 0.0;
-                            ds[j] = 0.0;
+                        }
+                        p[t + 1..].fill(0.0);
+                        ds[t + 1..].fill(0.0);
+                        if let Some(ids) = segments {
+                            let ids = &ids[b * seq..(b + 1) * seq];
+                            for j in (0..=t).filter(|&j| ids[j] != ids[t]) {
+                                p[j] = 0.0;
+                                ds[j] = 0.0;
+                            }
                         }
                     }
+                    let dq_h = &mut dq[r * seq * head_dim..(r + 1) * seq * head_dim];
+                    // dQ = dS K, dK += dSᵀ Q, dV += Pᵀ dO
+                    gemm_row_major(dq_h, (seq, head_dim, seq), Strided::rows(d_scores, seq), views.k(b, g), false, 1.0, false);
+                    gemm_row_major(&mut dk, (seq, head_dim, seq), Strided::columns(d_scores, seq), views.q(b, h), true, 1.0, false);
+                    gemm_row_major(&mut dv, (seq, head_dim, seq), Strided::columns(probabilities, seq), d_out_h, true, 1.0, false);
                 }
-                let dq_h = &mut dq[r * seq * head_dim..(r + 1) * seq * head_dim];
-                // dQ = dS K, dK += dSᵀ Q, dV += Pᵀ dO
-                gemm_row_major(dq_h, (seq, head_dim, seq), Strided::rows(&d_scores, seq), views.k(b, g), false, 1.0, false);
-                gemm_row_major(&mut dk, (seq, head_dim, seq), Strided::columns(&d_scores, seq), views.q(b, h), true, 1.0, false);
-                gemm_row_major(&mut dv, (seq, head_dim, seq), Strided::columns(&probabilities, seq), d_out_h, true, 1.0, false);
-            }
+            });
             (dq, dk, dv)
         })
         .collect();
@@ -450,11 +478,11 @@ fn attention_backward(
         for t in 0..seq {
             for r in 0..group {
                 let at = q_offset(b, t, g * group + r);
-                add_into(&mut d_q[at..at + head_dim], &dq[(r * seq + t) * head_dim..][..head_dim]);
+                d_q[at..at + head_dim].copy_from_slice(&dq[(r * seq + t) * head_dim..][..head_dim]);
             }
             let at = kv_offset(b, t, g);
-            add_into(&mut d_k[at..at + head_dim], &dk[t * head_dim..][..head_dim]);
-            add_into(&mut d_v[at..at + head_dim], &dv[t * head_dim..][..head_dim]);
+            d_k[at..at + head_dim].copy_from_slice(&dk[t * head_dim..][..head_dim]);
+            d_v[at..at + head_dim].copy_from_slice(&dv[t * head_dim..][..head_dim]);
         }
     }
 }
@@ -516,37 +544,25 @@ impl<'a> HeadViews<'a> {
 /// Turns row `t` of causal attention scores into probabilities in place (zero after position
 /// `t`) and returns its log-sum-exp.
 fn softmax_causal_row(row: &mut [f32], t: usize) -> f32 {
-    let max = row[..=t].iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for p in &mut row[..=t] {
-        *p = (*p - max).exp();
-        sum += *p as f64;
-    }
+    let (live, masked) = row.split_at_mut(t + 1);
+    let max = math::max(live);
+    live.iter_mut().for_each(|p| *p = math::exp(*p - max));
+    let sum = math::sum_f64(live);
     let inverse = (1.0 / sum) as f32;
-    row[..=t].iter_mut().for_each(|p| *p *= inverse);
-    row[t + 1..].fill(0.0);
+    live.iter_mut().for_each(|p| *p *= inverse);
+    masked.fill(0.0);
     max + (sum as f32).ln()
 }
 
 /// [`softmax_causal_row`] over the keys `j <= t` with `segment_ids[j] == segment_ids[t]`
-/// only (zero elsewhere). Sums in the same order, so one segment per row gives the same bits.
+/// only (zero elsewhere): the other keys become −∞ first, so one segment per row gives the
+/// same bits.
 fn softmax_segment_row(row: &mut [f32], t: usize, segment_ids: &[u32]) -> f32 {
     let own = segment_ids[t];
-    let allowed = |j: usize| segment_ids[j] == own;
-    let max = (0..=t).filter(|&j| allowed(j)).map(|j| row[j]).fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for j in 0..=t {
-        if allowed(j) {
-            row[j] = (row[j] - max).exp();
-            sum += row[j] as f64;
-        } else {
-            row[j] = 0.0;
-        }
+    for j in (0..=t).filter(|&j| segment_ids[j] != own) {
+        row[j] = f32::NEG_INFINITY;
     }
-    let inverse = (1.0 / sum) as f32;
-    row[..=t].iter_mut().for_each(|p| *p *= inverse);
-    row[t + 1..].fill(0.0);
-    max + (sum as f32).ln()
+    softmax_causal_row(row, t)
 }
 
 /// `dst[m, n] (row-major) = (accumulate ? dst : 0) + scale · lhs[m, k] · rhs[k, n]`. `parallel`
@@ -628,18 +644,25 @@ fn cross_entropy_gradient_row(row: &mut [f32], lse: f32, target: u32, scale: f32
         return;
     }
     for value in row.iter_mut() {
-        *value = scale * (*value - lse).exp();
+        *value = scale * math::exp(*value - lse);
     }
     row[target as usize] -= scale;
 }
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + math::exp(-x))
 }
 
 fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = row.iter().map(|&v| (v - max).exp() as f64).sum();
+    let max = math::max(row);
+    // The exponentials go through a small stack buffer so both loops vectorise.
+    let mut buffer = [0.0f32; 256];
+    let mut sum = 0.0f64;
+    for chunk in row.chunks(buffer.len()) {
+        let exps = &mut buffer[..chunk.len()];
+        exps.iter_mut().zip(chunk).for_each(|(e, &v)| *e = math::exp(v - max));
+        sum += math::sum_f64(exps);
+    }
     max + (sum as f32).ln()
 }
 

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use crate::backend::{AttentionShape, Backend, OutputGrad, IGNORE_TARGET};
+use crate::backend::{AttentionShape, Backend, OutputGrad, Store, IGNORE_TARGET};
 use crate::config::ModelConfig;
 use crate::weights::{TensorSpec, Weights};
 
@@ -437,14 +437,10 @@ impl<B: Backend> Llama<B> {
         for l in (0..c.num_hidden_layers).rev() {
             let (lw, lg, la) = (&w.layers[l], &mut g.layers[l], &acts.layers[l]);
             // Feed-forward branch: out = mid + down(silu(gate(norm(mid))) · up(norm(mid))).
-            be.zero(&mut acts.d_swiglu);
-            be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d);
-            be.zero(&mut acts.d_gate);
-            be.zero(&mut acts.d_up);
+            be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d, Store::Overwrite);
             be.swiglu_backward(&mut acts.d_gate, &mut acts.d_up, &acts.d_swiglu, &la.gate, &la.up, n * ff);
-            be.zero(&mut acts.d_norm);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.gate_proj, &acts.d_gate, &la.mlp_norm, &lw.gate_proj, n, d, ff);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.up_proj, &acts.d_up, &la.mlp_norm, &lw.up_proj, n, d, ff);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.gate_proj, &acts.d_gate, &la.mlp_norm, &lw.gate_proj, n, d, ff, Store::Overwrite);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.up_proj, &acts.d_up, &la.mlp_norm, &lw.up_proj, n, d, ff, Store::Add);
             be.rmsnorm_backward(
                 &mut acts.d_residual,
                 &mut lg.post_attention_layernorm,
@@ -456,11 +452,7 @@ impl<B: Backend> Llama<B> {
                 d,
             );
             // Attention branch: mid = x + o(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x)))).
-            be.zero(&mut acts.d_attn_out);
-            be.matmul_backward(&mut acts.d_attn_out, &mut lg.o_proj, &acts.d_residual, &la.attn_out, &lw.o_proj, n, q_dim, d);
-            be.zero(&mut acts.d_q);
-            be.zero(&mut acts.d_k);
-            be.zero(&mut acts.d_v);
+            be.matmul_backward(&mut acts.d_attn_out, &mut lg.o_proj, &acts.d_residual, &la.attn_out, &lw.o_proj, n, q_dim, d, Store::Overwrite);
             if acts.segmented {
                 be.attention_backward_segmented(
                     &mut acts.d_q,
@@ -491,10 +483,9 @@ impl<B: Backend> Llama<B> {
             }
             be.rope_backward(&mut acts.d_q, &acts.rope, b, t, heads, head_dim);
             be.rope_backward(&mut acts.d_k, &acts.rope, b, t, kv_heads, head_dim);
-            be.zero(&mut acts.d_norm);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.q_proj, &acts.d_q, &la.attn_norm, &lw.q_proj, n, d, q_dim);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.k_proj, &acts.d_k, &la.attn_norm, &lw.k_proj, n, d, kv_dim);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.v_proj, &acts.d_v, &la.attn_norm, &lw.v_proj, n, d, kv_dim);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.q_proj, &acts.d_q, &la.attn_norm, &lw.q_proj, n, d, q_dim, Store::Overwrite);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.k_proj, &acts.d_k, &la.attn_norm, &lw.k_proj, n, d, kv_dim, Store::Add);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.v_proj, &acts.d_v, &la.attn_norm, &lw.v_proj, n, d, kv_dim, Store::Add);
             be.rmsnorm_backward(
                 &mut acts.d_residual,
                 &mut lg.input_layernorm,

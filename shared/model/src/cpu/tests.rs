@@ -41,7 +41,7 @@ fn matmul_backward_matches_finite_differences() {
         weighted_sum(&out, &r)
     };
     let (mut d_inp, mut d_w) = (vec![0.0; rows * in_dim], vec![0.0; out_dim * in_dim]);
-    B.matmul_backward(&mut d_inp, &mut d_w, &r, &inputs[0], &inputs[1], rows, in_dim, out_dim);
+    B.matmul_backward(&mut d_inp, &mut d_w, &r, &inputs[0], &inputs[1], rows, in_dim, out_dim, Store::Add);
     check("matmul", &inputs, &[d_inp, d_w], forward);
 }
 
@@ -93,6 +93,22 @@ fn rope_matches_hugging_face_rotate_half() {
 }
 
 #[test]
+fn matmul_backward_overwrites_or_adds_the_input_gradient() {
+    let (rows, in_dim, out_dim) = (5, 7, 3);
+    let (inp, w, d_out) = (random_vec(50, rows * in_dim, 1.0), random_vec(51, out_dim * in_dim, 1.0), random_vec(52, rows * out_dim, 1.0));
+    let run = |start: f32, store: Store| {
+        let (mut d_inp, mut d_w) = (vec![start; rows * in_dim], vec![0.0; out_dim * in_dim]);
+        B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim, store);
+        d_inp
+    };
+    let product = run(0.0, Store::Add);
+    assert_eq!(run(f32::NAN, Store::Overwrite), product);
+    for (added, p) in run(2.0, Store::Add).iter().zip(&product) {
+        assert!((added - (p + 2.0)).abs() < 1e-5, "{added} vs {p} + 2");
+    }
+}
+
+#[test]
 fn attention_backward_matches_finite_differences() {
     let shape = AttentionShape { batch: 2, seq: 5, heads: 4, kv_heads: 2, head_dim: 8 };
     let q_len = shape.batch * shape.seq * shape.heads * shape.head_dim;
@@ -105,7 +121,8 @@ fn attention_backward_matches_finite_differences() {
         (out, lse)
     };
     let (out, lse) = run(&inputs);
-    let (mut d_q, mut d_k, mut d_v) = (vec![0.0; q_len], vec![0.0; kv_len], vec![0.0; kv_len]);
+    // NaN before: backward overwrites its outputs.
+    let (mut d_q, mut d_k, mut d_v) = (vec![f32::NAN; q_len], vec![f32::NAN; kv_len], vec![f32::NAN; kv_len]);
     B.attention_backward(&mut d_q, &mut d_k, &mut d_v, &r, &out, &lse, &inputs[0], &inputs[1], &inputs[2], shape);
     check("attention", &inputs, &[d_q, d_k, d_v], |x| weighted_sum(&run(x).0, &r));
 }
@@ -136,7 +153,7 @@ fn swiglu_backward_matches_finite_differences() {
         B.swiglu_forward(&mut out, &x[0], &x[1], n);
         weighted_sum(&out, &r)
     };
-    let (mut d_gate, mut d_up) = (vec![0.0; n], vec![0.0; n]);
+    let (mut d_gate, mut d_up) = (vec![f32::NAN; n], vec![f32::NAN; n]);
     B.swiglu_backward(&mut d_gate, &mut d_up, &r, &inputs[0], &inputs[1], n);
     check("swiglu", &inputs, &[d_gate, d_up], forward);
 }
@@ -205,7 +222,7 @@ fn results_do_not_depend_on_the_thread_count() {
             let mut out = vec![0.0; rows * out_dim];
             B.matmul_forward(&mut out, &inp, &w, rows, in_dim, out_dim);
             let (mut d_inp, mut d_w) = (vec![0.0; rows * in_dim], vec![0.0; out_dim * in_dim]);
-            B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim);
+            B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim, Store::Add);
             let squares = B.sum_squares(&inp, inp.len());
             (out, d_inp, d_w, squares)
         })
