@@ -82,6 +82,21 @@ __device__ __forceinline__ void load_a(u32* a, const bf16* tile, int ld, int row
     ldsm_x4(a[0], a[1], a[2], a[3], smem_addr(tile + (row0 + (lane & 15)) * ld + col0 + (lane >> 4) * 8));
 }
 
+// The same from a tile stored transposed ([k][m]: dS read from dSᵀ), through the transposing load.
+__device__ __forceinline__ void load_a_km(u32* a, const bf16* tile, int ld, int row0, int col0) {
+    const int lane = threadIdx.x & 31;
+    ldsm_x4_t(a[0], a[1], a[2], a[3], smem_addr(tile + (col0 + (lane & 7) + ((lane >> 4) & 1) * 8) * ld + row0 + ((lane >> 3) & 1) * 8));
+}
+
+__device__ __forceinline__ void atomic_add2(float* at, float x, float y) {
+#if __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2*>(at), make_float2(x, y));
+#else
+    atomicAdd(at, x);
+    atomicAdd(at + 1, y);
+#endif
+}
+
 // B fragments of two n-tiles (n0 .. n0 + 7 and n0 + 8 .. n0 + 15) over k0 .. k0 + 15 from a tile
 // stored [n][k] (B = tileᵀ: K in S = Q Kᵀ).
 __device__ __forceinline__ void load_b_nk(u32& b0, u32& b1, u32& b2, u32& b3, const bf16* tile, int ld, int n0, int k0) {
@@ -353,11 +368,14 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
     }
 }
 
-// dV += Pᵀ dO and dK += scale · dSᵀ Q over the queries at or after each of 64 keys, for every
+// dV = Pᵀ dO and dK = scale · dSᵀ Q over the queries at or after each of 64 keys, for every
 // query head reading this K/V head, BM queries a step. grid (ceil(seq / 64), kv_heads, batch),
 // 128 threads; shared (2 * 64 + 4 * BM) * (HD + 8) bf16 + 4 * BM floats.
-template <int HD, int BM>
-__device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const float* lse, const float* row_dot,
+// With FUSE_DQ (d_q zeroed by the caller) it also adds scale · dS K into d_q with atomics, as
+// FlashAttention-2 does: dS goes through shared memory (another 64 * (BM + 8) bf16) and S, dP
+// are computed once instead of again in backward_dq. Atomics make d_q's sums order-dependent.
+template <int HD, int BM, bool FUSE_DQ>
+__device__ __forceinline__ void backward_dkdv(float* d_q, float* d_k, float* d_v, const float* lse, const float* row_dot,
                                               const bf16* q, const bf16* k, const bf16* v, const bf16* d_out, int seq,
                                               int heads, int kv_heads, float scale) {
     constexpr int BN = 64, LD = HD + 8;
@@ -368,6 +386,8 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
     bf16* dos = qs + 2 * BM * LD;  // [2][BM][LD]
     float* lses = (float*)(dos + 2 * BM * LD);  // [2][BM], log2 units
     float* dots = lses + 2 * BM;                // [2][BM]
+    constexpr int LDS = BM + 8;
+    bf16* dss = (bf16*)(dots + 2 * BM);         // [BN][LDS]: dSᵀ of the step (FUSE_DQ)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int b = blockIdx.z, g = blockIdx.y, group = heads / kv_heads, k0 = blockIdx.x * BN;
     const int qt_first = k0 / BM, n_qt = (seq + BM - 1) / BM - qt_first, steps = group * n_qt;
@@ -434,6 +454,40 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         }
         mma_c_regs_kn<BM, HD>(dv, st, dob, LD);   // dV += Pᵀ dO
         mma_c_regs_kn<BM, HD>(dk, dpt, qb, LD);   // dK += dSᵀ Q
+        if constexpr (FUSE_DQ) {
+            const int key_row = warp * 16 + (lane >> 2), col = 2 * (lane & 3);
+#pragma unroll
+            for (int j = 0; j < BM / 8; j++) {
+                *reinterpret_cast<u32*>(dss + key_row * LDS + j * 8 + col) = pack(dpt[j][0], dpt[j][1]);
+                *reinterpret_cast<u32*>(dss + (key_row + 8) * LDS + j * 8 + col) = pack(dpt[j][2], dpt[j][3]);
+            }
+            __syncthreads();
+            // dQ[BM, HD] += dS[BM, 64 keys] K[64 keys, HD]: warp = (m-tile, column part).
+            constexpr int MT = BM / 16, PARTS = 4 / MT, COLS = HD / PARTS;
+            const int mt = warp % MT, part = warp / MT;
+            float dq[COLS / 8][4];
+#pragma unroll
+            for (int j = 0; j < COLS / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                u32 a[4];
+                load_a_km(a, dss, LDS, mt * 16, kk * 16);
+#pragma unroll
+                for (int np = 0; np < COLS / 16; np++) {
+                    u32 b0, b1, b2, b3;
+                    load_b_kn(b0, b1, b2, b3, ks, LD, part * COLS + np * 16, kk * 16);
+                    mma(dq[2 * np], a, b0, b1);
+                    mma(dq[2 * np + 1], a, b2, b3);
+                }
+            }
+            const int h = g * group + i / n_qt, row_a = q0 + mt * 16 + (lane >> 2), row_b = row_a + 8;
+#pragma unroll
+            for (int j = 0; j < COLS / 8; j++) {
+                const int c = part * COLS + j * 8 + col;
+                if (row_a < seq) atomic_add2(d_q + (((u64)b * seq + row_a) * heads + h) * HD + c, scale * dq[j][0], scale * dq[j][1]);
+                if (row_b < seq) atomic_add2(d_q + (((u64)b * seq + row_b) * heads + h) * HD + c, scale * dq[j][2], scale * dq[j][3]);
+            }
+        }
         __syncthreads();
     }
     const int col = 2 * (lane & 3);
@@ -469,7 +523,15 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         float* d_k, float* d_v, const float* lse, const float* row_dot, const __nv_bfloat16* q,                      \
         const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_out, int seq, int heads, int kv_heads, \
         float scale) {                                                                                               \
-        fa::backward_dkdv<HD, DKDV_BM>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale);         \
+        fa::backward_dkdv<HD, DKDV_BM, false>(nullptr, d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads,  \
+                                              scale);                                                                \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(128) attention_backward_fused_fa##HD(                               \
+        float* d_q, float* d_k, float* d_v, const float* lse, const float* row_dot, const __nv_bfloat16* q,          \
+        const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_out, int seq, int heads, int kv_heads, \
+        float scale) {                                                                                               \
+        fa::backward_dkdv<HD, DKDV_BM, true>(d_q, d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads,       \
+                                             scale);                                                                 \
     }
 
 FA_ENTRY_POINTS(64, 64, 64)

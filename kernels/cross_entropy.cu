@@ -10,14 +10,18 @@ __device__ __forceinline__ void merge_max_sum(float& m, float& s, float m2, floa
     m = mm;
 }
 
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
 // The log-sum-exp of row `x`, returned to every thread of the block. Each thread keeps a
 // running (max, sum), so the row is read once.
-__device__ float block_row_lse(const float* x, int vocab) {
+template <typename T>
+__device__ float block_row_lse(const T* x, int vocab) {
     __shared__ float shared_m[32], shared_s[32];
     __shared__ float result;
     float m = -INFINITY, s = 0.0f;
     for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
-        const float v = x[j];
+        const float v = to_float(x[j]);
         if (v > m) {
             s = s * __expf(m - v) + 1.0f;
             m = v;
@@ -53,24 +57,39 @@ extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, cons
 
 // One chunk of the output layer's rows (Backend::output_loss): the loss and lse as
 // cross_entropy_forward, and, when `grad` is not null, the gradient scale · (softmax − onehot)
-// written in bf16 only (it feeds the lm_head GEMMs): the fp32 logits are just read.
-extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_bfloat16* grad, const float* logits,
-                                               const u32* targets, int vocab, float scale) {
+// written in bf16 only (it feeds the lm_head GEMMs): the logits are just read.
+template <typename T>
+__device__ void cross_entropy_chunk_rows(float* losses, float* lse, __nv_bfloat16* grad, const T* logits,
+                                         const u32* targets, int vocab, float scale) {
     const u64 row = blockIdx.x;
-    const float* x = logits + row * vocab;
+    const T* x = logits + row * vocab;
     const float l = block_row_lse(x, vocab);
     const u32 t = targets[row];
     if (threadIdx.x == 0) {
         lse[row] = l;
-        losses[row] = t == IGNORE_TARGET ? 0.0f : l - x[t];
+        losses[row] = t == IGNORE_TARGET ? 0.0f : l - to_float(x[t]);
     }
     if (!grad) return;
     __nv_bfloat16* g = grad + row * vocab;
     for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
         float value = 0.0f;
-        if (t != IGNORE_TARGET) value = scale * __expf(x[j] - l) - (j == (int)t ? scale : 0.0f);
+        if (t != IGNORE_TARGET) value = scale * __expf(to_float(x[j]) - l) - (j == (int)t ? scale : 0.0f);
         g[j] = __float2bfloat16_rn(value);
     }
+}
+
+// fp32 logits (fp32 precision, and the mixed one before bf16 logits).
+extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_bfloat16* grad, const float* logits,
+                                               const u32* targets, int vocab, float scale) {
+    cross_entropy_chunk_rows(losses, lse, grad, logits, targets, vocab, scale);
+}
+
+// bf16 logits, as the GEMM rounds them in mixed precision (PyTorch's autocast does the same):
+// half the bytes written and read.
+extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, __nv_bfloat16* grad,
+                                                    const __nv_bfloat16* logits, const u32* targets, int vocab,
+                                                    float scale) {
+    cross_entropy_chunk_rows(losses, lse, grad, logits, targets, vocab, scale);
 }
 
 // `shadow` (may be null): the gradient rounded to bf16 as well, the lm_head GEMMs' operand.

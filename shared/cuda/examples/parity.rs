@@ -14,6 +14,10 @@ fn main() -> anyhow::Result<()> {
     let mut gpu = CudaBackend::new(0)?;
     println!("{} (backend ready in {:.2} s)", gpu.device_name(), started.elapsed().as_secs_f64());
     let mut checks = check_ops(&gpu);
+    // The fused flash-attention backward with atomics (check_ops ran the deterministic one).
+    gpu.deterministic = false;
+    checks.extend(check_attention(&gpu));
+    gpu.deterministic = true;
     // The other attention kernels too (check_ops ran the default, flash-attention-2).
     for kernels in [AttentionKernels::Wmma, AttentionKernels::Fp32] {
         gpu.attention = kernels;

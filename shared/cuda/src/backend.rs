@@ -74,6 +74,10 @@ pub struct CudaBackend {
     pub attention: AttentionKernels,
     /// What the matrix products and attention compute in; `DSLLM_PRECISION=fp32` picks at start.
     pub precision: Precision,
+    /// Bit-identical reruns (default): no atomics, so the flash-attention backward computes dQ
+    /// in a kernel of its own. `DSLLM_DETERMINISTIC=0` allows the fused backward that adds dQ
+    /// with atomics instead: 0.5-1% faster steps on the H200 (BENCHMARKS.md, v7), order-dependent sums.
+    pub deterministic: bool,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -207,7 +211,8 @@ impl CudaBackend {
             }
             let (forward, dq, dkdv) = fa_kernels(&kernels, head_dim);
             let bytes = fa_shared_bytes(head_dim);
-            for (function, size) in [(forward, bytes.0), (dq, bytes.1), (dkdv, bytes.2)] {
+            let fused = (fa_fused_kernel(&kernels, head_dim), fa_fused_shared_bytes(head_dim));
+            for (function, size) in [(forward, bytes.0), (dq, bytes.1), (dkdv, bytes.2), fused] {
                 function
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the flash-attention kernels their shared memory")?;
@@ -218,6 +223,7 @@ impl CudaBackend {
         Ok(Self {
             attention: AttentionKernels::from_env(),
             precision: Precision::from_env(),
+            deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             sum_partials: RefCell::new(stream.alloc_zeros::<f64>(SUM_BLOCKS)?),
@@ -368,6 +374,21 @@ fn fa_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &CudaFuncti
     } else {
         (&kernels.attention_forward_fa128, &kernels.attention_backward_dq_fa128, &kernels.attention_backward_dkdv_fa128)
     }
+}
+
+/// The flash-attention-2 backward that also adds dQ (atomics), replacing the dQ kernel.
+fn fa_fused_kernel(kernels: &Kernels, head_dim: usize) -> &CudaFunction {
+    if head_dim == 64 {
+        &kernels.attention_backward_fused_fa64
+    } else {
+        &kernels.attention_backward_fused_fa128
+    }
+}
+
+/// The dK/dV kernel's shared memory plus its dSᵀ tile (64 keys x (step + 8) bf16).
+pub fn fa_fused_shared_bytes(head_dim: usize) -> usize {
+    let step = if head_dim == 64 { 64 } else { 32 };
+    fa_shared_bytes(head_dim).2 + 64 * (step + 8) * 2
 }
 
 /// Shared memory of the flash-attention-2 kernels; mirrors kernels/attention_fa.cu (64-row
@@ -624,6 +645,17 @@ impl Backend for CudaBackend {
                 b.arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&rows).arg(&hd32);
             });
             let (qb, kb, vb, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(d_out));
+            if !self.deterministic {
+                // One kernel: dK, dV and (atomically, into zeros) dQ.
+                self.stream.memset_zeros(d_q.data_mut()).expect("cannot clear GPU memory");
+                let fused = fa_fused_kernel(&self.kernels, head_dim);
+                self.launch(fused, tensor_core_grid(seq, kv_heads, batch, fa_fused_shared_bytes(head_dim)), |b| {
+                    b.arg(d_q.data_mut()).arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&lse.data).arg(&*row_dot);
+                    b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
+                    b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+                });
+                return;
+            }
             let (_, dq, dkdv) = fa_kernels(&self.kernels, head_dim);
             let bytes = fa_shared_bytes(head_dim);
             self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
@@ -840,11 +872,16 @@ impl Backend for CudaBackend {
         grad: Option<OutputGrad<'_, GpuBuffer>>,
     ) {
         let _op = self.op(|| format!("output_loss {rows}x{dim}->{vocab}{}", if grad.is_some() { " +grad" } else { "" }));
-        // Per chunk: fp32 logits (GEMM), then loss, lse and the bf16 gradient in one kernel that
-        // only reads them. After the loop, the two gradient GEMMs over the whole batch.
+        // Per chunk: the logits (GEMM; bf16 in mixed precision, as autocast rounds them, fp32 in
+        // fp32 precision), then loss, lse and the bf16 gradient in one kernel that only reads
+        // them. After the loop, the two gradient GEMMs over the whole batch.
         let chunk = self.output_chunk_rows(rows, vocab);
         let (h, w) = (self.operand_ptr(hidden), self.operand_ptr(weight));
         let operands = self.operands();
+        let (logits_operands, chunk_kernel) = match self.precision {
+            Precision::Mixed => (Operands::Bf16WithBf16Output, &self.kernels.cross_entropy_chunk_bf16),
+            Precision::Fp32 => (operands, &self.kernels.cross_entropy_chunk),
+        };
         let logits = self.ptr(scratch.data_mut());
         let (losses_at, lse_at, targets_at) = (self.ptr(losses.data_mut()), self.ptr(lse.data_mut()), self.ptr(&targets.ids));
         let grad_logits = grad.is_some().then(|| self.scratch(&self.output_grad, rows * vocab));
@@ -853,11 +890,11 @@ impl Backend for CudaBackend {
         let vocab32 = vocab as i32;
         for first in (0..rows).step_by(chunk) {
             let count = chunk.min(rows - first);
-            let shape = GemmShape { operands, transa: true, transb: false, m: vocab as u64, n: count as u64, k: dim as u64, lda: dim as i64, ldb: dim as i64, ldc: vocab as i64 };
+            let shape = GemmShape { operands: logits_operands, transa: true, transb: false, m: vocab as u64, n: count as u64, k: dim as u64, lda: dim as i64, ldb: dim as i64, ldc: vocab as i64 };
             unsafe { self.gemm.run(shape, w, h + first as u64 * dim as u64 * operands.bytes(), logits, 1.0, 0.0) }.expect("output_loss (logits)");
             let (row_losses, row_lse, row_targets) = (losses_at + (first * 4) as u64, lse_at + (first * 4) as u64, targets_at + (first * 4) as u64);
             let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
-            self.launch(&self.kernels.cross_entropy_chunk, rows_grid(count, CE_BLOCK), |b| {
+            self.launch(chunk_kernel, rows_grid(count, CE_BLOCK), |b| {
                 b.arg(&row_losses).arg(&row_lse).arg(&row_grad).arg(&logits).arg(&row_targets).arg(&vocab32).arg(&scale);
             });
         }

@@ -17,12 +17,14 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 /// cuBLASLt's recommended workspace on Hopper.
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// The element type of A and B.
+/// The element types of A and B, and of C (fp32 unless said).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Operands {
     /// bf16 on the tensor cores (training).
     #[default]
     Bf16,
+    /// bf16 A and B, and a bf16 C (fp32 accumulation, rounded once): the output layer's logits.
+    Bf16WithBf16Output,
     /// Full fp32 (`CUBLAS_COMPUTE_32F`, no TF32): about 30x slower, exact to fp32 rounding.
     F32,
 }
@@ -30,7 +32,7 @@ pub enum Operands {
 impl Operands {
     pub fn bytes(self) -> u64 {
         match self {
-            Self::Bf16 => 2,
+            Self::Bf16 | Self::Bf16WithBf16Output => 2,
             Self::F32 => 4,
         }
     }
@@ -84,9 +86,10 @@ impl Gemm {
 
     fn plan(&self, shape: GemmShape) -> Result<Plan> {
         let f32t = sys::cudaDataType_t::CUDA_R_32F;
-        let operand = match shape.operands {
-            Operands::Bf16 => sys::cudaDataType_t::CUDA_R_16BF,
-            Operands::F32 => f32t,
+        let (operand, output) = match shape.operands {
+            Operands::Bf16 => (sys::cudaDataType_t::CUDA_R_16BF, f32t),
+            Operands::Bf16WithBf16Output => (sys::cudaDataType_t::CUDA_R_16BF, sys::cudaDataType_t::CUDA_R_16BF),
+            Operands::F32 => (f32t, f32t),
         };
         let (a_rows, a_cols) = if shape.transa { (shape.k, shape.m) } else { (shape.m, shape.k) };
         let (b_rows, b_cols) = if shape.transb { (shape.n, shape.k) } else { (shape.k, shape.n) };
@@ -100,7 +103,7 @@ impl Gemm {
         let layouts = [
             lt::create_matrix_layout(operand, a_rows, a_cols, shape.lda).map_err(|e| err("layout A", e))?,
             lt::create_matrix_layout(operand, b_rows, b_cols, shape.ldb).map_err(|e| err("layout B", e))?,
-            lt::create_matrix_layout(f32t, shape.m, shape.n, shape.ldc).map_err(|e| err("layout C", e))?,
+            lt::create_matrix_layout(output, shape.m, shape.n, shape.ldc).map_err(|e| err("layout C", e))?,
         ];
         let pref = lt::create_matmul_pref().map_err(|e| err("preference", e))?;
         unsafe {

@@ -282,7 +282,8 @@ pub fn check_attention(gpu: &CudaBackend) -> Vec<Check> {
     ] {
         let kernels = gpu.attention_kernels(shape.head_dim);
         let tensor_cores = kernels != crate::AttentionKernels::Fp32;
-        let tag = format!("b{} t{} h{}/{} d{} {}", shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim, kernels.name());
+        let kernels_name = if gpu.deterministic { kernels.name().to_string() } else { format!("{} fused", kernels.name()) };
+        let tag = format!("b{} t{} h{}/{} d{} {kernels_name}", shape.batch, shape.seq, shape.heads, shape.kv_heads, shape.head_dim);
         let tolerance = if tensor_cores { BF16_TOLERANCE } else { F32_TOLERANCE };
         let rows = shape.batch * shape.seq;
         let (q_len, kv_len) = (rows * shape.heads * shape.head_dim, rows * shape.kv_heads * shape.head_dim);
