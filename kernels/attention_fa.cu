@@ -374,10 +374,14 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
 // With FUSE_DQ (d_q zeroed by the caller) it also adds scale · dS K into d_q with atomics, as
 // FlashAttention-2 does: dS goes through shared memory (another 64 * (BM + 8) bf16) and S, dP
 // are computed once instead of again in backward_dq. Atomics make d_q's sums order-dependent.
+// With `split_heads` (grouped-query attention) a block serves one query head (grid.y = heads)
+// and writes that head's share of dK/dV to d_k/d_v laid out [batch, seq, heads, HD]; the caller
+// sums each group's shares in a fixed order (attention_sum_head_groups). More, shorter blocks:
+// one K/V head's block otherwise walks all its query heads one after another.
 template <int HD, int BM, bool FUSE_DQ>
 __device__ __forceinline__ void backward_dkdv(float* d_q, float* d_k, float* d_v, const float* lse, const float* row_dot,
                                               const bf16* q, const bf16* k, const bf16* v, const bf16* d_out, int seq,
-                                              int heads, int kv_heads, float scale) {
+                                              int heads, int kv_heads, float scale, int split_heads) {
     constexpr int BN = 64, LD = HD + 8;
     extern __shared__ __align__(128) unsigned char fa_smem[];
     bf16* ks = (bf16*)fa_smem;
@@ -389,12 +393,13 @@ __device__ __forceinline__ void backward_dkdv(float* d_q, float* d_k, float* d_v
     constexpr int LDS = BM + 8;
     bf16* dss = (bf16*)(dots + 2 * BM);         // [BN][LDS]: dSᵀ of the step (FUSE_DQ)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int b = blockIdx.z, g = blockIdx.y, group = heads / kv_heads, k0 = blockIdx.x * BN;
-    const int qt_first = k0 / BM, n_qt = (seq + BM - 1) / BM - qt_first, steps = group * n_qt;
+    const int b = blockIdx.z, group = heads / kv_heads, k0 = blockIdx.x * BN;
+    const int g = split_heads ? blockIdx.y / group : blockIdx.y, head0 = split_heads ? blockIdx.y : g * group;
+    const int qt_first = k0 / BM, n_qt = (seq + BM - 1) / BM - qt_first, steps = (split_heads ? 1 : group) * n_qt;
 
-    // Step i reads query head g * group + i / n_qt, queries (qt_first + i % n_qt) * BM ...
+    // Step i reads query head head0 + i / n_qt, queries (qt_first + i % n_qt) * BM ...
     auto issue = [&](int i, int buf) {
-        const int h = g * group + i / n_qt, q0 = (qt_first + i % n_qt) * BM;
+        const int h = head0 + i / n_qt, q0 = (qt_first + i % n_qt) * BM;
         load_tile<BM, HD>(qs + buf * BM * LD, q, b, q0, seq, heads, h);
         load_tile<BM, HD>(dos + buf * BM * LD, d_out, b, q0, seq, heads, h);
         for (int r = threadIdx.x; r < BM; r += THREADS) {
@@ -480,7 +485,7 @@ __device__ __forceinline__ void backward_dkdv(float* d_q, float* d_k, float* d_v
                     mma(dq[2 * np + 1], a, b2, b3);
                 }
             }
-            const int h = g * group + i / n_qt, row_a = q0 + mt * 16 + (lane >> 2), row_b = row_a + 8;
+            const int h = head0 + i / n_qt, row_a = q0 + mt * 16 + (lane >> 2), row_b = row_a + 8;
 #pragma unroll
             for (int j = 0; j < COLS / 8; j++) {
                 const int c = part * COLS + j * 8 + col;
@@ -495,7 +500,7 @@ __device__ __forceinline__ void backward_dkdv(float* d_q, float* d_k, float* d_v
     for (int half = 0; half < 2; half++) {
         const int key = half ? key_b : key_a;
         if (key >= seq) continue;
-        const u64 at = (((u64)b * seq + key) * kv_heads + g) * HD + col;
+        const u64 at = split_heads ? (((u64)b * seq + key) * heads + head0) * HD + col : (((u64)b * seq + key) * kv_heads + g) * HD + col;
 #pragma unroll
         for (int j = 0; j < HD / 8; j++) {
             *reinterpret_cast<float2*>(d_k + at + j * 8) = make_float2(scale * dk[j][2 * half], scale * dk[j][2 * half + 1]);
@@ -522,17 +527,30 @@ __device__ __forceinline__ void backward_dkdv(float* d_q, float* d_k, float* d_v
     extern "C" __global__ void __launch_bounds__(128) attention_backward_dkdv_fa##HD(                                \
         float* d_k, float* d_v, const float* lse, const float* row_dot, const __nv_bfloat16* q,                      \
         const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_out, int seq, int heads, int kv_heads, \
-        float scale) {                                                                                               \
+        float scale, int split_heads) {                                                                              \
         fa::backward_dkdv<HD, DKDV_BM, false>(nullptr, d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads,  \
-                                              scale);                                                                \
+                                              scale, split_heads);                                                   \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(128) attention_backward_fused_fa##HD(                               \
         float* d_q, float* d_k, float* d_v, const float* lse, const float* row_dot, const __nv_bfloat16* q,          \
         const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_out, int seq, int heads, int kv_heads, \
         float scale) {                                                                                               \
         fa::backward_dkdv<HD, DKDV_BM, true>(d_q, d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads,       \
-                                             scale);                                                                 \
+                                             scale, 0);                                                              \
     }
 
 FA_ENTRY_POINTS(64, 64, 64)
 FA_ENTRY_POINTS(128, 32, 32)
+
+// out[row, g, :] = Σ_r shares[row, g * group + r, :] over r = 0 .. group - 1 in order: the per
+// query head dK or dV shares of the split-heads backward, summed into their K/V head.
+extern "C" __global__ void attention_sum_head_groups(float* out, const float* shares, u64 rows, int kv_heads, int group,
+                                                     int head_dim) {
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * kv_heads * head_dim) return;
+    const u64 d = i % head_dim, g = (i / head_dim) % kv_heads, row = i / ((u64)head_dim * kv_heads);
+    const float* src = shares + ((row * kv_heads + g) * group) * head_dim + d;
+    float sum = 0.0f;
+    for (int r = 0; r < group; r++) sum += src[(u64)r * head_dim];
+    out[i] = sum;
+}

@@ -84,6 +84,9 @@ pub struct CudaBackend {
     gemm: Gemm,
     norm_partials: RefCell<CudaSlice<f32>>,
     attention_row_dot: RefCell<CudaSlice<f32>>,
+    /// Per-query-head dK and dV shares of the grouped-query attention backward.
+    attention_k_shares: RefCell<CudaSlice<f32>>,
+    attention_v_shares: RefCell<CudaSlice<f32>>,
     sum_partials: RefCell<CudaSlice<f64>>,
     embedding_segments: RefCell<CudaSlice<u32>>,
     /// The output layer's logit gradient for the whole batch, in bf16 (its GEMMs' operand).
@@ -226,6 +229,8 @@ impl CudaBackend {
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
+            attention_k_shares: RefCell::new(empty_f32()?),
+            attention_v_shares: RefCell::new(empty_f32()?),
             sum_partials: RefCell::new(stream.alloc_zeros::<f64>(SUM_BLOCKS)?),
             embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
             output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
@@ -663,11 +668,32 @@ impl Backend for CudaBackend {
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
-            self.launch(dkdv, tensor_core_grid(seq, kv_heads, batch, bytes.2), |b| {
-                b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&lse.data).arg(&*row_dot);
+            if kv_heads == heads {
+                let split = 0i32;
+                self.launch(dkdv, tensor_core_grid(seq, kv_heads, batch, bytes.2), |b| {
+                    b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&lse.data).arg(&*row_dot);
+                    b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
+                    b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale).arg(&split);
+                });
+                return;
+            }
+            // Grouped-query: one block per query head writes its share of dK/dV, then each
+            // group's shares are summed in order (deterministic, and no block walks the group).
+            let shares_len = batch * seq * heads * head_dim;
+            let mut k_shares = self.scratch(&self.attention_k_shares, shares_len);
+            let mut v_shares = self.scratch(&self.attention_v_shares, shares_len);
+            let split = 1i32;
+            self.launch(dkdv, tensor_core_grid(seq, heads, batch, bytes.2), |b| {
+                b.arg(&mut *k_shares).arg(&mut *v_shares).arg(&lse.data).arg(&*row_dot);
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
-                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale).arg(&split);
             });
+            let (rows, group) = ((batch * seq) as u64, (heads / kv_heads) as i32);
+            for (out, shares) in [(&mut *d_k, &*k_shares), (&mut *d_v, &*v_shares)] {
+                self.launch(&self.kernels.attention_sum_head_groups, grid_for_u64(batch * seq * kv_heads * head_dim), |b| {
+                    b.arg(out.data_mut()).arg(shares).arg(&rows).arg(&kv32).arg(&group).arg(&hd32);
+                });
+            }
             return;
         }
         // The other kernels add into their outputs.

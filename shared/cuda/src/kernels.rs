@@ -152,6 +152,7 @@ kernel_table!(
     attention_backward_dq_fa128,
     attention_backward_dkdv_fa128,
     attention_backward_fused_fa128,
+    attention_sum_head_groups,
     embedding_forward,
     embedding_backward,
     cross_entropy_forward,
