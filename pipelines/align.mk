@@ -8,6 +8,7 @@
 
 ALIGN_DATA       ?= $(WORK)/align-data
 ALIGN_EVAL_ITEMS ?= 100
+align_tasks = $(addprefix $(ALIGN_DATA)/tasks/,digit_reversal.toml preferred_answer.toml preferred_logprob.toml)
 align_eval = --eval-data-root $(ALIGN_DATA) --eval-items $(ALIGN_EVAL_ITEMS) --max-new-tokens 48 --backend auto $(threads_flag)
 .PHONY: align-data sft dpo align-eval
 
@@ -16,14 +17,13 @@ align-data:
 
 sft: align-data
 	$(BIN)/ds-sft --model $(WORK)/runs/tiny --tokenizer $(WORK)/tokenizer --data $(ALIGN_DATA)/sft_train.jsonl \
-	  --eval-task $(ALIGN_DATA)/eval_task.jsonl --eval-tasks $(ALIGN_DATA)/tasks/digit_reversal.toml $(align_eval) \
+	  --eval-task $(ALIGN_DATA)/eval_task.jsonl --eval-tasks $(align_tasks) $(align_eval) \
 	  --config pipelines/configs/sft-demo.toml --output $(WORK)/runs/sft > /dev/null
 
 dpo: sft
 	$(BIN)/ds-dpo --model $(WORK)/runs/sft --tokenizer $(WORK)/tokenizer --data $(ALIGN_DATA)/dpo_train.jsonl \
-	  --eval-preferences $(ALIGN_DATA)/eval_preferences.jsonl \
-	  --eval-tasks $(ALIGN_DATA)/tasks/preferred_answer.toml $(ALIGN_DATA)/tasks/preferred_logprob.toml \
-	    $(ALIGN_DATA)/tasks/digit_reversal.toml $(align_eval) \
+	  --eval-preferences $(ALIGN_DATA)/eval_preferences.jsonl --eval-task $(ALIGN_DATA)/eval_task.jsonl \
+	  --eval-tasks $(align_tasks) $(align_eval) \
 	  --config pipelines/configs/dpo-demo.toml --output $(WORK)/runs/dpo > /dev/null
 
 # The three checkpoints (pretrained, SFT, DPO) through the ds-eval binary on the alignment tasks.
@@ -33,3 +33,5 @@ align-eval: dpo
 	    --data-root $(ALIGN_DATA) --limit $(ALIGN_EVAL_ITEMS) --output $(WORK)/eval/align-$$run --backend auto $(threads_flag) > /dev/null || exit $$?; \
 	  echo "== $$run"; cat $(WORK)/eval/align-$$run/results.md; \
 	done
+	@echo; echo "Alignment on the held-out sets, base model -> SFT -> DPO ($(WORK)/runs/dpo/alignment.md):"
+	@cat $(WORK)/runs/dpo/alignment.md

@@ -179,8 +179,50 @@ fn eval_tasks<B: Backend>(model: Llama<B>, common: &CommonArgs, specs: &[TaskSpe
     Ok((evaluator.model, Value::Object(out)))
 }
 
+/// The file ds-dpo writes beside report.json: the chain's table (see [`chain_table`]).
+pub const CHAIN_TABLE_FILE: &str = "alignment.md";
+
+/// One column of the chain table: a ds-eval task's metric, by name.
+const CHAIN_COLUMNS: [(&str, &str, &str); 3] = [
+    ("digit_reversal", "exact_match", "task accuracy (digit_reversal)"),
+    ("preferred_answer", "exact_match", "preferred answer (greedy = chosen)"),
+    ("preferred_logprob", "acc", "log P(chosen) > log P(rejected)"),
+];
+
+/// The before/after table of base model -> SFT -> DPO, from ds-sft's report (`sft`: its
+/// `eval_before` is the base model, `before`'s repetition ratio too) and ds-dpo's (`dpo`: its
+/// `eval_before` is the SFT model, `eval_after` the DPO model). Figures are ds-eval's (run
+/// through its library on the held-out sets) and the repetition ratio of greedy answers to the
+/// held-out task prompts; a figure a stage did not measure shows as "-".
+pub fn chain_table(sft: &Value, dpo: &Value) -> String {
+    let rows: [(&str, &Value, &Value); 3] = [
+        ("base (pretrained)", &sft["eval_before"], &sft["before"]),
+        ("SFT", &dpo["eval_before"], &dpo["before"]["task"]),
+        ("SFT + DPO", &dpo["eval_after"], &dpo["after"]["task"]),
+    ];
+    let items = |name: &str| [&sft["eval_before"], &dpo["eval_after"]].iter().find_map(|e| e[name]["items"].as_u64());
+    let mut header = String::from("| model |");
+    let mut rule = String::from("|---|");
+    for (name, _, label) in CHAIN_COLUMNS {
+        header += &format!(" {label}{} |", items(name).map(|n| format!(", {n} items")).unwrap_or_default());
+        rule += "---|";
+    }
+    header += " repetition ratio |";
+    rule += "---|";
+    let figure = |v: &Value| v.as_f64().map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+    let mut out = format!("{header}\n{rule}\n");
+    for (model, eval, task) in rows {
+        out += &format!("| {model} |");
+        for (name, metric, _) in CHAIN_COLUMNS {
+            out += &format!(" {} |", figure(&eval[name]["metrics"][metric]));
+        }
+        out += &format!(" {} |\n", figure(&task["repetition_ratio"]));
+    }
+    out
+}
+
 /// Prints a report's before/after figures: each ds-eval task's metrics, the repetition ratio
-/// (SFT), the training's last reward figures (DPO).
+/// (SFT), the training's last reward figures (DPO), and ds-dpo's chain table when it has one.
 pub fn print_summary(tool: &str, report: &Value) {
     let (before, after) = (&report["eval_before"], &report["eval_after"]);
     for (name, result) in after.as_object().into_iter().flatten() {
@@ -225,6 +267,9 @@ pub fn print_summary(tool: &str, report: &Value) {
             own(train, "reward_margin_last"),
             own(train, "kl_per_token_last")
         );
+    }
+    if let Some(table) = report.get("chain_table").and_then(Value::as_str) {
+        eprintln!("{tool}: base model -> SFT -> DPO on the held-out sets (ds-eval's figures):\n{table}");
     }
 }
 
@@ -635,6 +680,13 @@ fn dpo_on<B: Backend>(
     let (model, tasks_after) = eval_tasks(model, common, tasks)?;
     drop(model);
     metrics.write(&json!({"step": history.len(), "after": after, "eval_after": tasks_after}))?;
+    // The chain base -> SFT -> DPO, when the starting model is a ds-sft run folder.
+    let sft_report = common.model.join(REPORT_FILE);
+    let sft_report = match sft_report.exists() {
+        true => Some(serde_json::from_str::<Value>(&std::fs::read_to_string(&sft_report)?).with_context(|| format!("{}: not a JSON report", sft_report.display()))?),
+        false => None,
+    }
+    .filter(|r| r["tool"] == SFT_TOOL);
     let mean = |f: fn(&crate::dpo::DpoStep) -> f64| history.iter().map(f).sum::<f64>() / history.len().max(1) as f64;
     let last = history.last();
     let report = json!({
@@ -659,5 +711,44 @@ fn dpo_on<B: Backend>(
         "eval_after": tasks_after,
         "wall_seconds": started.elapsed().as_secs_f64(),
     });
+    let mut report = report;
+    if let Some(sft) = sft_report {
+        let table = chain_table(&sft, &report);
+        let path = common.output.join(CHAIN_TABLE_FILE);
+        dsllm_core::atomic::write_file(&path, table.as_bytes())?;
+        outputs.push(WrittenFile { path, rows: 3, bytes: table.len() as u64 });
+        report["chain_table"] = Value::String(table);
+    }
     finish_report(DPO_TOOL, stage, counts, outputs, report, &common.output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_table_takes_each_model_from_the_right_report() {
+        let eval = |reversal: f64, answer: f64, logprob: f64| {
+            json!({
+                "digit_reversal": {"metrics": {"exact_match": reversal}, "items": 100},
+                "preferred_answer": {"metrics": {"exact_match": answer}, "items": 100},
+                "preferred_logprob": {"metrics": {"acc": logprob}, "items": 100},
+            })
+        };
+        let sft = json!({"tool": SFT_TOOL, "eval_before": eval(0.0, 0.01, 0.3), "before": {"repetition_ratio": 0.9}});
+        let dpo = json!({
+            "eval_before": eval(0.6, 0.1, 0.4),
+            "before": {"task": {"repetition_ratio": 0.05}},
+            "eval_after": {"digit_reversal": {"metrics": {"exact_match": 0.7}, "items": 100}},
+            "after": {"task": {"repetition_ratio": 0.0}},
+        });
+        let table = chain_table(&sft, &dpo);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[0].contains("task accuracy (digit_reversal), 100 items") && lines[0].ends_with("repetition ratio |"), "{}", lines[0]);
+        assert_eq!(lines[2], "| base (pretrained) | 0.00 | 0.01 | 0.30 | 0.90 |");
+        assert_eq!(lines[3], "| SFT | 0.60 | 0.10 | 0.40 | 0.05 |");
+        // What the DPO run did not measure shows as "-".
+        assert_eq!(lines[4], "| SFT + DPO | 0.70 | - | - | 0.00 |");
+    }
 }
