@@ -121,9 +121,14 @@ def write_parquet(docs, folder, files=8):
 
 
 def run_measured(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS MB of the process tree, stdout)."""
-    import psutil
+    """Runs cmd; returns (seconds, peak RSS MB of the process tree, stdout, CPU seconds).
 
+    CPU seconds (user + system of the process and every descendant it waited for) tell the
+    work done whatever else loads the machine; wall seconds give docs/s."""
+    import psutil
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = [0]
@@ -144,7 +149,9 @@ def run_measured(cmd, env=None):
     t.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: ...{err[-600:]}")
-    return time.time() - start, peak[0] / 2**20, out
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.time() - start, peak[0] / 2**20, out, cpu
 
 
 # ---- the Python tools, each in its own process (python bench.py --tool X --work DIR) --------
@@ -308,7 +315,7 @@ def run_ours(binary, work, n):
     import pyarrow.parquet as pq
 
     out = work / "ours"
-    secs, peak, _ = run_measured([binary, "--input", str(work / "docs"), "--output", str(out), "--threads", "2"])
+    secs, peak, _, cpu = run_measured([binary, "--input", str(work / "docs"), "--output", str(out), "--threads", "2"])
     cluster = list(range(n))
     matched = []
     for f in sorted((out / "removed").rglob("*.parquet")):
@@ -316,15 +323,15 @@ def run_ours(binary, work, n):
         for a, b in zip(t["id"], t["dup_of"]):
             cluster[int(a)] = int(b)
             matched.append((int(a), int(b)))
-    return secs, peak, cluster, matched, None
+    return secs, peak, cluster, matched, None, cpu
 
 
 def run_python_tool(tool, work, n):
-    secs, peak, _ = run_measured([sys.executable, __file__, "--tool", tool, "--work", str(work)])
+    secs, peak, _, cpu = run_measured([sys.executable, __file__, "--tool", tool, "--work", str(work)])
     r = json.load(open(work / f"{tool}.json"))
     cluster = r["cluster"]
     sig_rate = n / r["signature_seconds"] if r["signature_seconds"] else None
-    return secs, peak, cluster, pairs_from_clusters(cluster), sig_rate
+    return secs, peak, cluster, pairs_from_clusters(cluster), sig_rate, cpu
 
 
 def main():
@@ -356,15 +363,15 @@ def main():
         )
         if "datatrove" in args.tools and dt_docs < len(docs):
             print(f"datatrove runs on the first {dt_docs} documents only (a deterministic prefix of the same corpus)")
-        print(f"{'tool':<12} {'docs':>7} {'docs/s':>9} {'sig docs/s':>11} {'peak MB':>8} {'precision':>10} {'recall':>7}")
+        print(f"{'tool':<12} {'docs':>7} {'docs/s':>9} {'docs/CPU-s':>10} {'sig docs/s':>11} {'peak MB':>8} {'precision':>10} {'recall':>7}")
         results = {}
         for tool in args.tools.split(","):
             n = dt_docs if tool == "datatrove" else len(docs)
             try:
                 if tool == "ours":
-                    secs, peak, cluster, matched, sig_rate = run_ours(args.ours, work, n)
+                    secs, peak, cluster, matched, sig_rate, cpu = run_ours(args.ours, work, n)
                 else:
-                    secs, peak, cluster, matched, sig_rate = run_python_tool(tool, work, n)
+                    secs, peak, cluster, matched, sig_rate, cpu = run_python_tool(tool, work, n)
             except Exception as e:  # a tool that cannot run here is reported, not fatal
                 print(f"{tool:<12} failed: {str(e)[:300]}")
                 continue
@@ -372,6 +379,8 @@ def main():
             results[tool] = {
                 "documents": n,
                 "docs_per_s": n / secs,
+                "docs_per_cpu_s": n / cpu if cpu > 0 else None,
+                "cpu_seconds": cpu,
                 "signature_docs_per_s": sig_rate,
                 "peak_mb": peak,
                 "precision": precision,
@@ -379,7 +388,8 @@ def main():
                 "true_pairs": n_truth,
             }
             sig = f"{sig_rate:>11.0f}" if sig_rate else f"{'':>11}"
-            print(f"{tool:<12} {n:>7} {n / secs:>9.0f} {sig} {peak:>8.0f} {precision:>10.3f} {recall:>7.3f}", flush=True)
+            per_cpu = f"{n / cpu:>10.0f}" if cpu > 0 else f"{'':>10}"
+            print(f"{tool:<12} {n:>7} {n / secs:>9.0f} {per_cpu} {sig} {peak:>8.0f} {precision:>10.3f} {recall:>7.3f}", flush=True)
         ours = results.get("ours")
         if ours:
             for tool in ["rensa", "datasketch", "datatrove"]:
@@ -388,6 +398,8 @@ def main():
                     base = r["signature_docs_per_s"] or r["docs_per_s"]
                     what = "its signature rate" if r["signature_docs_per_s"] else f"its whole dedup of {r['documents']} docs"
                     print(f"ours (whole dedup) / {tool} ({what}): {ours['docs_per_s'] / base:.1f}x")
+                    if not r["signature_docs_per_s"] and r["docs_per_cpu_s"] and ours["docs_per_cpu_s"]:
+                        print(f"  per CPU second (load-independent): {ours['docs_per_cpu_s'] / r['docs_per_cpu_s']:.1f}x")
         print(f"load average at end: {os.getloadavg()[0]:.1f}")
         print(json.dumps({"documents": len(docs), "datatrove_documents": dt_docs, "results": results}))
     finally:
