@@ -64,6 +64,12 @@ const LOREM: usize = 0;
 const JAVASCRIPT: usize = 1;
 const POLICY: [&str; 6] = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
 
+/// Appends a word's hash to an n-gram's hash (order-sensitive).
+#[inline]
+fn combine(h: u64, word: u64) -> u64 {
+    h.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23) ^ word
+}
+
 /// Computes [`Signals`]; one per thread.
 pub struct Analyzer {
     config: FilterConfig,
@@ -77,6 +83,9 @@ pub struct Analyzer {
     set: FxHashSet<u64>,
     para_set: FxHashSet<u64>,
     counts: FxHashMap<u64, u32>,
+    /// grams[i] = hash of the `gram_len`-word n-gram starting at word i.
+    grams: Vec<u64>,
+    gram_len: usize,
     kept_lines: Vec<(usize, usize)>,
 }
 
@@ -110,6 +119,8 @@ impl Analyzer {
             set: FxHashSet::default(),
             para_set: FxHashSet::default(),
             counts: FxHashMap::default(),
+            grams: Vec::new(),
+            gram_len: 0,
             kept_lines: Vec::new(),
         }
     }
@@ -331,11 +342,16 @@ impl Analyzer {
         // characters: Gopher's thresholds were set on word n-grams.
         let spaced = s.cjk_share < self.config.gopher_quality.cjk_share;
         let scale = if spaced { 1 } else { self.config.gopher_repetition.cjk_chars_per_word.max(1) as usize };
+        // The n-gram lengths only grow, so each position's hash is extended word by word
+        // (10 x scale steps a position in all, not 2 + 3 + ... + 10 = 54).
+        self.start_grams();
         for (k, n) in (2..=4).enumerate() {
-            s.top_ngram_char_frac[k] = per(self.top_ngram_chars(n * scale, spaced) as f64, total_chars as f64);
+            self.extend_grams(n * scale);
+            s.top_ngram_char_frac[k] = per(self.top_ngram_chars(spaced) as f64, total_chars as f64);
         }
         for (k, n) in (5..=10).enumerate() {
-            s.dup_ngram_char_frac[k] = per(self.duplicated_ngram_chars(n * scale) as f64, total_chars as f64);
+            self.extend_grams(n * scale);
+            s.dup_ngram_char_frac[k] = per(self.duplicated_ngram_chars() as f64, total_chars as f64);
         }
         s
     }
@@ -370,26 +386,40 @@ impl Analyzer {
         self.words.push(Word { hash: xxh3_64(core.as_bytes()), chars });
     }
 
-    #[inline]
-    fn ngram_hash(&self, i: usize, n: usize) -> u64 {
-        let mut h = self.words[i].hash;
-        for w in &self.words[i + 1..i + n] {
-            h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23) ^ w.hash;
+    /// Resets the n-gram hashes to the words' own (unigrams).
+    fn start_grams(&mut self) {
+        self.grams.clear();
+        self.grams.extend(self.words.iter().map(|w| w.hash));
+        self.gram_len = 1;
+    }
+
+    /// Lengthens every n-gram hash to `n` words; positions too close to the end drop out.
+    fn extend_grams(&mut self, n: usize) {
+        debug_assert!(n >= self.gram_len);
+        while self.gram_len < n && !self.grams.is_empty() {
+            let next = self.gram_len;
+            let last = self.grams.len() - 1;
+            for (i, h) in self.grams[..last].iter_mut().enumerate() {
+                *h = combine(*h, self.words[i + next].hash);
+            }
+            self.grams.truncate(last);
+            self.gram_len += 1;
         }
-        h
+        self.gram_len = n;
     }
 
     /// Characters covered by the most frequent n-gram (its length, joined with spaces for
     /// spaced text, times its count), as Gopher's "top n-gram character fraction".
-    fn top_ngram_chars(&mut self, n: usize, spaced: bool) -> u64 {
-        if self.words.len() < n {
+    fn top_ngram_chars(&mut self, spaced: bool) -> u64 {
+        let n = self.gram_len;
+        if self.words.len() < n || self.grams.is_empty() {
             return 0;
         }
         let mut counts = std::mem::take(&mut self.counts);
         counts.clear();
         let (mut best_count, mut best_at) = (0u32, 0usize);
-        for i in 0..=self.words.len() - n {
-            let c = counts.entry(self.ngram_hash(i, n)).or_insert(0);
+        for (i, &h) in self.grams.iter().enumerate() {
+            let c = counts.entry(h).or_insert(0);
             *c += 1;
             if *c > best_count {
                 best_count = *c;
@@ -403,12 +433,13 @@ impl Analyzer {
 
     /// Characters of n-grams that repeat an earlier n-gram, counting each repeated span once
     /// (Gopher's "duplicate n-gram character fraction", datatrove's greedy scan).
-    fn duplicated_ngram_chars(&mut self, n: usize) -> u64 {
+    fn duplicated_ngram_chars(&mut self) -> u64 {
+        let n = self.gram_len;
         self.set.clear();
         let mut repeated = 0u64;
         let mut i = 0usize;
-        while i + n <= self.words.len() {
-            if self.set.insert(self.ngram_hash(i, n)) {
+        while i + n <= self.words.len() && i < self.grams.len() {
+            if self.set.insert(self.grams[i]) {
                 i += 1;
             } else {
                 repeated += (self.prefix[i + n] - self.prefix[i]) as u64;
@@ -470,6 +501,36 @@ mod tests {
             }
             let kept = a.c4_text(&text);
             prop_assert!(kept.len() <= text.len());
+        }
+
+        /// The incremental n-gram hashes give what comparing the words themselves gives.
+        #[test]
+        fn ngram_scans_match_word_comparison(ids in proptest::collection::vec(0u8..4, 0..60), lens in proptest::collection::vec(1u32..6, 4)) {
+            let mut a = Analyzer::new(&FilterConfig::default());
+            a.words = ids.iter().map(|&w| Word { hash: xxh3_64(&[w]), chars: lens[w as usize] }).collect();
+            a.prefix = std::iter::once(0).chain(a.words.iter().scan(0, |acc, w| { *acc += w.chars; Some(*acc) })).collect();
+            let chars = |i: usize, n: usize| ids[i..i + n].iter().map(|&w| lens[w as usize] as u64).sum::<u64>();
+            a.start_grams();
+            for n in [2usize, 3, 4, 5, 7, 10] {
+                a.extend_grams(n);
+                // Most frequent n-gram (first to reach the top count) times its count.
+                let mut counts = std::collections::HashMap::new();
+                let (mut best, mut at) = (0u64, 0usize);
+                for i in 0..(ids.len() + 1).saturating_sub(n) {
+                    let c = counts.entry(&ids[i..i + n]).or_insert(0u64);
+                    *c += 1;
+                    if *c > best { best = *c; at = i; }
+                }
+                let top = if best == 0 { 0 } else { (chars(at, n) + n as u64 - 1) * best };
+                prop_assert_eq!(a.top_ngram_chars(true), top, "top n={}", n);
+                // Greedy duplicate scan.
+                let mut seen = std::collections::HashSet::new();
+                let (mut dup, mut i) = (0u64, 0usize);
+                while i + n <= ids.len() {
+                    if seen.insert(&ids[i..i + n]) { i += 1 } else { dup += chars(i, n); i += n }
+                }
+                prop_assert_eq!(a.duplicated_ngram_chars(), dup, "dup n={}", n);
+            }
         }
     }
 }
