@@ -14,7 +14,7 @@ datatrove is about 100x slower than the others, so it runs on the first --datatr
 documents of the same corpus (a deterministic prefix, which holds its own planted copies); its
 docs/s is over the documents it processed and its accuracy over that prefix.
 
-Needs: pip install datatrove rensa datasketch pyarrow psutil (the tools that are missing are skipped).
+Needs: pip install datatrove orjson rensa datasketch pyarrow psutil (the tools that are missing are skipped).
 Usage: python3 bench/dedup/bench.py --docs 200000 --ours target/release/ds-dedup
 """
 
