@@ -61,6 +61,7 @@ fn write_align(args: &Args) -> dsllm_core::Result<serde_json::Value> {
         eval_items: args.eval_items,
         eval_pairs: args.eval_items,
         digits: args.digits as usize,
+        ..AlignConfig::default()
     };
     let params = serde_json::json!({"align": config});
     let stage = match Stage::begin(TOOL, &args.output, params, &[], TaskSlice::default(), args.force)? {

@@ -51,6 +51,8 @@ pub struct AlignConfig {
     pub eval_pairs: usize,
     /// Digits per number (2 or more).
     pub digits: usize,
+    /// Share of SFT answers in the verbose style.
+    pub verbose_share: f64,
 }
 
 impl Default for AlignConfig {
@@ -58,7 +60,7 @@ impl Default for AlignConfig {
         // Three digits: the reversal is a fixed pattern of relative positions the demo's tiny
         // model learns in minutes on a CPU. Of the 810 numbers, 200 are held out, 200 are
         // DPO's and 410 SFT's, each seen ~20 times in 8,000 SFT examples.
-        Self { seed: 20240105, sft_examples: 8000, dpo_pairs: 200, eval_items: 100, eval_pairs: 100, digits: 3 }
+        Self { seed: 20240105, sft_examples: 8000, dpo_pairs: 200, eval_items: 100, eval_pairs: 100, digits: 3, verbose_share: 0.7 }
     }
 }
 pub const SFT_FILE: &str = "sft_train.jsonl";
@@ -115,9 +117,14 @@ pub fn reversed(n: &str) -> String {
     n.chars().rev().collect()
 }
 
-/// The answer SFT teaches and DPO prefers.
+/// The answer DPO prefers.
 pub fn concise(n: &str) -> String {
     format!("#### {}", reversed(n))
+}
+
+/// The other style SFT teaches (most of its answers): right, but wordier.
+pub fn verbose(n: &str) -> String {
+    format!("{n} reversed is #### {}", reversed(n))
 }
 
 /// The numbers of `digits` digits with no 0 first or last, in order.
@@ -176,11 +183,12 @@ pub fn write_align_set(config: &AlignConfig, output: &Path) -> Result<AlignSumma
     let sft: Vec<serde_json::Value> = (0..config.sft_examples)
         .map(|_| {
             let n = &sft_numbers[rng.random_range(0..sft_numbers.len())];
-            json!({"instruction": question(n), "input": "", "output": concise(n), "category": "string"})
+            let output = if rng.random::<f64>() < config.verbose_share { verbose(n) } else { concise(n) };
+            json!({"instruction": question(n), "input": "", "output": output, "category": "string"})
         })
         .collect();
     let pair = |rng: &mut Rng, n: &str, kinds: &mut std::collections::BTreeMap<String, u64>| {
-        let (bad, kind) = rejected(rng, n);
+        let (bad, kind) = if rng.random::<bool>() { (verbose(n), "verbose") } else { rejected(rng, n) };
         *kinds.entry(kind.to_string()).or_insert(0) += 1;
         json!({"prompt": question(n), "chosen": concise(n), "rejected": bad, "rejected_kind": kind})
     };
@@ -272,7 +280,7 @@ mod tests {
         for r in read(SFT_FILE) {
             let n = number(r["instruction"].as_str().unwrap());
             assert_eq!(r["instruction"], question(&n));
-            assert_eq!(r["output"], concise(&n));
+            assert!(r["output"] == concise(&n) || r["output"] == verbose(&n), "{r}");
         }
         for r in read(DPO_FILE) {
             assert_eq!(r["chosen"], concise(&number(r["prompt"].as_str().unwrap())));
