@@ -10,7 +10,7 @@
 ALIGN_DATA       ?= $(WORK)/align-data
 ALIGN_EVAL_ITEMS ?= 100
 align_tasks = $(addprefix $(ALIGN_DATA)/tasks/,digit_reversal.toml preferred_answer.toml preferred_logprob.toml)
-align_eval = --eval-data-root $(ALIGN_DATA) --eval-items $(ALIGN_EVAL_ITEMS) --max-new-tokens 16 --backend auto $(threads_flag)
+align_eval = --eval-data-root $(ALIGN_DATA) --eval-items $(ALIGN_EVAL_ITEMS) --max-new-tokens 32 --backend auto $(threads_flag)
 .PHONY: align-data sft dpo align-eval
 
 align-data:

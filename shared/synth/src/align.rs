@@ -69,9 +69,9 @@ pub const EVAL_TASK_FILE: &str = "eval_task.jsonl";
 pub const EVAL_PREFERENCES_FILE: &str = "eval_preferences.jsonl";
 /// The folder of ds-eval task files.
 pub const TASKS_DIR: &str = "tasks";
-/// Token budget of a greedy answer in the task files (an answer has about 6 tokens; a model
+/// Token budget of a greedy answer in the task files (a verbose answer has about 16 tokens; a model
 /// that loops is cut here).
-pub const MAX_NEW_TOKENS: usize = 16;
+pub const MAX_NEW_TOKENS: usize = 32;
 
 /// The ds-eval task files: `(file name, TOML)`. Prompts are the chat template's, with the
 /// special tokens written as text (the tokenizer reads them as its special tokens).
