@@ -2,16 +2,16 @@
 //! reversal ("Reverse the digits of 4709." → `#### 9074`), written in the formats ds-sft,
 //! ds-dpo and ds-eval read:
 //!
-//! - `sft_train.jsonl`: alpaca records, one phrasing, answers only the final answer
-//!   (`#### 9074`): the tiny model spends its few minutes of training on the digits, not on
-//!   phrasings or wording (with four phrasings and verbose answers it learned the format but
-//!   not the reversal in 4 epochs on 2 CPU cores).
+//! - `sft_train.jsonl`: alpaca records, one phrasing; 70% of the answers in a verbose style
+//!   (`4709 reversed is #### 9074`), the rest concise (`#### 9074`). One phrasing and short
+//!   answers let the tiny model spend its few CPU minutes on the digits (with four phrasings
+//!   and long answers it learned the format but not the reversal); the verbose majority is
+//!   the style the SFT model then answers in.
 //! - `dpo_train.jsonl`: TRL preference pairs (`prompt`, `chosen`, `rejected`) over numbers SFT
-//!   never sees: chosen is the correct answer, rejected a plausible wrong reversal. The SFT
-//!   model already ranks such made-up mistakes below the right answer, so the demo's DPO
-//!   replaces them by the SFT model's own wrong answers (`ds-dpo --on-policy`): the prompts and
-//!   reference answers are what it uses of this file. Numbers unseen by SFT make the SFT
-//!   model err there about as often as on the held-out set.
+//!   never sees: chosen is the concise answer, rejected the verbose one or a plausible wrong
+//!   reversal. The demo (`ds-dpo --on-policy`) uses their prompts and chosen answers and
+//!   takes the SFT model's own answers as the rejected ones: made-up mistakes the SFT model
+//!   already ranks below the right answer leave DPO nothing to fix (measured: no gain).
 //! - `eval_task.jsonl`: held-out items in GSM8K's format (`question`, `answer` ending
 //!   `#### n`), scored by exact match of the final answer.
 //! - `eval_preferences.jsonl`: held-out preference pairs of the same kind, with `choices`
@@ -141,7 +141,8 @@ pub fn numbers(digits: usize) -> Vec<String> {
 }
 
 /// A plausible wrong answer: the number not reversed, two neighbouring digits of the reversal
-/// swapped, or one of its digits off by one (whichever differs from the right answer).
+/// swapped, or one of its digits off by one (whichever differs from the right answer and
+/// starts with no 0).
 pub fn rejected(rng: &mut Rng, n: &str) -> (String, &'static str) {
     let right: Vec<u8> = reversed(n).into_bytes();
     let mut candidates: Vec<(Vec<u8>, &'static str)> = Vec::new();
@@ -156,7 +157,8 @@ pub fn rejected(rng: &mut Rng, n: &str) -> (String, &'static str) {
     changed[j] = if changed[j] == b'9' { b'8' } else { changed[j] + 1 };
     candidates.push((changed, "digit_changed"));
     candidates.shuffle(rng);
-    let (wrong, kind) = candidates.into_iter().find(|(c, _)| *c != right).expect("a changed digit always differs");
+    // A swap can bring a 0 first; a changed digit is always a fit.
+    let (wrong, kind) = candidates.into_iter().find(|(c, _)| *c != right && c[0] != b'0').expect("a changed digit always fits");
     (format!("#### {}", String::from_utf8(wrong).expect("digits")), kind)
 }
 
