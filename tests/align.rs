@@ -131,7 +131,11 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
         assert_eq!(report["eval_before"][name]["items"], 8, "{name}");
         assert!(report["eval_after"][name]["metrics"].as_object().is_some_and(|m| !m.is_empty()), "{name}");
     }
-    // The reference log-probs' preference rate is the before figure of ds-eval's log-prob task.
+    // The gain DPO is for, on this small setup: it must not lower the held-out rate of pairs
+    // whose chosen answer has the higher log-probability (the on-policy rejected answers here
+    // are the SFT model's own, so DPO pushes its style down and the chosen one up).
+    let logprob = |e: &Value| e["preferred_logprob"]["metrics"]["acc"].as_f64().unwrap();
+    assert!(logprob(&report["eval_after"]) >= logprob(&report["eval_before"]), "{} -> {}", report["eval_before"], report["eval_after"]);
     let dpo_after = report["eval_after"].clone();
     let steps: Vec<Value> = std::fs::read_to_string(dpo_out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &Value| v["loss"].is_number()).collect();
     assert_eq!(steps.len() as u64, steps_expected);
