@@ -1,15 +1,16 @@
 # Alignment (paper §5): ds-synth's digit-reversal set, SFT of the pretrained tiny model, then
-# DPO of the SFT model. Each prints its before/after figures: the ds-eval tasks that
-# `ds-synth --align` writes (run through ds-eval's library on the held-out sets), the
-# repetition ratio (SFT), the preferred-answer rates and reward figures (DPO); all of it is in
-# report.json in the run folder. The demo's hyperparameters suit the tiny model
-# (pipelines/configs/sft-demo.toml, dpo-demo.toml); the paper's are in sft-7b.toml,
-# sft-67b.toml and dpo.toml.
+# DPO of the SFT model on on-policy pairs (ds-dpo --on-policy: the SFT model's own wrong
+# answers to prompts SFT never saw are the rejected ones). Each prints its before/after
+# figures: the ds-eval tasks that `ds-synth --align` writes (run through ds-eval's library on
+# the held-out sets), the repetition ratio (SFT), the preferred-answer rates and reward
+# figures (DPO); all of it is in report.json in the run folder. The demo's hyperparameters
+# suit the tiny model (pipelines/configs/sft-demo.toml, dpo-demo.toml); the paper's are in
+# sft-7b.toml, sft-67b.toml and dpo.toml.
 
 ALIGN_DATA       ?= $(WORK)/align-data
 ALIGN_EVAL_ITEMS ?= 100
 align_tasks = $(addprefix $(ALIGN_DATA)/tasks/,digit_reversal.toml preferred_answer.toml preferred_logprob.toml)
-align_eval = --eval-data-root $(ALIGN_DATA) --eval-items $(ALIGN_EVAL_ITEMS) --max-new-tokens 48 --backend auto $(threads_flag)
+align_eval = --eval-data-root $(ALIGN_DATA) --eval-items $(ALIGN_EVAL_ITEMS) --max-new-tokens 32 --backend auto $(threads_flag)
 .PHONY: align-data sft dpo align-eval
 
 align-data:
@@ -23,7 +24,7 @@ sft: align-data
 dpo: sft
 	$(BIN)/ds-dpo --model $(WORK)/runs/sft --tokenizer $(WORK)/tokenizer --data $(ALIGN_DATA)/dpo_train.jsonl \
 	  --eval-preferences $(ALIGN_DATA)/eval_preferences.jsonl --eval-task $(ALIGN_DATA)/eval_task.jsonl \
-	  --eval-tasks $(align_tasks) $(align_eval) \
+	  --eval-tasks $(align_tasks) $(align_eval) --on-policy \
 	  --config pipelines/configs/dpo-demo.toml --output $(WORK)/runs/dpo > /dev/null
 
 # The three checkpoints (pretrained, SFT, DPO) through the ds-eval binary on the alignment tasks.

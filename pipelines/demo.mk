@@ -4,7 +4,7 @@
 SYNTH_DOCS_PER_DUMP ?= 2000
 
 .PHONY: synth ingest ingest-demo
-demo: build synth ingest-demo dedup-demo filter tokenizer pack pretrain eval
+demo: build synth ingest-demo dedup-demo filter tokenizer pack pretrain eval sft dpo align-eval
 	@echo
 	@echo "demo done: outputs under $(WORK)/ (inspect any of them with $(BIN)/ds-inspect PATH)"
 

@@ -106,33 +106,51 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
         "--eval-preferences", &eval_preferences, "--eval-task", &eval_task,
         "--eval-tasks", &preferred, &preferred_logp, "--eval-data-root", data.to_str().unwrap(),
         "--max-new-tokens", "8", "--output", dpo_out.to_str().unwrap(), "--lr", "1e-3", "--micro-batch", "8", "--grad-accum", "2",
-        "--backend", "cpu", "--threads", "2",
+        "--on-policy", "--backend", "cpu", "--threads", "2",
     ];
     run("ds-dpo", &dpo_args);
     let report = read_json(&dpo_out.join("report.json"));
-    assert_eq!(report["pairs"], 48);
-    assert_eq!(report["steps"], 3);
+    // On-policy: the SFT model's own answers to the 48 prompts are the rejected ones, except
+    // where it answers the chosen one (those pairs are left out and counted as removed).
+    let pairs = report["pairs"].as_u64().unwrap();
+    assert_eq!(report["on_policy"]["prompts"], 48);
+    assert_eq!(report["on_policy"]["pairs"], pairs);
+    assert_eq!(report["on_policy"]["already_chosen"].as_u64().unwrap() + pairs, 48);
+    assert!(pairs >= 16, "{}", report["on_policy"]);
+    let on_policy: Vec<Value> = std::fs::read_to_string(dpo_out.join("on_policy_pairs.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(on_policy.len() as u64, pairs);
+    for pair in &on_policy {
+        assert_ne!(pair["chosen"], pair["rejected"]);
+        assert!(pair["chosen"].as_str().unwrap().starts_with("#### "));
+    }
+    let steps_expected = pairs.div_ceil(16);
+    assert_eq!(report["steps"], steps_expected);
     assert!(report["before"]["preferences"]["logp_preferred_rate"].is_number());
     assert!(report["after"]["task"]["accuracy"].is_number());
     for name in ["preferred_answer", "preferred_logprob"] {
         assert_eq!(report["eval_before"][name]["items"], 8, "{name}");
         assert!(report["eval_after"][name]["metrics"].as_object().is_some_and(|m| !m.is_empty()), "{name}");
     }
-    // The reference log-probs' preference rate is the before figure of ds-eval's log-prob task.
+    // The gain DPO is for, on this small setup: it must not lower the held-out rate of pairs
+    // whose chosen answer has the higher log-probability (the on-policy rejected answers here
+    // are the SFT model's own, so DPO pushes its style down and the chosen one up).
+    let logprob = |e: &Value| e["preferred_logprob"]["metrics"]["acc"].as_f64().unwrap();
+    assert!(logprob(&report["eval_after"]) >= logprob(&report["eval_before"]), "{} -> {}", report["eval_before"], report["eval_after"]);
     let dpo_after = report["eval_after"].clone();
     let steps: Vec<Value> = std::fs::read_to_string(dpo_out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &Value| v["loss"].is_number()).collect();
-    assert_eq!(steps.len(), 3);
+    assert_eq!(steps.len() as u64, steps_expected);
     // The first step's policy is the reference: zero rewards, loss log 2.
     assert!((steps[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-4, "{}", steps[0]);
     assert!(steps[0]["reward_margin"].as_f64().unwrap().abs() < 1e-4);
-    for key in ["reward_accuracy", "reward_margin", "kl_per_token", "chosen_reward", "rejected_reward"] {
-        assert!(steps[2][key].is_number(), "{key}");
+    for key in ["reward_accuracy", "reward_margin", "kl_per_token", "chosen_reward", "rejected_reward", "chosen_nll"] {
+        assert!(steps.last().unwrap()[key].is_number(), "{key}");
     }
     assert!(dpo_out.join("reference_logps.parquet").exists());
     let (_, tensors) = load_hf_model(&dpo_out.join("final")).unwrap();
     assert!(tensors.contains_key("lm_head.weight"));
     let manifest = read_json(&dpo_out.join("_manifest.json"));
     assert_eq!(manifest["counts"]["read"], 48);
+    assert_eq!(manifest["counts"]["kept"], pairs);
 
     // The ds-eval binary loads both run folders (their `latest`) and gives the figures the stages
     // measured through its library.

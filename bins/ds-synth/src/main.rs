@@ -41,9 +41,15 @@ struct Args {
     /// --align: SFT examples.
     #[arg(long, default_value_t = AlignConfig::default().sft_examples)]
     sft_examples: usize,
-    /// --align: training preference pairs.
+    /// --align: training preference pairs, one per number (numbers SFT never sees).
     #[arg(long, default_value_t = AlignConfig::default().dpo_pairs)]
     dpo_pairs: usize,
+    /// --align: digits of the numbers to reverse.
+    #[arg(long, default_value_t = AlignConfig::default().digits as u64, value_parser = clap::value_parser!(u64).range(2..=9))]
+    digits: u64,
+    /// --align: share of SFT answers in the verbose style (`N reversed is #### M`).
+    #[arg(long, default_value_t = AlignConfig::default().verbose_share)]
+    verbose_share: f64,
     /// --align: held-out task items and held-out preference pairs (each).
     #[arg(long, default_value_t = AlignConfig::default().eval_items)]
     eval_items: usize,
@@ -57,7 +63,8 @@ fn write_align(args: &Args) -> dsllm_core::Result<serde_json::Value> {
         dpo_pairs: args.dpo_pairs,
         eval_items: args.eval_items,
         eval_pairs: args.eval_items,
-        ..AlignConfig::default()
+        digits: args.digits as usize,
+        verbose_share: args.verbose_share.clamp(0.0, 1.0),
     };
     let params = serde_json::json!({"align": config});
     let stage = match Stage::begin(TOOL, &args.output, params, &[], TaskSlice::default(), args.force)? {

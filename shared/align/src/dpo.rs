@@ -7,6 +7,12 @@
 //! `∂L/∂πc = −β σ(−z)` and `∂L/∂πr = +β σ(−z)`, and `πc = −Σ token losses`, so each token of
 //! the chosen answer gets the cross-entropy gradient weighted by `β σ(−z)` and each token of
 //! the rejected one by `−β σ(−z)` (`Llama::backward_weighted`).
+//!
+//! Optional, off by default and in the paper's settings: an SFT term on the chosen answer
+//! (`nll_weight` α, the "RPO" or DPO+NLL loss of Pang et al. 2024 and TRL's `rpo_alpha`),
+//! `α · (−πc / nc)` with nc the chosen answer's tokens: each chosen token's gradient weight
+//! gains `α / nc`. It keeps DPO from lowering the chosen answers' likelihood along with the
+//! rejected ones'.
 
 use std::time::Instant;
 
@@ -64,20 +70,29 @@ pub fn dpo_loss(policy_chosen: f64, policy_rejected: f64, reference_chosen: f64,
     }
 }
 
+/// The SFT term of a pair: `(α · mean NLL of the chosen tokens, ∂term/∂(a chosen token's
+/// loss) = α / nc)`, for `policy_chosen` summed over `chosen_tokens` tokens.
+pub fn nll_term(policy_chosen: f64, chosen_tokens: usize, weight: f64) -> (f64, f64) {
+    let n = chosen_tokens.max(1) as f64;
+    (weight * -policy_chosen / n, weight / n)
+}
+
 /// What [`dpo_forward_backward`] computed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MicroBatchDpo {
     pub terms: Vec<DpoTerms>,
+    /// Per pair, the mean NLL of the chosen answer's tokens (whatever `nll_weight`).
+    pub chosen_nll: Vec<f64>,
     /// `(log π(chosen), log π(rejected))` per pair.
     pub policy: Vec<(f64, f64)>,
     /// Answer tokens (targets) in the batch.
     pub answer_tokens: usize,
 }
 
-/// The forward and backward of `scale · Σ loss` over a batch whose rows alternate chosen and
-/// rejected answers of the pairs (targets on the answers only): adds the gradient into
-/// `model.grads`.
-pub fn dpo_forward_backward<B: Backend>(model: &mut Llama<B>, batch: &TokenBatch, reference: &[(f64, f64)], beta: f64, scale: f64) -> Result<MicroBatchDpo> {
+/// The forward and backward of `scale · Σ (loss + nll_weight · mean NLL of chosen)` over a
+/// batch whose rows alternate chosen and rejected answers of the pairs (targets on the answers
+/// only): adds the gradient into `model.grads`.
+pub fn dpo_forward_backward<B: Backend>(model: &mut Llama<B>, batch: &TokenBatch, reference: &[(f64, f64)], beta: f64, nll_weight: f64, scale: f64) -> Result<MicroBatchDpo> {
     if batch.batch_size != 2 * reference.len() {
         bail!("{} rows for {} pairs", batch.batch_size, reference.len());
     }
@@ -85,12 +100,16 @@ pub fn dpo_forward_backward<B: Backend>(model: &mut Llama<B>, batch: &TokenBatch
     let losses = model.token_losses()?;
     let logps = row_logps(&losses, batch);
     let mut row_scales = vec![0.0f32; losses.len()];
-    let mut out = MicroBatchDpo { terms: Vec::new(), policy: Vec::new(), answer_tokens: 0 };
+    let mut out = MicroBatchDpo { terms: Vec::new(), chosen_nll: Vec::new(), policy: Vec::new(), answer_tokens: 0 };
+    let targeted = |row: usize| batch.targets[row * batch.seq_len..(row + 1) * batch.seq_len].iter().filter(|&&t| t != IGNORE_TARGET).count();
     for (k, &(rc, rr)) in reference.iter().enumerate() {
         let terms = dpo_loss(logps[2 * k], logps[2 * k + 1], rc, rr, beta);
-        // ∂L/∂(token loss) = −∂L/∂(log p): chosen tokens get −∂L/∂πc, rejected ones +∂L/∂πc.
-        let chosen_weight = (-terms.d_policy_chosen * scale) as f32;
-        for (row, weight) in [(2 * k, chosen_weight), (2 * k + 1, -chosen_weight)] {
+        let (nll, d_nll) = nll_term(logps[2 * k], targeted(2 * k), 1.0);
+        // ∂L/∂(token loss) = −∂L/∂(log p): chosen tokens get −∂L/∂πc (plus the SFT term's
+        // α / nc), rejected ones +∂L/∂πc.
+        let dpo_weight = -terms.d_policy_chosen * scale;
+        let chosen_weight = (dpo_weight + nll_weight * d_nll * scale) as f32;
+        for (row, weight) in [(2 * k, chosen_weight), (2 * k + 1, -dpo_weight as f32)] {
             for p in row * batch.seq_len..(row + 1) * batch.seq_len {
                 if batch.targets[p] != IGNORE_TARGET {
                     row_scales[p] = weight;
@@ -99,6 +118,7 @@ pub fn dpo_forward_backward<B: Backend>(model: &mut Llama<B>, batch: &TokenBatch
             }
         }
         out.terms.push(terms);
+        out.chosen_nll.push(nll);
         out.policy.push((logps[2 * k], logps[2 * k + 1]));
     }
     model.backward_weighted(&row_scales);
@@ -117,6 +137,9 @@ pub struct DpoConfig {
     pub grad_accum: usize,
     /// Share of the steps spent warming up linearly; the LR then decays by cosine to 10%.
     pub warmup_ratio: f64,
+    /// Weight α of the SFT term on the chosen answers (0: plain DPO, the paper's).
+    #[serde(default)]
+    pub nll_weight: f64,
     pub seed: u64,
     pub optimizer: AdamWConfig,
 }
@@ -130,6 +153,7 @@ impl Default for DpoConfig {
             micro_batch: 8,
             grad_accum: 8,
             warmup_ratio: 0.1,
+            nll_weight: 0.0,
             seed: 0,
             // No weight decay in fine-tuning (TRL's and LLaMA-Factory's default).
             optimizer: AdamWConfig { weight_decay: 0.0, ..AdamWConfig::default() },
@@ -143,7 +167,11 @@ pub struct DpoStep {
     pub step: u64,
     pub epoch: usize,
     pub pairs: usize,
+    /// The DPO loss plus, with `nll_weight`, its SFT term.
     pub loss: f64,
+    /// Mean NLL per token of the chosen answers.
+    #[serde(default)]
+    pub chosen_nll: f64,
     /// Share of pairs whose chosen reward exceeds the rejected one.
     pub reward_accuracy: f64,
     pub reward_margin: f64,
@@ -189,13 +217,15 @@ pub fn train_dpo<B: Backend>(
             model.zero_grads();
             let scale = 1.0 / step_pairs.len() as f64;
             let (mut loss, mut correct, mut margin, mut chosen, mut rejected, mut kl, mut answer_tokens) = (0.0, 0, 0.0, 0.0, 0.0, 0.0, 0usize);
+            let mut chosen_nll = 0.0;
             for micro in step_pairs.chunks(config.micro_batch) {
                 let flat: Vec<_> = micro.iter().flat_map(|&i| rows[i].iter().cloned()).collect();
                 let batch = padded_batch(&flat, template.tokens.pad);
                 let refs: Vec<(f64, f64)> = micro.iter().map(|&i| reference[i]).collect();
-                let result = dpo_forward_backward(model, &batch, &refs, config.beta, scale)?;
-                for (terms, (policy, reference)) in result.terms.iter().zip(result.policy.iter().zip(&refs)) {
-                    loss += terms.loss * scale;
+                let result = dpo_forward_backward(model, &batch, &refs, config.beta, config.nll_weight, scale)?;
+                for ((terms, nll), (policy, reference)) in result.terms.iter().zip(&result.chosen_nll).zip(result.policy.iter().zip(&refs)) {
+                    loss += (terms.loss + config.nll_weight * nll) * scale;
+                    chosen_nll += nll * scale;
                     correct += (terms.chosen_reward > terms.rejected_reward) as usize;
                     margin += terms.margin() * scale;
                     chosen += terms.chosen_reward * scale;
@@ -211,6 +241,7 @@ pub fn train_dpo<B: Backend>(
                 epoch,
                 pairs: step_pairs.len(),
                 loss,
+                chosen_nll,
                 reward_accuracy: correct as f64 * scale,
                 reward_margin: margin,
                 chosen_reward: chosen,
@@ -228,6 +259,43 @@ pub fn train_dpo<B: Backend>(
         }
     }
     Ok(history)
+}
+
+/// Preference pairs whose rejected answers are the model's own: what [`on_policy_pairs`] made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnPolicy {
+    /// The pairs the model answers wrongly: prompt and chosen kept, its greedy answer rejected.
+    pub pairs: Vec<PreferencePair>,
+    /// The model's greedy answer to each input pair's prompt (cut at EOS), in input order.
+    pub answers: Vec<String>,
+    /// Input pairs left out because the model already answers the chosen one.
+    pub already_chosen: usize,
+}
+
+/// [`on_policy_pairs`] once the greedy answers are known: a pair whose answer is the chosen
+/// one (spaces trimmed) is left out, the others get the answer as their rejected one.
+pub fn on_policy_from_answers(pairs: &[PreferencePair], answers: Vec<String>) -> OnPolicy {
+    let mut out = OnPolicy { pairs: Vec::new(), answers: Vec::new(), already_chosen: 0 };
+    for (pair, answer) in pairs.iter().zip(&answers) {
+        if answer.trim() == pair.chosen.trim() {
+            out.already_chosen += 1;
+        } else {
+            out.pairs.push(PreferencePair { rejected: answer.trim().to_string(), ..pair.clone() });
+        }
+    }
+    out.answers = answers;
+    out
+}
+
+/// On-policy preference pairs: the model's greedy answer to each pair's prompt replaces the
+/// rejected answer where it is not the chosen one. Made-up rejected answers can be ones the
+/// model already ranks far below the chosen, leaving DPO nothing to fix; its own mistakes are
+/// what it actually says.
+pub fn on_policy_pairs<B: Backend>(model: &mut Llama<B>, template: &ChatTemplate, pairs: &[PreferencePair], max_new_tokens: usize) -> Result<OnPolicy> {
+    let prompts = pairs.iter().map(|p| template.encode_prompt(&p.prompt)).collect::<Result<Vec<_>>>()?;
+    let outputs = crate::measure::greedy_answers(model, template, &prompts, max_new_tokens)?;
+    let answers = outputs.iter().map(|ids| template.decode_answer(ids)).collect::<Result<Vec<_>>>()?;
+    Ok(on_policy_from_answers(pairs, answers))
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::chat::{ChatTemplate, Encoded};
 use crate::data::{conversation, preference_pair, read_records, task_item, PreferencePair, TaskItem};
-use crate::dpo::{train_dpo, DpoConfig};
+use crate::dpo::{on_policy_pairs, train_dpo, DpoConfig};
 use crate::measure::{preference_rate, task_accuracy};
 use crate::sft::{train_sft, SftConfig};
 use crate::{choose_backend, load_model, resolve_checkpoint, save_model, sequence_logps, ChosenBackend};
@@ -28,6 +28,8 @@ use crate::{choose_backend, load_model, resolve_checkpoint, save_model, sequence
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const REPORT_FILE: &str = "report.json";
 pub const REFERENCE_LOGPS_FILE: &str = "reference_logps.parquet";
+/// ds-dpo --on-policy's pairs, in TRL's format.
+pub const ON_POLICY_FILE: &str = "on_policy_pairs.jsonl";
 /// Categories the second SFT stage leaves out (the paper's: math and code).
 pub const STAGE2_EXCLUDED: [&str; 2] = ["math", "code"];
 
@@ -129,6 +131,10 @@ pub struct DpoFlags {
     /// Pairs longer than this (prompt + answer tokens) are left out (default: the model's context).
     #[arg(long)]
     pub max_len: Option<usize>,
+    /// Weight of an SFT term on the chosen answers added to the DPO loss (DPO+NLL, TRL's
+    /// rpo_alpha; default 0, plain DPO as the paper).
+    #[arg(long)]
+    pub nll_weight: Option<f64>,
 }
 
 fn file_flags<T: for<'de> Deserialize<'de> + Default>(path: &Option<PathBuf>) -> Result<T> {
@@ -521,6 +527,11 @@ pub struct DpoInputs {
     /// same pairs and model); default: computed now and stored in the run folder.
     #[arg(long)]
     pub reference_logps: Option<PathBuf>,
+    /// On-policy pairs: before training, the starting model answers each pair's prompt
+    /// (greedy, --max-new-tokens); where it answers the chosen one the pair is left out, else
+    /// its own answer becomes the rejected one (written to on_policy_pairs.jsonl).
+    #[arg(long)]
+    pub on_policy: bool,
 }
 
 pub fn run_dpo(common: &CommonArgs, inputs: &DpoInputs, flags: &DpoFlags) -> Result<Value> {
@@ -606,6 +617,7 @@ fn dpo_on<B: Backend>(
         micro_batch: merge(flags.micro_batch, file.micro_batch, defaults.micro_batch),
         grad_accum: merge(flags.grad_accum, file.grad_accum, defaults.grad_accum),
         warmup_ratio: merge(flags.warmup_ratio, file.warmup_ratio, defaults.warmup_ratio),
+        nll_weight: merge(flags.nll_weight, file.nll_weight, defaults.nll_weight),
         seed: common.seed,
         ..defaults
     };
@@ -628,12 +640,41 @@ fn dpo_on<B: Backend>(
                     counts.quarantine("unparseable");
                 }
                 Ok((_, len)) if len > max_len => counts.remove("longer_than_max_len"),
-                Ok((pair, _)) => {
-                    counts.keep();
-                    pairs.push(pair);
-                }
+                Ok((pair, _)) => pairs.push(pair),
             }
         }
+    }
+    let mut outputs = Vec::new();
+    let mut on_policy = Value::Null;
+    if inputs.on_policy {
+        let bar = dsllm_core::progress::spinner("on-policy answers", "prompts");
+        let made = on_policy_pairs(&mut model, template, &pairs, common.max_new_tokens)?;
+        bar.finish_and_clear();
+        eprintln!(
+            "{DPO_TOOL}: on-policy: the model answers {} of {} training prompts with the chosen answer (left out); {} pairs keep its own answer as the rejected one",
+            made.already_chosen,
+            pairs.len(),
+            made.pairs.len()
+        );
+        for _ in 0..made.already_chosen {
+            counts.remove("already_chosen");
+        }
+        let path = common.output.join(ON_POLICY_FILE);
+        let lines: Vec<String> = made
+            .pairs
+            .iter()
+            .map(|p| {
+                let prompt: Vec<Value> = p.prompt.iter().map(|m| json!({"role": m.role, "content": m.content})).collect();
+                json!({"prompt": prompt, "chosen": p.chosen, "rejected": p.rejected}).to_string() + "\n"
+            })
+            .collect();
+        dsllm_core::atomic::write_file(&path, lines.concat().as_bytes())?;
+        outputs.push(WrittenFile { path, rows: made.pairs.len() as u64, bytes: lines.iter().map(|l| l.len() as u64).sum() });
+        on_policy = json!({"prompts": pairs.len(), "already_chosen": made.already_chosen, "pairs": made.pairs.len()});
+        pairs = made.pairs;
+    }
+    for _ in &pairs {
+        counts.keep();
     }
     if pairs.is_empty() {
         bail!("no usable preference pair in {:?} ({counts:?})", common.data);
@@ -650,7 +691,6 @@ fn dpo_on<B: Backend>(
     model = returned;
 
     // The reference model is the starting policy: its log-probs, once, stored, read back.
-    let mut outputs = Vec::new();
     let reference_path = match &inputs.reference_logps {
         Some(path) => path.clone(),
         None => {
@@ -697,6 +737,7 @@ fn dpo_on<B: Backend>(
         "steps": history.len(),
         "dpo": config,
         "reference_logps": reference_path,
+        "on_policy": on_policy,
         "train": {
             "loss_first": history.first().map(|s| s.loss),
             "loss_last": last.map(|s| s.loss),

@@ -1,17 +1,20 @@
 //! The embedded alignment data: a task the demo model can learn in minutes on a CPU, digit
-//! reversal ("Reverse the digits of 4719." → 9174), written in the formats ds-sft, ds-dpo and
-//! ds-eval read:
+//! reversal ("Reverse the digits of 4709." → `#### 9074`), written in the formats ds-sft,
+//! ds-dpo and ds-eval read:
 //!
-//! - `sft_train.jsonl`: alpaca records. Most answers are verbose ("Read from right to left,
-//!   4719 is 9174. #### 9174"), the rest concise ("#### 9174"): SFT teaches the task, and the
-//!   verbose style is what the SFT model then prefers.
-//! - `dpo_train.jsonl`: TRL preference pairs (`prompt`, `chosen`, `rejected`): chosen is the
-//!   concise correct answer, rejected the verbose one, a wrong one (the digits not reversed,
-//!   or two swapped), or one that loops without ending. DPO should move the model to the
-//!   concise style: the rate of preferred answers goes up.
+//! - `sft_train.jsonl`: alpaca records, one phrasing; 70% of the answers in a verbose style
+//!   (`4709 reversed is #### 9074`), the rest concise (`#### 9074`). One phrasing and short
+//!   answers let the tiny model spend its few CPU minutes on the digits (with four phrasings
+//!   and long answers it learned the format but not the reversal); the verbose majority is
+//!   the style the SFT model then answers in.
+//! - `dpo_train.jsonl`: TRL preference pairs (`prompt`, `chosen`, `rejected`) over numbers SFT
+//!   never sees: chosen is the concise answer, rejected the verbose one or a plausible wrong
+//!   reversal. The demo (`ds-dpo --on-policy`) uses their prompts and chosen answers and
+//!   takes the SFT model's own answers as the rejected ones: made-up mistakes the SFT model
+//!   already ranks below the right answer leave DPO nothing to fix (measured: no gain).
 //! - `eval_task.jsonl`: held-out items in GSM8K's format (`question`, `answer` ending
 //!   `#### n`), scored by exact match of the final answer.
-//! - `eval_preferences.jsonl`: held-out preference pairs of the same kinds, with `choices`
+//! - `eval_preferences.jsonl`: held-out preference pairs of the same kind, with `choices`
 //!   (`[chosen, rejected]`) and `label` (0) for ds-eval's multiple choice.
 //! - `tasks/*.toml`: ds-eval task files over the held-out sets, prompts in the chat template
 //!   (`<｜User｜>question<｜Assistant｜>` after the BOS the tokenizer adds): `digit_reversal`
@@ -19,7 +22,9 @@
 //!   chosen one) and `preferred_logprob` (log P(chosen) > log P(rejected)). Run them with
 //!   `ds-eval run --tasks DIR/tasks --data-root DIR`.
 //!
-//! Numbers of the held-out sets never appear in the training files.
+//! Numbers have `digits` digits, zeros allowed inside but not first or last (a reversal then
+//! never starts with 0): 810 numbers of 3 digits. The held-out numbers, the DPO numbers and
+//! the SFT numbers are disjoint sets.
 
 use std::io::Write;
 use std::path::Path;
@@ -38,33 +43,35 @@ use crate::text::Rng;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AlignConfig {
     pub seed: u64,
+    /// SFT examples, drawn (with repeats) from the SFT numbers.
     pub sft_examples: usize,
+    /// DPO pairs, one per number (distinct numbers, none used by SFT or the held-out sets).
     pub dpo_pairs: usize,
     pub eval_items: usize,
     pub eval_pairs: usize,
-    /// Digits per number (from 1-9, so no leading zero is lost by the reversal).
-    pub min_digits: usize,
-    pub max_digits: usize,
+    /// Digits per number (2 or more).
+    pub digits: usize,
     /// Share of SFT answers in the verbose style.
     pub verbose_share: f64,
 }
 
 impl Default for AlignConfig {
     fn default() -> Self {
-        // Three digits: the reversal is then a fixed pattern of relative positions, which the
-        // demo's tiny model learns in minutes (with 3-4 digits it did not, in 2 epochs).
-        Self { seed: 20240105, sft_examples: 4000, dpo_pairs: 1200, eval_items: 100, eval_pairs: 100, min_digits: 3, max_digits: 3, verbose_share: 0.7 }
+        // Three digits: the reversal is a fixed pattern of relative positions the demo's tiny
+        // model learns in minutes on a CPU. Of the 810 numbers, 200 are held out, 200 are
+        // DPO's and 410 SFT's, each seen ~20 times in 8,000 SFT examples.
+        Self { seed: 20240105, sft_examples: 8000, dpo_pairs: 200, eval_items: 100, eval_pairs: 100, digits: 3, verbose_share: 0.7 }
     }
 }
-
 pub const SFT_FILE: &str = "sft_train.jsonl";
 pub const DPO_FILE: &str = "dpo_train.jsonl";
 pub const EVAL_TASK_FILE: &str = "eval_task.jsonl";
 pub const EVAL_PREFERENCES_FILE: &str = "eval_preferences.jsonl";
 /// The folder of ds-eval task files.
 pub const TASKS_DIR: &str = "tasks";
-/// Token budget of a greedy answer in the task files (a verbose answer has about 30 tokens).
-pub const MAX_NEW_TOKENS: usize = 48;
+/// Token budget of a greedy answer in the task files (a verbose answer has about 16 tokens; a model
+/// that loops is cut here).
+pub const MAX_NEW_TOKENS: usize = 32;
 
 /// The ds-eval task files: `(file name, TOML)`. Prompts are the chat template's, with the
 /// special tokens written as text (the tokenizer reads them as its special tokens).
@@ -101,46 +108,58 @@ pub fn task_files() -> Vec<(&'static str, String)> {
     ]
 }
 
-const QUESTIONS: [&str; 4] = ["Reverse the digits of {n}.", "Write {n} backwards.", "What is {n} with its digits reversed?", "Reverse {n}."];
-
-fn question(rng: &mut Rng, n: &str) -> String {
-    QUESTIONS[rng.random_range(0..QUESTIONS.len())].replace("{n}", n)
+/// The one phrasing of the task.
+pub fn question(n: &str) -> String {
+    format!("Reverse the digits of {n}.")
 }
 
 pub fn reversed(n: &str) -> String {
     n.chars().rev().collect()
 }
 
+/// The answer DPO prefers.
 pub fn concise(n: &str) -> String {
     format!("#### {}", reversed(n))
 }
 
+/// The other style SFT teaches (most of its answers): right, but wordier.
 pub fn verbose(n: &str) -> String {
-    format!("Read from right to left, {n} is {}. #### {}", reversed(n), reversed(n))
+    format!("{n} reversed is #### {}", reversed(n))
 }
 
-/// A rejected answer: verbose (half), wrong, or looping without an end.
-fn rejected(rng: &mut Rng, n: &str) -> (String, &'static str) {
-    let roll: f64 = rng.random();
-    if roll < 0.5 {
-        return (verbose(n), "verbose");
-    }
-    if roll < 0.8 {
-        let mut wrong: Vec<char> = reversed(n).chars().collect();
-        if rng.random::<bool>() || wrong.iter().all(|&c| c == wrong[0]) {
-            wrong = n.chars().collect(); // not reversed at all
-        } else {
-            let i = rng.random_range(0..wrong.len() - 1);
-            wrong.swap(i, i + 1);
-        }
-        let wrong: String = wrong.into_iter().collect();
-        if wrong != reversed(n) {
-            return (format!("#### {wrong}"), "wrong");
-        }
-        return (format!("#### {n}{n}"), "wrong");
-    }
-    let r = reversed(n);
-    (format!("#### {r} {r} {r} {r} {r} {r}"), "looping")
+/// The numbers of `digits` digits with no 0 first or last, in order.
+pub fn numbers(digits: usize) -> Vec<String> {
+    let digits = digits.max(2) as u32;
+    let inner = 10u64.pow(digits - 2);
+    (0..81 * inner)
+        .map(|k| {
+            let (first, last, middle) = (1 + k / (9 * inner), 1 + (k / inner) % 9, k % inner);
+            let middle = if digits > 2 { format!("{middle:0width$}", width = digits as usize - 2) } else { String::new() };
+            format!("{first}{middle}{last}")
+        })
+        .collect()
+}
+
+/// A plausible wrong answer: the number not reversed, two neighbouring digits of the reversal
+/// swapped, or one of its digits off by one (whichever differs from the right answer and
+/// starts with no 0).
+pub fn rejected(rng: &mut Rng, n: &str) -> (String, &'static str) {
+    let right: Vec<u8> = reversed(n).into_bytes();
+    let mut candidates: Vec<(Vec<u8>, &'static str)> = Vec::new();
+    candidates.push((n.as_bytes().to_vec(), "not_reversed"));
+    let i = rng.random_range(0..right.len() - 1);
+    let mut swapped = right.clone();
+    swapped.swap(i, i + 1);
+    candidates.push((swapped, "swapped"));
+    let j = rng.random_range(0..right.len());
+    let mut changed = right.clone();
+    // Up by one (9 down to 8): never a 0 first.
+    changed[j] = if changed[j] == b'9' { b'8' } else { changed[j] + 1 };
+    candidates.push((changed, "digit_changed"));
+    candidates.shuffle(rng);
+    // A swap can bring a 0 first; a changed digit is always a fit.
+    let (wrong, kind) = candidates.into_iter().find(|(c, _)| *c != right && c[0] != b'0').expect("a changed digit always fits");
+    (format!("#### {}", String::from_utf8(wrong).expect("digits")), kind)
 }
 
 /// What [`write_align_set`] wrote.
@@ -154,45 +173,29 @@ pub struct AlignSummary {
 /// Writes the four files into `output` (atomically each).
 pub fn write_align_set(config: &AlignConfig, output: &Path) -> Result<AlignSummary> {
     let mut rng = Rng::seed_from_u64(config.seed);
-    let mut numbers: Vec<String> = Vec::new();
-    for digits in config.min_digits..=config.max_digits {
-        let count = 9usize.pow(digits as u32);
-        for k in 0..count {
-            let (mut k, mut s) = (k, String::new());
-            for _ in 0..digits {
-                s.push((b'1' + (k % 9) as u8) as char);
-                k /= 9;
-            }
-            numbers.push(s);
-        }
-    }
+    let mut numbers = numbers(config.digits);
     numbers.shuffle(&mut rng);
-    let held_out = (config.eval_items + config.eval_pairs).min(numbers.len() / 2);
-    let (eval_numbers, train_numbers) = numbers.split_at(held_out);
+    // Held out first, then DPO's, the rest SFT's: SFT keeps at least half of the numbers.
+    let held_out = (config.eval_items + config.eval_pairs).min(numbers.len() / 4);
+    let (eval_numbers, rest) = numbers.split_at(held_out);
     let (eval_task_numbers, eval_pair_numbers) = eval_numbers.split_at(config.eval_items.min(held_out));
+    let (dpo_numbers, sft_numbers) = rest.split_at(config.dpo_pairs.min(rest.len() / 2));
     let mut kinds = std::collections::BTreeMap::new();
-    let pick = |rng: &mut Rng| train_numbers[rng.random_range(0..train_numbers.len())].clone();
 
     let sft: Vec<serde_json::Value> = (0..config.sft_examples)
         .map(|_| {
-            let n = pick(&mut rng);
-            let output = if rng.random::<f64>() < config.verbose_share { verbose(&n) } else { concise(&n) };
-            json!({"instruction": question(&mut rng, &n), "input": "", "output": output, "category": "string"})
+            let n = &sft_numbers[rng.random_range(0..sft_numbers.len())];
+            let output = if rng.random::<f64>() < config.verbose_share { verbose(n) } else { concise(n) };
+            json!({"instruction": question(n), "input": "", "output": output, "category": "string"})
         })
         .collect();
     let pair = |rng: &mut Rng, n: &str, kinds: &mut std::collections::BTreeMap<String, u64>| {
-        let (bad, kind) = rejected(rng, n);
+        let (bad, kind) = if rng.random::<bool>() { (verbose(n), "verbose") } else { rejected(rng, n) };
         *kinds.entry(kind.to_string()).or_insert(0) += 1;
-        json!({"prompt": question(rng, n), "chosen": concise(n), "rejected": bad, "rejected_kind": kind})
+        json!({"prompt": question(n), "chosen": concise(n), "rejected": bad, "rejected_kind": kind})
     };
-    let dpo: Vec<serde_json::Value> = (0..config.dpo_pairs)
-        .map(|_| {
-            let n = pick(&mut rng);
-            pair(&mut rng, &n, &mut kinds)
-        })
-        .collect();
-    let eval_task: Vec<serde_json::Value> =
-        eval_task_numbers.iter().map(|n| json!({"question": question(&mut rng, n), "answer": format!("{n} read backwards. #### {}", reversed(n))})).collect();
+    let dpo: Vec<serde_json::Value> = dpo_numbers.iter().map(|n| pair(&mut rng, n, &mut kinds)).collect();
+    let eval_task: Vec<serde_json::Value> = eval_task_numbers.iter().map(|n| json!({"question": question(n), "answer": concise(n)})).collect();
     let eval_pairs: Vec<serde_json::Value> = eval_pair_numbers
         .iter()
         .map(|n| {
@@ -233,29 +236,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn held_out_numbers_never_appear_in_training_files() {
+    fn numbers_have_no_zero_first_or_last() {
+        let three = numbers(3);
+        assert_eq!(three.len(), 810);
+        assert_eq!(three.iter().collect::<std::collections::HashSet<_>>().len(), 810);
+        assert!(three.iter().all(|n| n.len() == 3 && !n.starts_with('0') && !n.ends_with('0')));
+        assert!(three.contains(&"101".to_string()) && three.contains(&"909".to_string()));
+        assert_eq!(numbers(4).len(), 8100);
+        assert_eq!(numbers(2).len(), 81);
+    }
+
+    #[test]
+    fn rejected_answers_are_wrong_numbers_of_as_many_digits() {
+        let mut rng = Rng::seed_from_u64(3);
+        let mut kinds = std::collections::BTreeSet::new();
+        for n in numbers(3) {
+            let (answer, kind) = rejected(&mut rng, &n);
+            kinds.insert(kind);
+            let digits = answer.strip_prefix("#### ").unwrap();
+            assert_ne!(answer, concise(&n));
+            assert_eq!(digits.len(), 3, "{n}: {answer}");
+            assert!(digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0'), "{n}: {answer}");
+        }
+        assert_eq!(kinds.len(), 3, "{kinds:?}");
+    }
+
+    #[test]
+    fn held_out_dpo_and_sft_numbers_are_disjoint() {
         let dir = tempfile::tempdir().unwrap();
-        let config = AlignConfig { sft_examples: 500, dpo_pairs: 200, eval_items: 50, eval_pairs: 50, ..AlignConfig::default() };
+        let config = AlignConfig { sft_examples: 500, dpo_pairs: 150, eval_items: 50, eval_pairs: 50, ..AlignConfig::default() };
         let summary = write_align_set(&config, dir.path()).unwrap();
-        assert_eq!(summary.records, 800);
+        assert_eq!(summary.records, 750);
         let read = |name: &str| -> Vec<serde_json::Value> {
             std::fs::read_to_string(dir.path().join(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
         };
         let number = |text: &str| text.split(|c: char| !c.is_ascii_digit()).find(|s| s.len() >= 3).unwrap().to_string();
-        let eval: std::collections::HashSet<String> = read(EVAL_TASK_FILE).iter().map(|r| number(r["question"].as_str().unwrap())).collect();
-        assert_eq!(eval.len(), 50);
+        let set = |name: &str, key: &str| -> std::collections::HashSet<String> { read(name).iter().map(|r| number(r[key].as_str().unwrap())).collect() };
+        let (eval, eval_pairs, dpo, sft) =
+            (set(EVAL_TASK_FILE, "question"), set(EVAL_PREFERENCES_FILE, "prompt"), set(DPO_FILE, "prompt"), set(SFT_FILE, "instruction"));
+        assert_eq!((eval.len(), eval_pairs.len(), dpo.len()), (50, 50, 150));
+        assert!(sft.len() > 300, "{}", sft.len());
+        for (a, b) in [(&eval, &eval_pairs), (&eval, &dpo), (&eval, &sft), (&eval_pairs, &dpo), (&eval_pairs, &sft), (&dpo, &sft)] {
+            assert!(a.is_disjoint(b));
+        }
         for r in read(SFT_FILE) {
             let n = number(r["instruction"].as_str().unwrap());
-            assert!(!eval.contains(&n));
-            assert!(r["output"].as_str().unwrap().ends_with(&format!("#### {}", reversed(&n))));
+            assert_eq!(r["instruction"], question(&n));
+            assert!(r["output"] == concise(&n) || r["output"] == verbose(&n), "{r}");
         }
         for r in read(DPO_FILE) {
-            assert!(!eval.contains(&number(r["prompt"].as_str().unwrap())));
+            assert_eq!(r["chosen"], concise(&number(r["prompt"].as_str().unwrap())));
             assert_ne!(r["chosen"], r["rejected"]);
         }
         for r in read(EVAL_TASK_FILE) {
             let n = number(r["question"].as_str().unwrap());
-            assert!(r["answer"].as_str().unwrap().ends_with(&format!("#### {}", reversed(&n))));
+            assert_eq!(r["answer"], concise(&n));
         }
         for r in read(EVAL_PREFERENCES_FILE) {
             assert_eq!(r["choices"][0], r["chosen"]);

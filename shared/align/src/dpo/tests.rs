@@ -75,20 +75,47 @@ fn pair_batch() -> TokenBatch {
 }
 
 #[test]
+fn sft_term_equals_a_hand_computed_example() {
+    // log π(chosen) −6 over 3 tokens, α 0.5: term 0.5 · 6 / 3 = 1, each token's weight 0.5 / 3.
+    let (term, d_token) = nll_term(-6.0, 3, 0.5);
+    assert!((term - 1.0).abs() < 1e-15 && (d_token - 0.5 / 3.0).abs() < 1e-15);
+    // The derivative: central differences in log π(chosen), which is −Σ token losses.
+    let h = 1e-6;
+    let numeric = (nll_term(-6.0 - h, 3, 0.5).0 - nll_term(-6.0 + h, 3, 0.5).0) / (2.0 * h);
+    assert!((numeric - d_token).abs() < 1e-9);
+    assert_eq!(nll_term(-6.0, 3, 0.0).0, 0.0);
+}
+
+#[test]
 fn model_gradient_of_the_dpo_loss_matches_finite_differences() {
+    model_gradient_matches_finite_differences(0.0);
+}
+
+#[test]
+fn model_gradient_of_dpo_plus_sft_term_matches_finite_differences() {
+    model_gradient_matches_finite_differences(0.7);
+}
+
+fn model_gradient_matches_finite_differences(nll_weight: f64) {
     let mut model = tiny();
     let batch = pair_batch();
     let reference = [(-6.0, -5.5), (-3.0, -4.0)];
     let beta = 0.5;
+    let targeted = |row: usize| batch.targets[row * 5..(row + 1) * 5].iter().filter(|&&t| t != IGNORE_TARGET).count();
+    let chosen_tokens = [targeted(0), targeted(2)];
+    assert_eq!(chosen_tokens, [3, 3]);
     let objective = |model: &mut Llama<CpuBackend>| -> f64 {
         model.forward(&batch).unwrap();
         let logps = row_logps(&model.token_losses().unwrap(), &batch);
-        (0..2).map(|k| dpo_loss(logps[2 * k], logps[2 * k + 1], reference[k].0, reference[k].1, beta).loss).sum::<f64>() / 2.0
+        (0..2)
+            .map(|k| dpo_loss(logps[2 * k], logps[2 * k + 1], reference[k].0, reference[k].1, beta).loss + nll_term(logps[2 * k], chosen_tokens[k], nll_weight).0)
+            .sum::<f64>()
+            / 2.0
     };
     model.zero_grads();
-    let result = dpo_forward_backward(&mut model, &batch, &reference, beta, 0.5).unwrap();
+    let result = dpo_forward_backward(&mut model, &batch, &reference, beta, nll_weight, 0.5).unwrap();
     assert_eq!(result.answer_tokens, batch.target_count());
-    let loss: f64 = result.terms.iter().map(|t| t.loss).sum::<f64>() / 2.0;
+    let loss: f64 = result.terms.iter().zip(&result.chosen_nll).map(|(t, nll)| t.loss + nll_weight * nll).sum::<f64>() / 2.0;
     assert!((loss - objective(&mut model)).abs() < 1e-9);
     let grads: Vec<Vec<f32>> = model.grads.tensors().into_iter().cloned().collect();
     let (mut analytic, mut numeric) = (Vec::new(), Vec::new());
@@ -122,9 +149,63 @@ fn padding_and_prompt_tokens_get_no_gradient_weight() {
     let mut model = tiny();
     let mut batch = pair_batch();
     let reference = [(-6.0, -5.5), (-3.0, -4.0)];
-    let first = dpo_forward_backward(&mut model, &batch, &reference, 0.1, 1.0).unwrap();
+    let first = dpo_forward_backward(&mut model, &batch, &reference, 0.1, 0.0, 1.0).unwrap();
     batch.inputs[10..15].copy_from_slice(&[3, 3, 3, 3, 3]);
-    let second = dpo_forward_backward(&mut model, &batch, &reference, 0.1, 1.0).unwrap();
+    let second = dpo_forward_backward(&mut model, &batch, &reference, 0.1, 0.0, 1.0).unwrap();
     assert_eq!(first.terms[0], second.terms[0]);
     assert_ne!(first.terms[1], second.terms[1]);
+}
+
+fn pair(prompt: &str, chosen: &str, rejected: &str) -> PreferencePair {
+    PreferencePair { prompt: vec![crate::chat::Message::new(crate::chat::Role::User, prompt)], chosen: chosen.into(), rejected: rejected.into() }
+}
+
+#[test]
+fn on_policy_pairs_reject_the_models_own_wrong_answers() {
+    let pairs = [pair("Reverse 123.", "#### 321", "#### 123"), pair("Reverse 405.", "#### 504", "#### 405"), pair("Reverse 78.", "#### 87", "#### 78")];
+    let answers = vec![" #### 321".to_string(), "#### 540".to_string(), String::new()];
+    let made = on_policy_from_answers(&pairs, answers.clone());
+    // The first is answered right: left out. The others keep prompt and chosen.
+    assert_eq!(made.already_chosen, 1);
+    assert_eq!(made.pairs, vec![pair("Reverse 405.", "#### 504", "#### 540"), pair("Reverse 78.", "#### 87", "")]);
+    assert_eq!(made.answers, answers);
+}
+
+#[test]
+fn on_policy_pairs_take_the_greedy_answers_of_the_model() {
+    let tokenizer = crate::test_support::tokenizer();
+    let template = ChatTemplate::new(tokenizer).unwrap();
+    let config = ModelConfig {
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        vocab_size: tokenizer.vocab_size() as usize,
+        max_position_embeddings: 64,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10000.0,
+        initializer_range: 0.2,
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    let mut model = Llama::new_random(CpuBackend, config, 5).unwrap();
+    let mut pairs = vec![pair("Reverse the digits of 123.", "#### 321", "#### 123"), pair("Reverse the digits of 405.", "#### 504", "#### 405")];
+    let first = on_policy_pairs(&mut model, &template, &pairs, 6).unwrap();
+    let greedy: Vec<String> = pairs
+        .iter()
+        .map(|p| {
+            let prompt = template.encode_prompt(&p.prompt).unwrap();
+            let ids = crate::measure::greedy_answers(&mut model, &template, &[prompt], 6).unwrap();
+            template.decode_answer(&ids[0]).unwrap()
+        })
+        .collect();
+    assert_eq!(first.answers, greedy);
+    assert_eq!(first.pairs.len(), 2);
+    assert_eq!(first.pairs[1].rejected, greedy[1].trim());
+    // A pair whose chosen answer is what the model says is left out.
+    pairs[0].chosen = greedy[0].clone();
+    let second = on_policy_pairs(&mut model, &template, &pairs, 6).unwrap();
+    assert_eq!((second.already_chosen, second.pairs.len()), (1, 1));
+    assert_eq!(second.pairs[0].prompt, pairs[1].prompt);
 }
