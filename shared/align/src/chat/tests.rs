@@ -55,26 +55,13 @@ fn only_assistant_tokens_are_trained() {
 fn loss_on_a_model_comes_from_assistant_tokens_only() {
     // Changing a non-assistant target does nothing to the loss; the masked loss equals the sum
     // over assistant positions of the unmasked one.
-    use dsllm_model::{CpuBackend, Llama, ModelConfig, TokenBatch};
+    use dsllm_model::{CpuBackend, Llama, TokenBatch};
     let tokenizer = tokenizer();
     let template = ChatTemplate::new(tokenizer).unwrap();
     let encoded = template.encode(&conversation()).unwrap();
     let (inputs, targets) = encoded.inputs_targets();
     let n = inputs.len();
-    let config = ModelConfig {
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        vocab_size: tokenizer.vocab_size() as usize,
-        max_position_embeddings: 64,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10000.0,
-        initializer_range: 0.2,
-        bos_token_id: None,
-        eos_token_id: None,
-    };
+    let config = crate::test_support::tiny_model_config(tokenizer);
     let mut model = Llama::new_random(CpuBackend, config, 1).unwrap();
     let masked = model.forward(&TokenBatch { batch_size: 1, seq_len: n, inputs: inputs.clone(), targets: targets.clone() }).unwrap();
     let all: Vec<u32> = encoded.tokens[1..].to_vec();

@@ -175,20 +175,7 @@ fn on_policy_pairs_reject_the_models_own_wrong_answers() {
 fn on_policy_pairs_take_the_greedy_answers_of_the_model() {
     let tokenizer = crate::test_support::tokenizer();
     let template = ChatTemplate::new(tokenizer).unwrap();
-    let config = ModelConfig {
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: 1,
-        num_attention_heads: 2,
-        num_key_value_heads: 1,
-        vocab_size: tokenizer.vocab_size() as usize,
-        max_position_embeddings: 64,
-        rms_norm_eps: 1e-6,
-        rope_theta: 10000.0,
-        initializer_range: 0.2,
-        bos_token_id: None,
-        eos_token_id: None,
-    };
+    let config = crate::test_support::tiny_model_config(tokenizer);
     let mut model = Llama::new_random(CpuBackend, config, 5).unwrap();
     let mut pairs = vec![pair("Reverse the digits of 123.", "#### 321", "#### 123"), pair("Reverse the digits of 405.", "#### 504", "#### 405")];
     let first = on_policy_pairs(&mut model, &template, &pairs, 6).unwrap();
