@@ -219,7 +219,8 @@ impl RemixJob {
     /// `<output>/_dropped/<name>` (repeat 0, only if there are any).
     fn write_file(&self, path: &Path, names: &[String], group_of: &[u32], repeats: &[u32]) -> Result<Vec<WrittenFile>> {
         let name = mirrored_name(path);
-        let schema = output_schema(&schema_of(path)?);
+        let input_schema = schema_of(path)?;
+        let schema = output_schema(&input_schema);
         let mut kept = ParquetSink::create(self.output.join(&name), schema.clone())?;
         let mut dropped: Option<ParquetSink> = None;
         let mut row = 0usize;

@@ -62,7 +62,7 @@ pub fn group_stats(group: &[u32], bytes: &[u64], repeat: &[u32]) -> std::result:
     let column = |name: &str| -> std::result::Result<Vec<u64>, String> {
         let c = totals.column(name).and_then(|c| c.cast(&DataType::UInt64)).map_err(|e| format!("polars: {e}"))?;
         let values = c.u64().map_err(|e| format!("polars: {e}"))?;
-        Ok(values.into_iter().map(|v| v.unwrap_or(0)).collect())
+        Ok((0..values.len()).map(|i| values.get(i).unwrap_or(0)).collect())
     };
     let (g, db, bb, dk, da, ba, dr, mr) = (
         column("group")?,
@@ -292,6 +292,7 @@ impl Report {
     /// Grouped bars: share before (grey), after (blue) and target (orange outline) per group.
     pub fn chart(&self, png: &Path) -> anyhow::Result<()> {
         use plotters::prelude::*;
+        use plotters::style::text_anchor::{HPos, Pos, VPos};
         let rows = self.chart_rows();
         let n = rows.len().max(1);
         let top = rows.iter().map(|r| r.1.max(r.2).max(r.3.unwrap_or(0.0))).fold(0.0f64, f64::max);

@@ -4,7 +4,9 @@
 //! that share of the output; groups without one are kept as they are, together taking the
 //! share the weights leave (shrunk uniformly if a weighted group cannot keep up). The total is
 //! the largest every target share allows: a weighted group's output is bounded by its cap and
-//! by `max_repeat` times its input, an unweighted group's by its input (and cap).
+//! by `max_repeat` times its input, an unweighted group's by its input (and cap); and it is
+//! never more than what uses the group richest in data (for its share) exactly once, so no
+//! group is repeated beyond what the shares need.
 //!
 //! [`assign_repeats`] turns a group's scale into whole copies per document: every document
 //! gets `floor(scale)` copies, and the remaining units go to one more copy of documents taken
@@ -64,18 +66,24 @@ pub fn solve(sizes: &BTreeMap<String, f64>, config: &RemixConfig) -> Result<BTre
     } else {
         return Err("every group has weight 0 (or nothing to keep): the mixture would be empty".into());
     };
-    // The largest total every share allows: share * total <= limit for each.
+    // The largest total every share allows (share * total <= limit for each), but no larger
+    // than needed to use the group richest in data for its share once: repeating every group
+    // adds no information.
     let mut total = f64::INFINITY;
+    let mut once = 0.0f64;
     for g in &weighted {
         let share = config.rule(g).weight.unwrap_or(0.0) * share_of;
         if share > 0.0 {
             let limit = cap(g).min(max_repeat(g) * sizes[*g]);
             total = total.min(limit / share);
+            once = once.max(cap(g).min(sizes[*g]) / share);
         }
     }
     if rest_share > 0.0 {
         total = total.min(natural_total / rest_share);
+        once = once.max(natural_total / rest_share);
     }
+    total = total.min(once);
     if !total.is_finite() {
         return Err("no group can be kept: check the weights and caps".into());
     }
@@ -234,8 +242,8 @@ mod tests {
 
     proptest! {
         /// Whatever the sizes and weights, the plan's shares are the normalized weights, no
-        /// group goes past its bound, and the total is as large as the bound allows (some
-        /// group is at its bound).
+        /// group goes past its bound, and the total is as large as the bounds allow without
+        /// repeating every group.
         #[test]
         fn solved_shares_match_weights(a in 1.0f64..1e6, b in 1.0f64..1e6, c in 1.0f64..1e6,
                                        wa in 0.05f64..1.0, wb in 0.05f64..1.0, wc in 0.05f64..1.0, max_repeat in 1.0f64..5.0) {
@@ -243,14 +251,18 @@ mod tests {
             let cfg = config(&[("a", Some(wa / sum), None), ("b", Some(wb / sum), None), ("c", Some(wc / sum), None)], max_repeat);
             let plans = solve(&sizes(&[("a", a), ("b", b), ("c", c)]), &cfg).unwrap();
             let total: f64 = plans.values().map(|p| p.target_units).sum();
-            let mut at_bound = false;
+            let (mut at_bound, mut used_once) = (false, false);
             for (g, w) in [("a", wa), ("b", wb), ("c", wc)] {
                 let p = &plans[g];
                 prop_assert!((p.target_units / total - w / sum).abs() < 1e-9);
                 prop_assert!(p.scale <= max_repeat * (1.0 + 1e-9));
                 at_bound |= (p.scale - max_repeat).abs() < 1e-9 * max_repeat;
+                used_once |= (p.scale - 1.0).abs() < 1e-9;
             }
-            prop_assert!(at_bound);
+            // The total stops at the first limit: a group's repeat bound, or using the richest
+            // group once; and never does every group repeat.
+            prop_assert!(at_bound || used_once);
+            prop_assert!(plans.values().any(|p| p.scale <= 1.0 + 1e-9));
         }
     }
 }
