@@ -353,7 +353,7 @@ impl Report {
                 .plotted()?;
             if font_available() {
                 // Values above the bars, group names under them.
-                let value_style = ("sans-serif", 13).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
+                let value_style = ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
                 for (i, r) in rows.iter().enumerate() {
                     for (slot, v) in [(0.0, Some(r.1)), (1.0, Some(r.2)), (2.0, r.3)] {
                         if let Some(v) = v {
