@@ -22,7 +22,7 @@ all: build
 help:
 	@echo "make demo                      the whole pipeline on the embedded default corpus"
 	@echo "make test                      unit, property and end-to-end tests (+ Python interop)"
-	@echo "make synth | ingest-demo | tokenizer | pack | pretrain | ...   one stage of the demo"
+	@echo "make synth | ingest-demo | filter | remix | tokenizer | pack | ...   one stage of the demo"
 	@echo "make ingest DUMP=CC-MAIN-2024-22 IN=path/to/wet/files   ingest a real dump"
 	@echo "make bench                     every benchmark; make bench-<stage> for one"
 	@echo "see pipelines/cc.mk for real Common Crawl downloads"
@@ -33,6 +33,7 @@ build:
 include pipelines/demo.mk
 include pipelines/dedup.mk
 include pipelines/filter.mk
+include pipelines/remix.mk
 include pipelines/cc.mk
 include pipelines/scaling.mk
 include pipelines/eval.mk

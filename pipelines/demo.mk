@@ -4,7 +4,7 @@
 SYNTH_DOCS_PER_DUMP ?= 2000
 
 .PHONY: synth ingest ingest-demo
-demo: build synth ingest-demo dedup-demo filter tokenizer pack pretrain eval sft dpo align-eval
+demo: build synth ingest-demo dedup-demo filter remix tokenizer pack pretrain eval sft dpo align-eval
 	@echo
 	@echo "demo done: outputs under $(WORK)/ (inspect any of them with $(BIN)/ds-inspect PATH)"
 
@@ -22,18 +22,20 @@ ingest:
 	@test -n "$(DUMP)" -a -n "$(IN)" || { echo "usage: make ingest DUMP=CC-MAIN-YYYY-WW IN=files-or-folder"; exit 2; }
 	$(BIN)/ds-ingest --input $(IN) --dump $(DUMP) --output $(WORK)/docs/$(DUMP) $(threads_flag)
 
-# Tokenizer and shards: the demo uses a small vocabulary (the default is the paper's 100,000
-# learned tokens padded to 102,400) and short sequences so the tiny model trains on CPU.
+# Tokenizer and shards read the remix's output ($(WORK)/mix: kept documents with `repeat`;
+# ds-pack writes a document `repeat` times, the tokenizer learns from each once). The demo
+# uses a small vocabulary (the default is the paper's 100,000 learned tokens padded to
+# 102,400) and short sequences so the tiny model trains on CPU.
 DEMO_VOCAB   ?= 4000
 DEMO_SEQ_LEN ?= 256
 .PHONY: tokenizer pack pretrain bench-cpu-train
 tokenizer:
-	$(BIN)/ds-tokenizer train --input $(WORK)/filtered/kept --output $(WORK)/tokenizer \
+	$(BIN)/ds-tokenizer train --input $(WORK)/mix --output $(WORK)/tokenizer \
 	  --learned-tokens $(DEMO_VOCAB) --model-vocab 0 $(threads_flag)
-	$(BIN)/ds-tokenizer stats --tokenizer $(WORK)/tokenizer --input $(WORK)/filtered/kept --max-documents 2000
+	$(BIN)/ds-tokenizer stats --tokenizer $(WORK)/tokenizer --input $(WORK)/mix --max-documents 2000
 
 pack:
-	$(BIN)/ds-pack --input $(WORK)/filtered/kept --tokenizer $(WORK)/tokenizer --output $(WORK)/tokens \
+	$(BIN)/ds-pack --input $(WORK)/mix --tokenizer $(WORK)/tokenizer --output $(WORK)/tokens \
 	  --seq-len $(DEMO_SEQ_LEN) --val-fraction 0.02 $(threads_flag)
 
 PRETRAIN_STEPS ?= 200

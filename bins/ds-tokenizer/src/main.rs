@@ -93,9 +93,17 @@ fn main() {
                 };
                 let bar = progress::bar(files.len() as u64, "sample", "files");
                 let mut sample = ByteBudgetSample::new(sample_bytes, seed);
+                // A remix's output: a document dropped there (repeat 0) is not learned from, a
+                // repeated one is learned from once (copies would spend the sample's budget on
+                // text it already holds).
+                let mut dropped_by_remix = 0u64;
                 for file in &files {
-                    visit_documents(file, |id, text, _, _| {
-                        sample.offer(id, text);
+                    visit_documents(file, |id, text, repeat, _| {
+                        if repeat == 0 {
+                            dropped_by_remix += 1;
+                        } else {
+                            sample.offer(id, text);
+                        }
                         Ok(())
                     })?;
                     bar.inc(1);
@@ -112,6 +120,7 @@ fn main() {
                 for i in 0..seen_docs {
                     if i < texts.len() as u64 { counts.keep() } else { counts.remove("not_sampled") }
                 }
+                (0..dropped_by_remix).for_each(|_| counts.remove("remix_repeat_zero"));
                 let outputs = ["tokenizer.json", "tokenizer_config.json", "dsllm_tokenizer.json"]
                     .iter()
                     .filter_map(|n| {
