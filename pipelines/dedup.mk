@@ -2,12 +2,14 @@
 #
 #   make dedup-demo                 every dump of $(WORK)/docs at once (the demo)
 #   make dedup DUMP=CC-MAIN-2024-26 one new dump against the existing index
-#   make bench-dedup                ours vs rensa, datasketch (200k documents) and datatrove (a
-#                                   10k prefix of them) in one run; BENCH_PYTHON=<venv>/bin/python
+#   make bench-dedup                ours vs rensa, datasketch and datatrove on the same 200k
+#                                   documents in one run (datatrove alone takes ~20 minutes on 2
+#                                   cores; BENCH_DATATROVE_DOCS=10000 runs it on a prefix);
+#                                   BENCH_PYTHON=<venv>/bin/python
 DEDUP_BIN ?= $(BIN)/ds-dedup
 DEDUP_INDEX ?= $(WORK)/dedup/index
 BENCH_DOCS ?= 200000
-BENCH_DATATROVE_DOCS ?= 10000
+BENCH_DATATROVE_DOCS ?= 0
 BENCH_PYTHON ?= python3
 
 .PHONY: dedup-demo dedup bench-dedup

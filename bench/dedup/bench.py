@@ -133,11 +133,23 @@ def run_measured(cmd, env=None):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = [0]
 
+    # CPU seconds of every process in the tree, sampled: worker pools that are not waited for
+    # do not show in RUSAGE_CHILDREN.
+    tree_cpu = {}
+
     def sample():
         p = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+                procs = [p] + p.children(recursive=True)
+                rss = 0
+                for q in procs:
+                    try:
+                        rss += q.memory_info().rss
+                        t = q.cpu_times()
+                        tree_cpu[q.pid] = t.user + t.system
+                    except psutil.Error:
+                        pass
                 peak[0] = max(peak[0], rss)
             except psutil.Error:
                 pass
@@ -151,7 +163,7 @@ def run_measured(cmd, env=None):
         raise RuntimeError(f"{cmd[0]} failed: ...{err[-600:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return time.time() - start, peak[0] / 2**20, out, cpu
+    return time.time() - start, peak[0] / 2**20, out, max(cpu, sum(tree_cpu.values()))
 
 
 # ---- the Python tools, each in its own process (python bench.py --tool X --work DIR) --------
