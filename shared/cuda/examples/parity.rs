@@ -13,13 +13,18 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut gpu = CudaBackend::new(0)?;
     println!("{} (backend ready in {:.2} s)", gpu.device_name(), started.elapsed().as_secs_f64());
+    let default_attention = gpu.attention;
+    println!("attention kernels by default: {}", default_attention.name());
     let mut checks = check_ops(&gpu);
     // The fused flash-attention backward with atomics (check_ops ran the deterministic one).
+    gpu.attention = AttentionKernels::Fa2;
     gpu.deterministic = false;
     checks.extend(check_attention(&gpu));
     gpu.deterministic = true;
-    // The other attention kernels too (check_ops ran the default, flash-attention-2).
-    for kernels in [AttentionKernels::Wmma, AttentionKernels::Fp32] {
+    // The other attention kernels too (check_ops ran the default).
+    let hopper = gpu.compute_capability() == (9, 0);
+    let others = [AttentionKernels::Fa2, AttentionKernels::Wgmma, AttentionKernels::Wmma, AttentionKernels::Fp32];
+    for kernels in others.into_iter().filter(|&k| k != default_attention && (hopper || k != AttentionKernels::Wgmma)) {
         gpu.attention = kernels;
         checks.extend(check_attention(&gpu));
     }
@@ -28,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     checks.extend(check_products(&gpu));
     checks.extend(check_attention(&gpu));
     gpu.precision = Precision::Mixed;
-    gpu.attention = AttentionKernels::Fa2;
+    gpu.attention = default_attention;
     checks.extend(check_training(|| CudaBackend::new(0), 3)?);
     let passed = print_checks(&checks);
     if let Ok(dir) = std::env::var("OUT") {

@@ -100,6 +100,9 @@ pub enum AttentionKernels {
     /// Flash-attention-2 style: mma.sync m16n8k16 with ldmatrix, register accumulators
     /// (kernels/attention_fa.cu). Head sizes 64 and 128.
     Fa2,
+    /// Hopper's warpgroup MMA reading K/V (Q/dO) straight from shared memory
+    /// (kernels/attention_wg.cu, sm_90a). Head sizes 64 and 128, compute capability 9.0 only.
+    Wgmma,
     /// v2's WMMA kernels with shared-memory accumulators (kernels/attention_tc.cu).
     Wmma,
     /// The fp32 reference on CUDA cores (kernels/attention.cu), any head size up to 128.
@@ -110,14 +113,20 @@ impl AttentionKernels {
     pub fn name(self) -> &'static str {
         match self {
             Self::Fa2 => "fa2",
+            Self::Wgmma => "wgmma",
             Self::Wmma => "wmma",
             Self::Fp32 => "fp32",
         }
     }
-    fn from_env() -> Self {
+    /// `DSLLM_ATTENTION` names the kernels; by default wgmma where the GPU has it (Hopper),
+    /// else fa2.
+    fn from_env(hopper: bool) -> Self {
         match std::env::var("DSLLM_ATTENTION").as_deref() {
             Ok("fp32") => Self::Fp32,
             Ok("wmma") | Ok("tc") => Self::Wmma,
+            Ok("fa2") => Self::Fa2,
+            Ok("wgmma") if hopper => Self::Wgmma,
+            _ if hopper && DEFAULT_WGMMA => Self::Wgmma,
             _ => Self::Fa2,
         }
     }
@@ -194,7 +203,8 @@ impl CudaBackend {
         let stream = context.default_stream();
         let (major, minor) = context.compute_capability()?;
         let arch: &'static str = match (major, minor) {
-            (9, 0) => "sm_90",
+            // "a": the architecture-specific features (wgmma) of exactly this chip.
+            (9, 0) => "sm_90a",
             (8, 0) => "sm_80",
             (8, 6) => "sm_86",
             (8, 9) => "sm_89",
@@ -212,10 +222,11 @@ impl CudaBackend {
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the attention kernels their shared memory")?;
             }
-            let (forward, dq, dkdv) = fa_kernels(&kernels, head_dim);
-            let bytes = fa_shared_bytes(head_dim);
+            let fa = flash_kernels(&kernels, AttentionKernels::Fa2, head_dim);
+            let wg = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim);
             let fused = (fa_fused_kernel(&kernels, head_dim), fa_fused_shared_bytes(head_dim));
-            for (function, size) in [(forward, bytes.0), (dq, bytes.1), (dkdv, bytes.2), fused] {
+            let sizes = [(fa.forward, fa.shared.0), (fa.dq, fa.shared.1), (fa.dkdv, fa.shared.2), fused];
+            for (function, size) in sizes.into_iter().chain([(wg.forward, wg.shared.0), (wg.dq, wg.shared.1), (wg.dkdv, wg.shared.2)]) {
                 function
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the flash-attention kernels their shared memory")?;
@@ -224,7 +235,7 @@ impl CudaBackend {
         let gemm = Gemm::new(stream.clone())?;
         let empty_f32 = || stream.alloc_zeros::<f32>(1);
         Ok(Self {
-            attention: AttentionKernels::from_env(),
+            attention: AttentionKernels::from_env((major, minor) == (9, 0)),
             precision: Precision::from_env(),
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             norm_partials: RefCell::new(empty_f32()?),
@@ -245,6 +256,11 @@ impl CudaBackend {
     /// The GPU's name, as the driver reports it.
     pub fn device_name(&self) -> String {
         self.context.name().unwrap_or_else(|_| "unknown GPU".into())
+    }
+
+    /// The GPU's compute capability (major, minor).
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.context.compute_capability().unwrap_or((0, 0))
     }
 
     /// Turns per-op GPU timing on or off (see [`crate::profile`]).
@@ -372,13 +388,37 @@ fn tensor_core_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &C
     }
 }
 
-/// The flash-attention-2 forward, dQ and dK/dV kernels for a head size (64 or 128).
-fn fa_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &CudaFunction, &CudaFunction) {
-    if head_dim == 64 {
-        (&kernels.attention_forward_fa64, &kernels.attention_backward_dq_fa64, &kernels.attention_backward_dkdv_fa64)
-    } else {
-        (&kernels.attention_forward_fa128, &kernels.attention_backward_dq_fa128, &kernels.attention_backward_dkdv_fa128)
-    }
+/// Whether Hopper GPUs run the wgmma attention kernels unless `DSLLM_ATTENTION` says otherwise.
+const DEFAULT_WGMMA: bool = false;
+
+/// One set of flash-attention kernels (forward, dQ, dK/dV) for a head size: every block covers
+/// 64 rows (queries, or keys in dK/dV) with 128 threads; `shared` is each kernel's shared memory.
+struct FlashKernels<'a> {
+    forward: &'a CudaFunction,
+    dq: &'a CudaFunction,
+    dkdv: &'a CudaFunction,
+    shared: (usize, usize, usize),
+}
+
+/// The flash-attention-2 (`Fa2`) or wgmma (`Wgmma`) kernels for a head size (64 or 128).
+fn flash_kernels(kernels: &Kernels, which: AttentionKernels, head_dim: usize) -> FlashKernels<'_> {
+    let k = kernels;
+    let (forward, dq, dkdv) = match (which, head_dim) {
+        (AttentionKernels::Wgmma, 64) => (&k.attention_forward_wg64, &k.attention_backward_dq_wg64, &k.attention_backward_dkdv_wg64),
+        (AttentionKernels::Wgmma, _) => (&k.attention_forward_wg128, &k.attention_backward_dq_wg128, &k.attention_backward_dkdv_wg128),
+        (_, 64) => (&k.attention_forward_fa64, &k.attention_backward_dq_fa64, &k.attention_backward_dkdv_fa64),
+        _ => (&k.attention_forward_fa128, &k.attention_backward_dq_fa128, &k.attention_backward_dkdv_fa128),
+    };
+    let shared = if which == AttentionKernels::Wgmma { wg_shared_bytes(head_dim) } else { fa_shared_bytes(head_dim) };
+    FlashKernels { forward, dq, dkdv, shared }
+}
+
+/// Shared memory of the wgmma kernels; mirrors kernels/attention_wg.cu (unpadded tiles: the
+/// forward's 64 queries and two stages of 64 keys and values; dQ also holds dO; dK/dV holds 64
+/// keys and values and two stages of 64 queries, dO, log-sum-exp and D).
+pub fn wg_shared_bytes(head_dim: usize) -> (usize, usize, usize) {
+    let row = head_dim * 2;
+    (320 * row, 384 * row, 384 * row + 4 * 64 * 4)
 }
 
 /// The flash-attention-2 backward that also adds dQ (atomics), replacing the dQ kernel.
@@ -604,11 +644,12 @@ impl Backend for CudaBackend {
         let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
         let (seq32, heads32, kv32) = (seq as i32, heads as i32, kv_heads as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
-        if self.attention_kernels(head_dim) == AttentionKernels::Fa2 {
+        let which = self.attention_kernels(head_dim);
+        if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let (qb, kb, vb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v));
-            let (forward, _, _) = fa_kernels(&self.kernels, head_dim);
-            let config = tensor_core_grid(seq, heads, batch, fa_shared_bytes(head_dim).0);
-            self.launch(forward, config, |b| {
+            let flash = flash_kernels(&self.kernels, which, head_dim);
+            let config = tensor_core_grid(seq, heads, batch, flash.shared.0);
+            self.launch(flash.forward, config, |b| {
                 b.arg(out.data_mut()).arg(lse.data_mut()).arg(&qb).arg(&kb).arg(&vb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
@@ -644,13 +685,14 @@ impl Backend for CudaBackend {
         let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut row_dot = self.scratch(&self.attention_row_dot, batch * seq * heads);
-        if self.attention_kernels(head_dim) == AttentionKernels::Fa2 {
+        let which = self.attention_kernels(head_dim);
+        if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let rows = (batch * seq * heads) as u64;
             self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
                 b.arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&rows).arg(&hd32);
             });
             let (qb, kb, vb, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(d_out));
-            if !self.deterministic {
+            if !self.deterministic && which == AttentionKernels::Fa2 {
                 // One kernel: dK, dV and (atomically, into zeros) dQ.
                 self.stream.memset_zeros(d_q.data_mut()).expect("cannot clear GPU memory");
                 let fused = fa_fused_kernel(&self.kernels, head_dim);
@@ -661,8 +703,7 @@ impl Backend for CudaBackend {
                 });
                 return;
             }
-            let (_, dq, dkdv) = fa_kernels(&self.kernels, head_dim);
-            let bytes = fa_shared_bytes(head_dim);
+            let FlashKernels { dq, dkdv, shared: bytes, .. } = flash_kernels(&self.kernels, which, head_dim);
             self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
                 b.arg(d_q.data_mut()).arg(&lse.data).arg(&*row_dot);
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);

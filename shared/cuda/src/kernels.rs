@@ -8,7 +8,7 @@ use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 /// The prelude every op file uses, then one file per op family, compiled as one program.
-pub const SOURCES: [(&str, &str); 11] = [
+pub const SOURCES: [(&str, &str); 12] = [
     ("common.cuh", include_str!("../../../kernels/common.cuh")),
     ("cast.cu", include_str!("../../../kernels/cast.cu")),
     ("elementwise.cu", include_str!("../../../kernels/elementwise.cu")),
@@ -17,6 +17,7 @@ pub const SOURCES: [(&str, &str); 11] = [
     ("attention.cu", include_str!("../../../kernels/attention.cu")),
     ("attention_tc.cu", include_str!("../../../kernels/attention_tc.cu")),
     ("attention_fa.cu", include_str!("../../../kernels/attention_fa.cu")),
+    ("attention_wg.cu", include_str!("../../../kernels/attention_wg.cu")),
     ("embedding.cu", include_str!("../../../kernels/embedding.cu")),
     ("cross_entropy.cu", include_str!("../../../kernels/cross_entropy.cu")),
     ("adamw.cu", include_str!("../../../kernels/adamw.cu")),
@@ -92,10 +93,18 @@ pub fn cached_ptx(arch: &'static str) -> Result<Ptx> {
 }
 
 /// One program text: the files in order, each introduced by a `#line` so compiler errors name
-/// the real file and line.
+/// the real file and line. With `DSLLM_KERNELS_DIR` set (kernel development), the files are
+/// read from that folder at run time instead of the copies built into the binary, so a kernel
+/// edit needs no rebuild.
 pub fn program_source() -> String {
+    let dir = std::env::var_os("DSLLM_KERNELS_DIR").map(std::path::PathBuf::from);
     let mut text = String::new();
     for (name, source) in SOURCES {
+        let source = match &dir {
+            Some(dir) => std::fs::read_to_string(dir.join(name))
+                .unwrap_or_else(|e| panic!("DSLLM_KERNELS_DIR: cannot read {}: {e}", dir.join(name).display())),
+            None => source.to_string(),
+        };
         text.push_str(&format!("#line 1 \"{name}\"\n{source}\n"));
     }
     text
@@ -152,6 +161,12 @@ kernel_table!(
     attention_backward_dq_fa128,
     attention_backward_dkdv_fa128,
     attention_backward_fused_fa128,
+    attention_forward_wg64,
+    attention_backward_dq_wg64,
+    attention_backward_dkdv_wg64,
+    attention_forward_wg128,
+    attention_backward_dq_wg128,
+    attention_backward_dkdv_wg128,
     attention_sum_head_groups,
     embedding_forward,
     embedding_backward,
@@ -172,8 +187,10 @@ mod tests {
         let text = program_source();
         for name in KERNEL_NAMES {
             // The tensor-core kernels are stamped out per head size by a macro (`name##HD`).
+            // The wgmma kernels are stamped out by WG_FORWARD(name, ...) and its siblings.
             let declaration = match name.strip_suffix("64").or_else(|| name.strip_suffix("128")) {
                 Some(stem) if stem.ends_with("_tc") || stem.ends_with("_fa") => format!(" {stem}##HD("),
+                Some(stem) if stem.ends_with("_wg") => format!("({name},"),
                 _ => format!("__global__ void {name}("),
             };
             assert!(text.contains(&declaration), "no `{declaration}` in kernels/*.cu");
@@ -187,9 +204,12 @@ mod tests {
             eprintln!("skipping the NVRTC compile test: no libnvrtc on this machine");
             return;
         }
-        let ptx = compile_ptx("sm_90").unwrap_or_else(|e| panic!("{e}"));
-        for name in KERNEL_NAMES {
-            assert!(ptx.to_src().contains(&format!(".entry {name}(")), "no entry {name} in the PTX");
+        // sm_90a compiles the wgmma kernels' bodies; elsewhere they are stubs.
+        for arch in ["sm_90", "sm_90a"] {
+            let ptx = compile_ptx(arch).unwrap_or_else(|e| panic!("{e}"));
+            for name in KERNEL_NAMES {
+                assert!(ptx.to_src().contains(&format!(".entry {name}(")), "no entry {name} in the PTX for {arch}");
+            }
         }
     }
 }
