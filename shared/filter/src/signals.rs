@@ -6,7 +6,7 @@
 use crate::config::FilterConfig;
 use crate::lang::{self, Language};
 use crate::text::{self, char_count, is_cjk, is_punctuation};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -90,6 +90,29 @@ const LOREM: usize = 0;
 const JAVASCRIPT: usize = 1;
 const POLICY: [&str; 6] = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
 
+/// A word of at most 15 bytes, ASCII-lowercased, as one number (its bytes, then its length
+/// in the last byte): stop words are compared without a call to `memcmp`.
+#[inline]
+fn packed_lower(word: &[u8]) -> Option<u128> {
+    if word.len() > 15 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    b[..word.len()].copy_from_slice(word);
+    b.make_ascii_lowercase();
+    b[15] = word.len() as u8;
+    Some(u128::from_le_bytes(b))
+}
+
+/// `tok` without leading and trailing ASCII punctuation (an ASCII token's core).
+#[inline]
+fn trim_ascii_punctuation(tok: &str) -> &str {
+    let b = tok.as_bytes();
+    let start = b.iter().position(|c| !c.is_ascii_punctuation()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_punctuation()).map_or(start, |e| e + 1);
+    &tok[start..end]
+}
+
 /// Appends a word's hash to an n-gram's hash (order-sensitive).
 #[inline]
 fn combine(h: u64, word: u64) -> u64 {
@@ -160,7 +183,10 @@ impl GramTable {
 pub struct Analyzer {
     config: FilterConfig,
     phrases: AhoCorasick,
-    stop_en: Vec<(Vec<u8>, u32)>,
+    /// English stop words of up to 15 bytes as [`packed_lower`] numbers, with their bit.
+    stop_en: Vec<(u128, u32)>,
+    /// Longer ones (only from a config), lowercased.
+    stop_en_long: Vec<(Vec<u8>, u32)>,
     stop_en_max_len: usize,
     stop_zh: FxHashMap<char, u32>,
     words: Vec<Word>,
@@ -189,12 +215,14 @@ impl Analyzer {
         let phrases = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            // Eight short patterns: a full DFA is small and the fastest to search.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .expect("fixed patterns compile");
         let q = &config.gopher_quality;
-        let stop_en: Vec<(Vec<u8>, u32)> =
+        let stop_words: Vec<(Vec<u8>, u32)> =
             q.stop_words_en.iter().enumerate().map(|(i, w)| (w.to_ascii_lowercase().into_bytes(), i as u32)).collect();
-        let offset = stop_en.len() as u32;
+        let offset = stop_words.len() as u32;
         let stop_zh = q
             .stop_words_zh
             .iter()
@@ -204,8 +232,9 @@ impl Analyzer {
         Analyzer {
             config: config.clone(),
             phrases,
-            stop_en_max_len: stop_en.iter().map(|(w, _)| w.len()).max().unwrap_or(0),
-            stop_en,
+            stop_en_max_len: stop_words.iter().map(|(w, _)| w.len()).max().unwrap_or(0),
+            stop_en: stop_words.iter().filter_map(|(w, bit)| Some((packed_lower(w)?, *bit))).collect(),
+            stop_en_long: stop_words.into_iter().filter(|(w, _)| packed_lower(w).is_none()).collect(),
             stop_zh,
             words: Vec::new(),
             prefix: Vec::new(),
@@ -476,7 +505,7 @@ impl Analyzer {
     fn token(&mut self, tok: &str, ascii: bool, w: &mut LineWords) {
         w.tokens += 1;
         w.max_token_chars = w.max_token_chars.max(if ascii { tok.len() } else { char_count(tok) });
-        let core = if ascii { tok.trim_matches(|c: char| c.is_ascii_punctuation()) } else { tok.trim_matches(is_punctuation) };
+        let core = if ascii { trim_ascii_punctuation(tok) } else { tok.trim_matches(is_punctuation) };
         if core.is_empty() {
             return;
         }
@@ -490,11 +519,11 @@ impl Analyzer {
             w.letters += word_letters;
         }
         if core.len() <= self.stop_en_max_len {
-            let mut lower = [0u8; 16];
-            let lower = &mut lower[..core.len()];
-            lower.copy_from_slice(core.as_bytes());
-            lower.make_ascii_lowercase();
-            if let Some((_, bit)) = self.stop_en.iter().find(|(w, _)| w.as_slice() == &*lower) {
+            let bit = match packed_lower(core.as_bytes()) {
+                Some(key) => self.stop_en.iter().find(|(k, _)| *k == key).map(|&(_, bit)| bit),
+                None => self.stop_en_long.iter().find(|(k, _)| k.eq_ignore_ascii_case(core.as_bytes())).map(|&(_, bit)| bit),
+            };
+            if let Some(bit) = bit {
                 w.stop_mask |= 1 << bit;
             }
         }
