@@ -38,8 +38,8 @@ $(WORK)/quality/model.dsqm: $(WORK)/synth/ground_truth.parquet
 
 # datatrove's GopherQuality + GopherRepetition + C4Quality + FineWebQuality vs ds-filter with
 # the same rule families, 2 cores, real text from ../shared/data/text.
-bench-filter:
-	$(CARGO) build --release -p ds-filter
+# (`build`, not `-p ds-filter`: one package alone unifies features differently and rebuilds arrow.)
+bench-filter: build
 	@$(BENCH_PYTHON) -c "import datatrove, spacy, pyarrow" 2>/dev/null || $(BENCH_PYTHON) -m pip install -q "datatrove[processing]" pyarrow || \
 	  { echo "bench-filter needs datatrove[processing] and pyarrow: $(BENCH_PYTHON) -m pip install 'datatrove[processing]' pyarrow"; exit 2; }
 	$(BENCH_PYTHON) bench/filter/bench.py --docs $(BENCH_FILTER_DOCS) --ours $(FILTER_BIN)

@@ -2,7 +2,7 @@
 //! (issue 3's acceptance: both >= 0.95), printed.
 
 use arrow::array::{Array, Int64Array, StringArray};
-use dsllm::binary;
+use dsllm::{binary, parquet_under};
 use dsllm_core::parquet_io::read_batches;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,19 +11,6 @@ use std::process::Command;
 fn run(bin: &str, args: &[&str]) {
     let out = Command::new(binary(bin)).args(args).output().expect("run binary");
     assert!(out.status.success(), "{bin} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn parquet_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            found.extend(parquet_under(&p));
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            found.push(p);
-        }
-    }
-    found
 }
 
 fn strings<'a>(batch: &'a arrow::array::RecordBatch, name: &str) -> &'a StringArray {

@@ -4,7 +4,7 @@
 //! model: `train-quality` on the labelled corpus, and a filter run that scores with it.
 
 use arrow::array::{Array, Float32Array, StringArray};
-use dsllm::binary;
+use dsllm::{binary, parquet_under};
 use dsllm_core::parquet_io::read_batches;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -47,21 +47,6 @@ fn run(bin: &str, args: &[&str]) -> String {
     let out = Command::new(binary(bin)).args(args).output().expect("run binary");
     assert!(out.status.success(), "{bin} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
-}
-
-fn parquet_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return found };
-    for entry in entries.flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            found.extend(parquet_under(&p));
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            found.push(p);
-        }
-    }
-    found.sort();
-    found
 }
 
 fn strings<'a>(batch: &'a arrow::array::RecordBatch, name: &str) -> &'a StringArray {

@@ -5,7 +5,7 @@
 //! (ds-pack writes copies, ds-tokenizer skips dropped documents).
 
 use arrow::array::{Array, StringArray, UInt32Array};
-use dsllm::binary;
+use dsllm::{binary, parquet_under};
 use dsllm_core::parquet_io::{read_batches, DocumentWriter};
 use dsllm_core::schema::Document;
 use std::collections::BTreeMap;
@@ -58,24 +58,6 @@ fn corpus(dir: &Path) -> PathBuf {
         w.finish().unwrap();
     }
     input
-}
-
-/// Parquet files under `dir`, not in `_` folders (as the stages' --input reads it).
-fn parquet_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('_')) {
-            continue;
-        }
-        if p.is_dir() {
-            found.extend(parquet_under(&p));
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            found.push(p);
-        }
-    }
-    found.sort();
-    found
 }
 
 /// (lang -> (bytes counting copies, documents counting copies), rows) of Parquet under `dir`.

@@ -3,6 +3,7 @@
 //! `ds-filter train-quality` trains the quality model. The logic lives in `dsllm-filter`.
 
 use clap::{Args, Parser, Subcommand};
+use dsllm_core::cli::StageArgs;
 use dsllm_core::inputs::{expand, TaskSlice};
 use dsllm_core::Error;
 use dsllm_filter::quality::{read_training_texts, QualityModel, TrainParams};
@@ -29,13 +30,11 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("input", |a| a.help("Documents Parquet: files, folders or globs (e.g. work/dedup/kept)")))]
+#[command(mut_arg("output", |a| a.help("Output folder: kept/<dump>/, rejected/<dump>/, report.{json,md}, _manifest.json")))]
 struct FilterArgs {
-    /// Documents Parquet: files, folders or globs (e.g. work/dedup/kept).
-    #[arg(long, num_args = 1..)]
-    input: Vec<String>,
-    /// Output folder: kept/<dump>/, rejected/<dump>/, report.{json,md}, _manifest.json.
-    #[arg(long)]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    stage: StageArgs,
     /// Rule thresholds (TOML; missing keys take the published defaults; see `default-config`).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -54,12 +53,6 @@ struct FilterArgs {
     /// Tasks in the job array (default: $SLURM_ARRAY_TASK_COUNT or 1).
     #[arg(long)]
     num_tasks: Option<usize>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Rerun even if the output's manifest matches the inputs and parameters.
-    #[arg(long)]
-    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -116,10 +109,7 @@ fn parquet_files(patterns: &[String]) -> dsllm_core::Result<Vec<PathBuf>> {
 }
 
 fn filter(args: FilterArgs) -> dsllm_core::Result<serde_json::Value> {
-    let output = args.output.ok_or_else(|| Error::Usage("--output is required (and --input)".into()))?;
-    if args.input.is_empty() {
-        return Err(Error::Usage("--input is required".into()));
-    }
+    let (inputs, output) = args.stage.require()?;
     let mut config = match &args.config {
         Some(path) => FilterConfig::from_toml_file(path).map_err(Error::Usage)?,
         None => FilterConfig::default(),
@@ -131,14 +121,14 @@ fn filter(args: FilterArgs) -> dsllm_core::Result<serde_json::Value> {
         config.language.keep = langs;
     }
     let job = FilterJob {
-        inputs: parquet_files(&args.input)?,
+        inputs,
         output,
         config,
         quality_model: args.quality_model,
         task: TaskSlice::from_flags_or_env(args.task_id, args.num_tasks)?,
-        force: args.force,
+        force: args.stage.force,
     };
-    dsllm_core::cli::init_threads(args.threads)?;
+    dsllm_core::cli::init_threads(args.stage.threads)?;
     job.run()
 }
 

@@ -3,7 +3,7 @@
 //! drops, both deterministic by seed). The logic lives in `dsllm-remix`.
 
 use clap::{Parser, Subcommand};
-use dsllm_core::inputs::expand;
+use dsllm_core::cli::StageArgs;
 use dsllm_core::Error;
 use dsllm_remix::{RemixConfig, RemixJob, Unit};
 use std::path::PathBuf;
@@ -11,16 +11,13 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "ds-remix", version, about = "Group documents, report their shares and resample them to a target mixture")]
 #[command(args_conflicts_with_subcommands = true)]
+#[command(mut_arg("input", |a| a.help("Documents Parquet: files, folders or globs (e.g. work/filtered/kept)")))]
+#[command(mut_arg("output", |a| a.help("Output folder: <dump>/<file>.parquet (kept, with group and repeat), _dropped/, report.{json,md,png}, _manifest.json")))]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Documents Parquet: files, folders or globs (e.g. work/filtered/kept).
-    #[arg(long, num_args = 1..)]
-    input: Vec<String>,
-    /// Output folder: <dump>/<file>.parquet (kept, with group and repeat), _dropped/,
-    /// report.{json,md,png}, _manifest.json.
-    #[arg(long)]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    stage: StageArgs,
     /// The target mixture (TOML; see `default-config`). Without it every group is kept as is
     /// and only the report is of interest.
     #[arg(long)]
@@ -34,12 +31,6 @@ struct Cli {
     /// Seed of the choice of repeated and dropped documents; overrides the config.
     #[arg(long)]
     seed: Option<u64>,
-    /// Worker threads (default: all cores). The output does not depend on it.
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Rerun even if the output's manifest matches the inputs and parameters.
-    #[arg(long)]
-    force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,10 +52,7 @@ fn main() {
             print!("{}", RemixConfig::example().to_toml());
             std::process::exit(0)
         }
-        let output = cli.output.ok_or_else(|| Error::Usage("--output is required (and --input)".into()))?;
-        if cli.input.is_empty() {
-            return Err(Error::Usage("--input is required".into()));
-        }
+        let (inputs, output) = cli.stage.require()?;
         let mut config = match &cli.config {
             Some(path) => RemixConfig::from_toml_file(path).map_err(Error::Usage)?,
             None => RemixConfig::default(),
@@ -79,8 +67,7 @@ fn main() {
             config.seed = seed;
         }
         config.validate().map_err(Error::Usage)?;
-        let inputs = expand(&cli.input, |p| p.extension().is_some_and(|e| e == "parquet"))?;
-        dsllm_core::cli::init_threads(cli.threads)?;
-        RemixJob { inputs, output, config, force: cli.force }.run()
+        dsllm_core::cli::init_threads(cli.stage.threads)?;
+        RemixJob { inputs, output, config, force: cli.stage.force }.run()
     })
 }

@@ -70,7 +70,7 @@ pub struct LanguageConfig {
 
 impl Default for LanguageConfig {
     fn default() -> Self {
-        LanguageConfig { keep: vec![], min_score: 0.0, sample_chars: 1000 }
+        LanguageConfig { keep: vec![], min_score: 0.0, sample_chars: 400 }
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::config::FilterConfig;
 use crate::lang::{self, Language};
 use crate::text::{self, char_count, is_cjk, is_punctuation};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -54,7 +54,33 @@ pub struct Signals {
     pub quality_score: Option<f32>,
 }
 
-#[derive(Clone, Copy)]
+/// Word counts of a line (and, added up, of a document).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct LineWords {
+    /// Whitespace-delimited tokens, each CJK character one.
+    tokens: u32,
+    /// Tokens holding a letter.
+    alpha_tokens: u32,
+    /// Letters of non-CJK words.
+    letters: u32,
+    cjk: u32,
+    stop_mask: u64,
+    /// The longest token, in characters (C4's maximum word length).
+    max_token_chars: usize,
+}
+
+impl LineWords {
+    fn add(&mut self, w: &LineWords) {
+        self.tokens += w.tokens;
+        self.alpha_tokens += w.alpha_tokens;
+        self.letters += w.letters;
+        self.cjk += w.cjk;
+        self.stop_mask |= w.stop_mask;
+        self.max_token_chars = self.max_token_chars.max(w.max_token_chars);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Word {
     hash: u64,
     chars: u32,
@@ -64,17 +90,103 @@ const LOREM: usize = 0;
 const JAVASCRIPT: usize = 1;
 const POLICY: [&str; 6] = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"];
 
+/// A word of at most 15 bytes, ASCII-lowercased, as one number (its bytes, then its length
+/// in the last byte): stop words are compared without a call to `memcmp`.
+#[inline]
+fn packed_lower(word: &[u8]) -> Option<u128> {
+    if word.len() > 15 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    b[..word.len()].copy_from_slice(word);
+    b.make_ascii_lowercase();
+    b[15] = word.len() as u8;
+    Some(u128::from_le_bytes(b))
+}
+
+/// `tok` without leading and trailing ASCII punctuation (an ASCII token's core).
+#[inline]
+fn trim_ascii_punctuation(tok: &str) -> &str {
+    let b = tok.as_bytes();
+    let start = b.iter().position(|c| !c.is_ascii_punctuation()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_punctuation()).map_or(start, |e| e + 1);
+    &tok[start..end]
+}
+
 /// Appends a word's hash to an n-gram's hash (order-sensitive).
 #[inline]
 fn combine(h: u64, word: u64) -> u64 {
     h.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(23) ^ word
 }
 
+/// A set (with counts) of n-gram hashes for one scan: open addressing over the hashes
+/// themselves, linear probing, at most half full. Faster than a general hash map here: one
+/// multiply to place a key, no growth during a scan (sized at its start), and emptied by
+/// zeroing only the slots the last scan used.
+#[derive(Default)]
+struct GramTable {
+    /// 0 is the empty slot (a key of 0 is stored as 1: one more hash collision, 2^-64 likely).
+    keys: Vec<u64>,
+    counts: Vec<u32>,
+    /// Slots filled since the last reset.
+    used: Vec<u32>,
+    mask: usize,
+    /// 64 minus log2 of the slots in use: a key's first slot is the top bits of its mix.
+    shift: u32,
+}
+
+impl GramTable {
+    /// Empties the table and sizes it for `n` keys at most.
+    fn reset(&mut self, n: usize) {
+        for &i in &self.used {
+            self.keys[i as usize] = 0;
+        }
+        self.used.clear();
+        let size = (2 * n).next_power_of_two().max(16);
+        if self.keys.len() < size {
+            self.keys.resize(size, 0);
+            self.counts.resize(size, 0);
+        }
+        self.mask = size - 1;
+        self.shift = 64 - size.trailing_zeros();
+    }
+
+    /// Adds one occurrence of `h`; returns its count so far (1 for a first occurrence) and
+    /// its slot (for [`GramTable::count_at`] once the scan is done).
+    #[inline]
+    fn add(&mut self, h: u64) -> (u32, u32) {
+        let key = h.max(1);
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize;
+        loop {
+            let k = self.keys[i];
+            if k == key {
+                self.counts[i] += 1;
+                return (self.counts[i], i as u32);
+            }
+            if k == 0 {
+                self.keys[i] = key;
+                self.counts[i] = 1;
+                self.used.push(i as u32);
+                return (1, i as u32);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    fn count_at(&self, slot: u32) -> u32 {
+        self.counts[slot as usize]
+    }
+}
+
 /// Computes [`Signals`]; one per thread.
 pub struct Analyzer {
     config: FilterConfig,
     phrases: AhoCorasick,
-    stop_en: Vec<(Vec<u8>, u32)>,
+    /// English stop words of up to 15 bytes as [`packed_lower`] numbers, with their bit.
+    stop_en: Vec<(u128, u32)>,
+    /// Longer ones (only from a config), lowercased.
+    stop_en_long: Vec<(Vec<u8>, u32)>,
     stop_en_max_len: usize,
     stop_zh: FxHashMap<char, u32>,
     words: Vec<Word>,
@@ -82,10 +194,17 @@ pub struct Analyzer {
     prefix: Vec<u32>,
     set: FxHashSet<u64>,
     para_set: FxHashSet<u64>,
-    counts: FxHashMap<u64, u32>,
-    /// grams[i] = hash of the `gram_len`-word n-gram starting at word i.
+    table: GramTable,
+    /// grams[i] = hash of the `gram_len`-word n-gram starting at word i, for i in `candidates`.
     grams: Vec<u64>,
     gram_len: usize,
+    /// Positions (ascending) whose n-gram may occur more than once. Once the n-gram at a
+    /// position is unique, every longer one there is too (it has the shorter as its prefix),
+    /// so the position drops out: in prose almost every position goes after the 2- and
+    /// 3-grams, and the 5- to 10-gram scans touch only the few repeated spans.
+    candidates: Vec<u32>,
+    /// The table slot of each candidate in the last counting scan.
+    slots: Vec<u32>,
     kept_lines: Vec<(usize, usize)>,
 }
 
@@ -96,12 +215,14 @@ impl Analyzer {
         let phrases = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            // Eight short patterns: a full DFA is small and the fastest to search.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .expect("fixed patterns compile");
         let q = &config.gopher_quality;
-        let stop_en: Vec<(Vec<u8>, u32)> =
+        let stop_words: Vec<(Vec<u8>, u32)> =
             q.stop_words_en.iter().enumerate().map(|(i, w)| (w.to_ascii_lowercase().into_bytes(), i as u32)).collect();
-        let offset = stop_en.len() as u32;
+        let offset = stop_words.len() as u32;
         let stop_zh = q
             .stop_words_zh
             .iter()
@@ -111,16 +232,19 @@ impl Analyzer {
         Analyzer {
             config: config.clone(),
             phrases,
-            stop_en_max_len: stop_en.iter().map(|(w, _)| w.len()).max().unwrap_or(0),
-            stop_en,
+            stop_en_max_len: stop_words.iter().map(|(w, _)| w.len()).max().unwrap_or(0),
+            stop_en: stop_words.iter().filter_map(|(w, bit)| Some((packed_lower(w)?, *bit))).collect(),
+            stop_en_long: stop_words.into_iter().filter(|(w, _)| packed_lower(w).is_none()).collect(),
             stop_zh,
             words: Vec::new(),
             prefix: Vec::new(),
             set: FxHashSet::default(),
             para_set: FxHashSet::default(),
-            counts: FxHashMap::default(),
+            table: GramTable::default(),
             grams: Vec::new(),
             gram_len: 0,
+            candidates: Vec::new(),
+            slots: Vec::new(),
             kept_lines: Vec::new(),
         }
     }
@@ -142,11 +266,7 @@ impl Analyzer {
         let phrases = self.phrases.clone();
         let mut matches = phrases.find_iter(text).map(|m| (m.start(), m.pattern().as_usize())).peekable();
 
-        let mut tokens = 0u32;
-        let mut alpha_tokens = 0u32;
-        let mut cjk_letters = 0u32;
-        let mut letters = 0u32;
-        let mut stop_mask = 0u64;
+        let mut doc = LineWords::default();
         let mut lines_all = 0u32;
         let mut bullets = 0u32;
         let mut ellipsis_lines = 0u32;
@@ -212,37 +332,9 @@ impl Analyzer {
             }
 
             // Words of the line.
-            let line_words_before = tokens;
-            let mut max_token_chars = 0usize;
-            let mut token_start: Option<usize> = None;
-            let mut line_cjk = 0u32;
-            for (i, c) in line.char_indices() {
-                if c.is_whitespace() || is_cjk(c) {
-                    if let Some(ts) = token_start.take() {
-                        let tok = &line[ts..i];
-                        max_token_chars = max_token_chars.max(char_count(tok));
-                        self.token(tok, &mut tokens, &mut alpha_tokens, &mut letters, &mut stop_mask);
-                    }
-                    if is_cjk(c) {
-                        tokens += 1;
-                        alpha_tokens += 1;
-                        cjk_letters += 1;
-                        line_cjk += 1;
-                        if let Some(&bit) = self.stop_zh.get(&c) {
-                            stop_mask |= 1 << bit;
-                        }
-                        self.words.push(Word { hash: (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), chars: 1 });
-                    }
-                } else if token_start.is_none() {
-                    token_start = Some(i);
-                }
-            }
-            if let Some(ts) = token_start {
-                let tok = &line[ts..];
-                max_token_chars = max_token_chars.max(char_count(tok));
-                self.token(tok, &mut tokens, &mut alpha_tokens, &mut letters, &mut stop_mask);
-            }
-            let line_tokens = tokens - line_words_before;
+            let w = self.scan_words(line);
+            doc.add(&w);
+            let (line_tokens, line_cjk, max_token_chars) = (w.tokens, w.cjk, w.max_token_chars);
             // Short lines: measured in characters, CJK lines with their own length.
             if !trimmed.is_empty() {
                 let cjk_line = line_cjk * 2 >= line_tokens.max(1);
@@ -309,6 +401,7 @@ impl Analyzer {
         let ellipses = memchr::memmem::find_iter(bytes, b"...").count() + memchr::memmem::find_iter(bytes, "…".as_bytes()).count();
         let per = |a: f64, b: f64| if b > 0.0 { (a / b) as f32 } else { 0.0 };
 
+        let LineWords { tokens, alpha_tokens, letters, cjk: cjk_letters, stop_mask, .. } = doc;
         s.cjk_share = per(cjk_letters as f64, letters as f64 + cjk_letters as f64);
         s.words = self.words.len() as u32;
         let word_chars: u64 = self.words.iter().map(|w| w.chars as u64).sum();
@@ -356,94 +449,159 @@ impl Analyzer {
         s
     }
 
-    /// One whitespace-delimited token of non-CJK text.
+    /// The words of one line, pushed to `self.words`, and its counts. Words end at
+    /// whitespace; each CJK character is a word of its own. Read as bytes: only non-ASCII
+    /// characters are decoded, and a token without any is handled as ASCII.
+    fn scan_words(&mut self, line: &str) -> LineWords {
+        let mut w = LineWords::default();
+        let bytes = line.as_bytes();
+        // The current token's start and whether it is ASCII so far.
+        let mut token: Option<(usize, bool)> = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b < 0x80 {
+                if matches!(b, b' ' | b'\t'..=b'\r') {
+                    if let Some((ts, ascii)) = token.take() {
+                        self.token(&line[ts..i], ascii, &mut w);
+                    }
+                } else if token.is_none() {
+                    token = Some((i, true));
+                }
+                i += 1;
+                continue;
+            }
+            let c = line[i..].chars().next().expect("a character starts here");
+            let cjk = is_cjk(c);
+            if cjk || c.is_whitespace() {
+                if let Some((ts, ascii)) = token.take() {
+                    self.token(&line[ts..i], ascii, &mut w);
+                }
+                if cjk {
+                    w.tokens += 1;
+                    w.alpha_tokens += 1;
+                    w.cjk += 1;
+                    if let Some(&bit) = self.stop_zh.get(&c) {
+                        w.stop_mask |= 1 << bit;
+                    }
+                    self.words.push(Word { hash: (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), chars: 1 });
+                }
+            } else {
+                match &mut token {
+                    Some((_, ascii)) => *ascii = false,
+                    None => token = Some((i, false)),
+                }
+            }
+            i += c.len_utf8();
+        }
+        if let Some((ts, ascii)) = token {
+            self.token(&line[ts..], ascii, &mut w);
+        }
+        w
+    }
+
+    /// One whitespace-delimited token of non-CJK text (`ascii`: known to be ASCII).
     #[inline]
-    fn token(&mut self, tok: &str, tokens: &mut u32, alpha_tokens: &mut u32, letters: &mut u32, stop_mask: &mut u64) {
-        *tokens += 1;
-        let core = tok.trim_matches(is_punctuation);
+    fn token(&mut self, tok: &str, ascii: bool, w: &mut LineWords) {
+        w.tokens += 1;
+        w.max_token_chars = w.max_token_chars.max(if ascii { tok.len() } else { char_count(tok) });
+        let core = if ascii { trim_ascii_punctuation(tok) } else { tok.trim_matches(is_punctuation) };
         if core.is_empty() {
             return;
         }
-        let mut word_letters = 0u32;
-        let mut chars = 0u32;
-        for c in core.chars() {
-            chars += 1;
-            word_letters += u32::from(c.is_alphabetic());
-        }
+        let (chars, word_letters) = if ascii {
+            (core.len() as u32, core.bytes().filter(u8::is_ascii_alphabetic).count() as u32)
+        } else {
+            core.chars().fold((0, 0), |(n, l), c| (n + 1, l + u32::from(c.is_alphabetic())))
+        };
         if word_letters > 0 {
-            *alpha_tokens += 1;
-            *letters += word_letters;
+            w.alpha_tokens += 1;
+            w.letters += word_letters;
         }
         if core.len() <= self.stop_en_max_len {
-            let mut lower = [0u8; 16];
-            let lower = &mut lower[..core.len()];
-            lower.copy_from_slice(core.as_bytes());
-            lower.make_ascii_lowercase();
-            if let Some((_, bit)) = self.stop_en.iter().find(|(w, _)| w.as_slice() == &*lower) {
-                *stop_mask |= 1 << bit;
+            let bit = match packed_lower(core.as_bytes()) {
+                Some(key) => self.stop_en.iter().find(|(k, _)| *k == key).map(|&(_, bit)| bit),
+                None => self.stop_en_long.iter().find(|(k, _)| k.eq_ignore_ascii_case(core.as_bytes())).map(|&(_, bit)| bit),
+            };
+            if let Some(bit) = bit {
+                w.stop_mask |= 1 << bit;
             }
         }
         self.words.push(Word { hash: xxh3_64(core.as_bytes()), chars });
     }
 
-    /// Resets the n-gram hashes to the words' own (unigrams).
+    /// Resets the n-gram hashes to the words' own (unigrams), every position a candidate.
     fn start_grams(&mut self) {
         self.grams.clear();
         self.grams.extend(self.words.iter().map(|w| w.hash));
         self.gram_len = 1;
+        self.candidates.clear();
+        self.candidates.extend(0..self.words.len() as u32);
     }
 
-    /// Lengthens every n-gram hash to `n` words; positions too close to the end drop out.
+    /// Lengthens the candidates' n-gram hashes to `n` words; positions too close to the end
+    /// drop out.
     fn extend_grams(&mut self, n: usize) {
         debug_assert!(n >= self.gram_len);
-        while self.gram_len < n && !self.grams.is_empty() {
-            let next = self.gram_len;
-            let last = self.grams.len() - 1;
-            for (i, h) in self.grams[..last].iter_mut().enumerate() {
-                *h = combine(*h, self.words[i + next].hash);
+        let (from, words, grams) = (self.gram_len, &self.words, &mut self.grams);
+        self.candidates.retain(|&p| {
+            let p = p as usize;
+            if p + n > words.len() {
+                return false;
             }
-            self.grams.truncate(last);
-            self.gram_len += 1;
-        }
+            grams[p] = words[p + from..p + n].iter().fold(grams[p], |h, w| combine(h, w.hash));
+            true
+        });
         self.gram_len = n;
     }
 
     /// Characters covered by the most frequent n-gram (its length, joined with spaces for
-    /// spaced text, times its count), as Gopher's "top n-gram character fraction".
+    /// spaced text, times its count), as Gopher's "top n-gram character fraction". Then
+    /// drops the candidates whose n-gram occurred once.
     fn top_ngram_chars(&mut self, spaced: bool) -> u64 {
         let n = self.gram_len;
-        if self.words.len() < n || self.grams.is_empty() {
+        if self.words.len() < n {
             return 0;
         }
-        let mut counts = std::mem::take(&mut self.counts);
-        counts.clear();
-        let (mut best_count, mut best_at) = (0u32, 0usize);
-        for (i, &h) in self.grams.iter().enumerate() {
-            let c = counts.entry(h).or_insert(0);
-            *c += 1;
-            if *c > best_count {
-                best_count = *c;
-                best_at = i;
+        // Position 0 holds the top count until another n-gram occurs more often; a unique
+        // n-gram (not a candidate) never does.
+        let (mut best_count, mut best_at) = (1u32, 0usize);
+        self.table.reset(self.candidates.len());
+        self.slots.clear();
+        for &p in &self.candidates {
+            let (c, slot) = self.table.add(self.grams[p as usize]);
+            self.slots.push(slot);
+            if c > best_count {
+                best_count = c;
+                best_at = p as usize;
             }
         }
-        self.counts = counts;
+        let (table, mut slots) = (&self.table, self.slots.iter());
+        self.candidates.retain(|_| slots.next().is_some_and(|&slot| table.count_at(slot) > 1));
         let chars = (self.prefix[best_at + n] - self.prefix[best_at]) as u64 + if spaced { n as u64 - 1 } else { 0 };
         chars * best_count as u64
     }
 
     /// Characters of n-grams that repeat an earlier n-gram, counting each repeated span once
-    /// (Gopher's "duplicate n-gram character fraction", datatrove's greedy scan).
+    /// (Gopher's "duplicate n-gram character fraction", datatrove's greedy scan: a repeat
+    /// skips the scan past its span, a new n-gram moves it one word on). Only candidates can
+    /// repeat or be repeated, so the scan visits them alone.
     fn duplicated_ngram_chars(&mut self) -> u64 {
         let n = self.gram_len;
-        self.set.clear();
+        self.table.reset(self.candidates.len());
         let mut repeated = 0u64;
-        let mut i = 0usize;
-        while i + n <= self.words.len() && i < self.grams.len() {
-            if self.set.insert(self.grams[i]) {
-                i += 1;
+        // The scan's next position: candidates before it were skipped by a repeat.
+        let mut next = 0usize;
+        for &p in &self.candidates {
+            let p = p as usize;
+            if p < next {
+                continue;
+            }
+            if self.table.add(self.grams[p]).0 == 1 {
+                next = p + 1;
             } else {
-                repeated += (self.prefix[i + n] - self.prefix[i]) as u64;
-                i += n;
+                repeated += (self.prefix[p + n] - self.prefix[p]) as u64;
+                next = p + n;
             }
         }
         repeated
@@ -501,6 +659,38 @@ mod tests {
             }
             let kept = a.c4_text(&text);
             prop_assert!(kept.len() <= text.len());
+        }
+
+        /// The byte scan finds the words, counts and hashes that a plain character scan does.
+        #[test]
+        fn word_scan_matches_a_character_scan(line in "[ -~\t\x0b\x0c\r]{0,120}|[a-z .,\u{a0}\u{3000}中文的。é’—“]{0,120}") {
+            let mut a = Analyzer::new(&FilterConfig::default());
+            let got = a.scan_words(&line);
+            // Reference: split at whitespace and CJK characters, every token through the
+            // general (non-ASCII) path.
+            let mut reference = Analyzer::new(&FilterConfig::default());
+            let mut want = LineWords::default();
+            let mut start: Option<usize> = None;
+            for (i, c) in line.char_indices().chain(std::iter::once((line.len(), ' '))) {
+                if c.is_whitespace() || is_cjk(c) {
+                    if let Some(ts) = start.take() {
+                        reference.token(&line[ts..i], false, &mut want);
+                    }
+                    if is_cjk(c) {
+                        want.tokens += 1;
+                        want.alpha_tokens += 1;
+                        want.cjk += 1;
+                        if let Some(&bit) = reference.stop_zh.get(&c) {
+                            want.stop_mask |= 1 << bit;
+                        }
+                        reference.words.push(Word { hash: (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), chars: 1 });
+                    }
+                } else if start.is_none() {
+                    start = Some(i);
+                }
+            }
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(a.words.clone(), reference.words.clone());
         }
 
         /// The incremental n-gram hashes give what comparing the words themselves gives.
