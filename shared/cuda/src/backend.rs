@@ -78,6 +78,9 @@ pub struct CudaBackend {
     /// in a kernel of its own. `DSLLM_DETERMINISTIC=0` allows the fused backward that adds dQ
     /// with atomics instead: 0.5-1% faster steps on the H200 (BENCHMARKS.md, v7), order-dependent sums.
     pub deterministic: bool,
+    /// The wgmma forward that overlaps each tile's softmax with the previous tile's P·V
+    /// (FlashAttention-3's intra-warpgroup pipelining); `DSLLM_WG_OVERLAP=0/1`.
+    pub wg_forward_overlap: bool,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -222,11 +225,12 @@ impl CudaBackend {
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the attention kernels their shared memory")?;
             }
-            let fa = flash_kernels(&kernels, AttentionKernels::Fa2, head_dim);
-            let wg = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim);
+            let fa = flash_kernels(&kernels, AttentionKernels::Fa2, head_dim, false);
+            let wg = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim, false);
+            let wg_overlap = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim, true);
             let fused = (fa_fused_kernel(&kernels, head_dim), fa_fused_shared_bytes(head_dim));
             let sizes = [(fa.forward, fa.shared.0), (fa.dq, fa.shared.1), (fa.dkdv, fa.shared.2), fused];
-            for (function, size) in sizes.into_iter().chain([(wg.forward, wg.shared.0), (wg.dq, wg.shared.1), (wg.dkdv, wg.shared.2)]) {
+            for (function, size) in sizes.into_iter().chain([(wg.forward, wg.shared.0), (wg_overlap.forward, wg.shared.0), (wg.dq, wg.shared.1), (wg.dkdv, wg.shared.2)]) {
                 function
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the flash-attention kernels their shared memory")?;
@@ -238,6 +242,7 @@ impl CudaBackend {
             attention: AttentionKernels::from_env((major, minor) == (9, 0)),
             precision: Precision::from_env(),
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
+            wg_forward_overlap: std::env::var("DSLLM_WG_OVERLAP").map_or(DEFAULT_WG_OVERLAP, |v| v != "0"),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             attention_k_shares: RefCell::new(empty_f32()?),
@@ -390,6 +395,8 @@ fn tensor_core_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &C
 
 /// Whether Hopper GPUs run the wgmma attention kernels unless `DSLLM_ATTENTION` says otherwise.
 const DEFAULT_WGMMA: bool = false;
+/// Whether the wgmma forward overlaps softmax with P·V unless `DSLLM_WG_OVERLAP` says otherwise.
+const DEFAULT_WG_OVERLAP: bool = false;
 
 /// One set of flash-attention kernels (forward, dQ, dK/dV) for a head size: every block covers
 /// 64 rows (queries, or keys in dK/dV) with 128 threads; `shared` is each kernel's shared memory.
@@ -400,12 +407,17 @@ struct FlashKernels<'a> {
     shared: (usize, usize, usize),
 }
 
-/// The flash-attention-2 (`Fa2`) or wgmma (`Wgmma`) kernels for a head size (64 or 128).
-fn flash_kernels(kernels: &Kernels, which: AttentionKernels, head_dim: usize) -> FlashKernels<'_> {
+/// The flash-attention-2 (`Fa2`) or wgmma (`Wgmma`) kernels for a head size (64 or 128);
+/// `overlap` picks the wgmma forward that overlaps softmax with the P·V product.
+fn flash_kernels(kernels: &Kernels, which: AttentionKernels, head_dim: usize, overlap: bool) -> FlashKernels<'_> {
     let k = kernels;
     let (forward, dq, dkdv) = match (which, head_dim) {
-        (AttentionKernels::Wgmma, 64) => (&k.attention_forward_wg64, &k.attention_backward_dq_wg64, &k.attention_backward_dkdv_wg64),
-        (AttentionKernels::Wgmma, _) => (&k.attention_forward_wg128, &k.attention_backward_dq_wg128, &k.attention_backward_dkdv_wg128),
+        (AttentionKernels::Wgmma, 64) => {
+            (if overlap { &k.attention_forward_wg64_ov } else { &k.attention_forward_wg64 }, &k.attention_backward_dq_wg64, &k.attention_backward_dkdv_wg64)
+        }
+        (AttentionKernels::Wgmma, _) => {
+            (if overlap { &k.attention_forward_wg128_ov } else { &k.attention_forward_wg128 }, &k.attention_backward_dq_wg128, &k.attention_backward_dkdv_wg128)
+        }
         (_, 64) => (&k.attention_forward_fa64, &k.attention_backward_dq_fa64, &k.attention_backward_dkdv_fa64),
         _ => (&k.attention_forward_fa128, &k.attention_backward_dq_fa128, &k.attention_backward_dkdv_fa128),
     };
@@ -647,7 +659,7 @@ impl Backend for CudaBackend {
         let which = self.attention_kernels(head_dim);
         if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let (qb, kb, vb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v));
-            let flash = flash_kernels(&self.kernels, which, head_dim);
+            let flash = flash_kernels(&self.kernels, which, head_dim, self.wg_forward_overlap);
             let config = tensor_core_grid(seq, heads, batch, flash.shared.0);
             self.launch(flash.forward, config, |b| {
                 b.arg(out.data_mut()).arg(lse.data_mut()).arg(&qb).arg(&kb).arg(&vb);
@@ -703,7 +715,7 @@ impl Backend for CudaBackend {
                 });
                 return;
             }
-            let FlashKernels { dq, dkdv, shared: bytes, .. } = flash_kernels(&self.kernels, which, head_dim);
+            let FlashKernels { dq, dkdv, shared: bytes, .. } = flash_kernels(&self.kernels, which, head_dim, self.wg_forward_overlap);
             self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
                 b.arg(d_q.data_mut()).arg(&lse.data).arg(&*row_dot);
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
