@@ -302,6 +302,35 @@ fn one_segment_per_row_is_bit_identical_to_causal_attention() {
 }
 
 #[test]
+fn attention_blocks_give_the_full_square_results() {
+    // Blocks of 1, 3 and 4 query rows (the last one partial) against one block over all rows,
+    // which computes the whole `seq × seq` square; segments too. Only the order of dK's and
+    // dV's sums over blocks differs, so the results agree to float rounding.
+    let shape = AttentionShape { batch: 2, seq: 7, heads: 4, kv_heads: 2, head_dim: 8 };
+    let q_len = shape.batch * shape.seq * shape.heads * shape.head_dim;
+    let kv_len = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+    let (q, k, v) = (random_vec(71, q_len, 1.0), random_vec(72, kv_len, 1.0), random_vec(73, kv_len, 1.0));
+    let d_out = random_vec(74, q_len, 1.0);
+    let run = |block: usize, segments: Option<&[u32]>| {
+        let (mut out, mut lse) = (vec![0.0; q_len], vec![0.0; q_len / shape.head_dim]);
+        let (mut d_q, mut d_k, mut d_v) = (vec![f32::NAN; q_len], vec![f32::NAN; kv_len], vec![f32::NAN; kv_len]);
+        attention_forward(&mut out, &mut lse, &q, &k, &v, segments, shape, block);
+        attention_backward([&mut d_q, &mut d_k, &mut d_v], &d_out, &out, &lse, [&q, &k, &v], segments, shape, block);
+        [out, lse, d_q, d_k, d_v]
+    };
+    for segments in [None, Some(&SEGMENTS[..])] {
+        let full = run(shape.seq, segments);
+        for block in [1, 3, 4] {
+            for (name, (got, want)) in ["out", "lse", "d_q", "d_k", "d_v"].iter().zip(run(block, segments).iter().zip(&full)) {
+                for (a, b) in got.iter().zip(want) {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name}, blocks of {block}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn weighted_cross_entropy_backward_scales_each_row() {
     let (rows, vocab) = (4, 6);
     let logits = random_vec(61, rows * vocab, 1.0);
