@@ -6,8 +6,11 @@
 #   make scaling-fit                              collect $(SCALING_WORK)/runs and fit again
 #
 # The demo's budgets are the issue's 1e12-1e13 FLOPs. Every run uses `--backend auto`: on the H200
-# the whole demo takes about 3 minutes; on a CPU it runs too, at about 16k tokens/s on 16 cores
-# for these shapes (~25 minutes), far longer on 2. For a quick CPU look, lower everything:
+# the whole demo takes a few minutes. On a CPU, run two single-threaded runs at a time (tiny
+# models split over threads waste much of the second core) and give the held-out run both cores:
+#   make -j2 scaling-demo THREADS=2 SCALING_THREADS=1
+# That took 71 minutes on the shared 2-core dev machine (BENCHMARKS.md). For a quick CPU look,
+# lower everything:
 #   make scaling-demo SCALING_BUDGETS=2e10,4e10,8e10 SCALING_HP_BUDGETS=1e10,3e10 SCALING_CHECK_BUDGET=2e11
 SCALING_BIN      ?= $(BIN)/ds-scaling
 SCALING_WORK     ?= $(WORK)/scaling
