@@ -198,7 +198,11 @@ pub fn makefile_fragment(runs: &[PlannedRun], plan_dir: &Path, runs_dir: &Path, 
     out += "SCALING_THREADS ?=\n";
     out += "SCALING_TRAIN_FLAGS ?= --eval-every 0 --eval-batches 1000 --save-every 0 --save-minutes 0 --backend auto\n\n";
     out += "SCALING_RUN_NAMES := \\\n";
-    for run in runs {
+    // Longest runs first (largest budget, then most tokens), so that under `make -j` the
+    // runs still going at the end are short ones and no core idles long.
+    let mut by_length: Vec<&PlannedRun> = runs.iter().collect();
+    by_length.sort_by(|a, b| b.budget.total_cmp(&a.budget).then(b.tokens.total_cmp(&a.tokens)));
+    for run in by_length {
         out += &format!("  {} \\\n", run.name);
     }
     out += "\n.PHONY: scaling-runs\n";
@@ -310,5 +314,9 @@ mod tests {
         let text = makefile_fragment(&runs, Path::new("plan"), Path::new("runs"), "ds-scaling plan-isoflop");
         assert!(text.contains("scaling-runs:") && text.contains("--keep-shape") && text.contains("$(SCALING_PLAN)/shapes/"));
         assert_eq!(text.matches("ds-pretrain train").count(), runs.len());
+        // The run list starts with the largest budget's most tokens (the longest run).
+        let longest = runs.iter().filter(|r| r.budget == 1e12).max_by(|a, b| a.tokens.total_cmp(&b.tokens)).unwrap();
+        let listed = text.split("SCALING_RUN_NAMES := \\\n").nth(1).unwrap();
+        assert!(listed.trim_start().starts_with(&longest.name), "{listed}");
     }
 }

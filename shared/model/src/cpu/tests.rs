@@ -278,13 +278,29 @@ fn segmented_attention_equals_each_segment_alone() {
     }
 }
 
+/// Random Q, K, V and output gradient for an attention shape (seeds `seed..seed + 4`).
+struct AttentionCase {
+    q_len: usize,
+    kv_len: usize,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    d_out: Vec<f32>,
+}
+
+impl AttentionCase {
+    fn random(shape: AttentionShape, seed: u64) -> Self {
+        let q_len = shape.batch * shape.seq * shape.heads * shape.head_dim;
+        let kv_len = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
+        let (q, k, v) = (random_vec(seed, q_len, 1.0), random_vec(seed + 1, kv_len, 1.0), random_vec(seed + 2, kv_len, 1.0));
+        Self { q_len, kv_len, q, k, v, d_out: random_vec(seed + 3, q_len, 1.0) }
+    }
+}
+
 #[test]
 fn one_segment_per_row_is_bit_identical_to_causal_attention() {
     let shape = AttentionShape { batch: 2, seq: 6, heads: 4, kv_heads: 2, head_dim: 8 };
-    let q_len = shape.batch * shape.seq * shape.heads * shape.head_dim;
-    let kv_len = shape.batch * shape.seq * shape.kv_heads * shape.head_dim;
-    let (q, k, v) = (random_vec(51, q_len, 1.0), random_vec(52, kv_len, 1.0), random_vec(53, kv_len, 1.0));
-    let d_out = random_vec(54, q_len, 1.0);
+    let AttentionCase { q_len, kv_len, q, k, v, d_out } = AttentionCase::random(shape, 51);
     let segments: Vec<u32> = (0..shape.batch * shape.seq).map(|i| (i / shape.seq) as u32 + 3).collect();
     let run = |segmented: bool| {
         let (mut out, mut lse) = (vec![0.0; q_len], vec![0.0; q_len / shape.head_dim]);
@@ -299,6 +315,32 @@ fn one_segment_per_row_is_bit_identical_to_causal_attention() {
         (out, lse, d_q, d_k, d_v)
     };
     assert!(run(true) == run(false));
+}
+
+#[test]
+fn attention_blocks_give_the_full_square_results() {
+    // Blocks of 1, 3 and 4 query rows (the last one partial) against one block over all rows,
+    // which computes the whole `seq × seq` square; segments too. Only the order of dK's and
+    // dV's sums over blocks differs, so the results agree to float rounding.
+    let shape = AttentionShape { batch: 2, seq: 7, heads: 4, kv_heads: 2, head_dim: 8 };
+    let AttentionCase { q_len, kv_len, q, k, v, d_out } = AttentionCase::random(shape, 71);
+    let run = |block: usize, segments: Option<&[u32]>| {
+        let (mut out, mut lse) = (vec![0.0; q_len], vec![0.0; q_len / shape.head_dim]);
+        let (mut d_q, mut d_k, mut d_v) = (vec![f32::NAN; q_len], vec![f32::NAN; kv_len], vec![f32::NAN; kv_len]);
+        attention_forward(&mut out, &mut lse, &q, &k, &v, segments, shape, block);
+        attention_backward([&mut d_q, &mut d_k, &mut d_v], &d_out, &out, &lse, [&q, &k, &v], segments, shape, block);
+        [out, lse, d_q, d_k, d_v]
+    };
+    for segments in [None, Some(&SEGMENTS[..])] {
+        let full = run(shape.seq, segments);
+        for block in [1, 3, 4] {
+            for (name, (got, want)) in ["out", "lse", "d_q", "d_k", "d_v"].iter().zip(run(block, segments).iter().zip(&full)) {
+                for (a, b) in got.iter().zip(want) {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{name}, blocks of {block}: {a} vs {b}");
+                }
+            }
+        }
+    }
 }
 
 #[test]
