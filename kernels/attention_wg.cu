@@ -28,16 +28,16 @@ __device__ __forceinline__ u64 descriptor(const bf16* tile, u32 leading_bytes, u
 
 // k-step kk (16 columns) of a tile [rows][HD] whose columns are the reduction (K-major):
 // blocks adjacent in k are 128 bytes apart, row blocks HD / 8 * 128.
-template <int HD>
+template <int HD, bool SWAP = false>
 __device__ __forceinline__ u64 k_major(const bf16* tile, int kk) {
-    return descriptor(tile + kk * 128, 128, HD / 8 * 128);
+    return SWAP ? descriptor(tile + kk * 128, HD / 8 * 128, 128) : descriptor(tile + kk * 128, 128, HD / 8 * 128);
 }
 
 // k-step kc (16 rows) of a tile [rows][HD] whose rows are the reduction (MN-major, N = HD):
 // row blocks (k) are HD / 8 * 128 bytes apart, column blocks (n) 128.
-template <int HD>
+template <int HD, bool SWAP = false>
 __device__ __forceinline__ u64 mn_major(const bf16* tile, int kc) {
-    return descriptor(tile + kc * 16 * HD, HD / 8 * 128, 128);
+    return SWAP ? descriptor(tile + kc * 16 * HD, 128, HD / 8 * 128) : descriptor(tile + kc * 16 * HD, HD / 8 * 128, 128);
 }
 
 __device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -126,7 +126,9 @@ __device__ __forceinline__ void a_fragment(u32* a, const float (*p)[4], int kc) 
 
 // Forward: WGS warpgroups a block, each 64 query rows; BN keys a step, K/V double-buffered.
 // grid (ceil(seq / (64 WGS)), heads, batch), 128 WGS threads; shared (64 WGS + 4 BN) HD bf16.
-template <int HD, int BN, int WGS>
+// SWAP (tuning aid, 0 in the backend): bit 0 swaps the K-major descriptor's byte offsets, bit 1
+// the MN-major one's; a device run then shows which reading of the PTX layout rules is right.
+template <int HD, int BN, int WGS, int SWAP = 0>
 __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq,
                                         int heads, int kv_heads, float scale) {
     constexpr int BM = 64 * WGS, NT = 128 * WGS;
@@ -170,7 +172,7 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
             float s[BN / 8][4];
             fence();
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD>(qg, kk), k_major<HD>(kb, kk), kk);
+            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD, SWAP & 1>(qg, kk), k_major<HD, SWAP & 1>(kb, kk), kk);
             commit();
             wait_all();
             pin<BN / 2>(&s[0][0]);
@@ -225,7 +227,7 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
             for (int kc = 0; kc < BN / 16; kc++) a_fragment(pa[kc], s, kc);
             fence();
 #pragma unroll
-            for (int kc = 0; kc < BN / 16; kc++) mma_rs<HD>(&o[0][0], pa[kc], mn_major<HD>(vb, kc));
+            for (int kc = 0; kc < BN / 16; kc++) mma_rs<HD>(&o[0][0], pa[kc], mn_major<HD, (SWAP >> 1) & 1>(vb, kc));
             commit();
             wait_all();
             pin<HD / 2>(&o[0][0]);
@@ -634,6 +636,16 @@ WG_FORWARD(attention_forward_wg64_bn128, 64, 128, 1)
 WG_FORWARD(attention_forward_wg128, 128, 64, 1)
 WG_FORWARD(attention_forward_wg128_w2, 128, 64, 2)
 WG_FORWARD(attention_forward_wg128_bn32, 128, 32, 1)
+#define WG_FORWARD_SWAP(NAME, HD, SWAP)                                                                               \
+    extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
+                                                           const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
+                                                           int heads, int kv_heads, float scale) {                    \
+        WG_BODY((wg::forward<HD, 64, 1, SWAP>(out, lse, q, k, v, seq, heads, kv_heads, scale)));                      \
+    }
+WG_FORWARD_SWAP(attention_forward_wg64_kswap, 64, 1)
+WG_FORWARD_SWAP(attention_forward_wg64_mnswap, 64, 2)
+WG_FORWARD_SWAP(attention_forward_wg128_kswap, 128, 1)
+WG_FORWARD_SWAP(attention_forward_wg128_mnswap, 128, 2)
 #define WG_FORWARD_OVERLAP(NAME, HD, BN)                                                                              \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
