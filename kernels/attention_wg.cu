@@ -124,6 +124,81 @@ __device__ __forceinline__ void a_fragment(u32* a, const float (*p)[4], int kc) 
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+// One key tile of the online softmax, shared by both forwards: scales S_j into the log2 domain
+// (masking keys after a row or past the end on edge tiles), raises the running row maxima m, and
+// turns S_j into P_j = exp2(S_j − m) in place; returns the factors (c_a, c_b) that rescale O and
+// updates the row sums l. Rows row_a, row_b; the warpgroup's first row is first_row.
+template <int BN>
+__device__ __forceinline__ float2 online_softmax(float (*s)[4], int k0, int first_row, int row_a, int row_b, int seq,
+                                                 float sl2, float& m_a, float& m_b, float& l_a, float& l_b) {
+    const int lane = threadIdx.x & 31;
+    const bool edge = k0 + BN - 1 > first_row || k0 + BN > seq;
+    float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+        if (edge) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
+                s[j][e] = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[j][e] *= sl2;
+        }
+        mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
+        mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+    }
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+    const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
+    const float c_a = fa::exp2_approx(m_a - mu_a), c_b = fa::exp2_approx(m_b - mu_b);
+    float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+        s[j][0] = fa::exp2_approx(s[j][0] - mu_a);
+        s[j][1] = fa::exp2_approx(s[j][1] - mu_a);
+        s[j][2] = fa::exp2_approx(s[j][2] - mu_b);
+        s[j][3] = fa::exp2_approx(s[j][3] - mu_b);
+        sum_a += s[j][0] + s[j][1];
+        sum_b += s[j][2] + s[j][3];
+    }
+    l_a = l_a * c_a + sum_a;
+    l_b = l_b * c_b + sum_b;
+    m_a = mn_a;
+    m_b = mn_b;
+    return make_float2(c_a, c_b);
+}
+
+// The forward's epilogue: O / l and the natural-log log-sum-exp of rows row_a, row_b (the
+// row sums l are still per-thread partials here).
+template <int HD>
+__device__ __forceinline__ void store_output(float* out, float* lse, const float (*o)[4], float m_a, float m_b, float l_a,
+                                             float l_b, int b, int h, int row_a, int row_b, int seq, int heads) {
+    const int lane = threadIdx.x & 31;
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
+    const int col = 2 * (lane & 3);
+    if (row_a < seq) {
+        float* dst = out + (((u64)b * seq + row_a) * heads + h) * HD + col;
+#pragma unroll
+        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][0] * inv_a, o[j][1] * inv_a);
+        if ((lane & 3) == 0) lse[((u64)b * seq + row_a) * heads + h] = (m_a + log2f(l_a)) * fa::LN2;
+    }
+    if (row_b < seq) {
+        float* dst = out + (((u64)b * seq + row_b) * heads + h) * HD + col;
+#pragma unroll
+        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][2] * inv_b, o[j][3] * inv_b);
+        if ((lane & 3) == 0) lse[((u64)b * seq + row_b) * heads + h] = (m_b + log2f(l_b)) * fa::LN2;
+    }
+}
+
 // Forward: WGS warpgroups a block, each 64 query rows; BN keys a step, K/V double-buffered.
 // grid (ceil(seq / (64 WGS)), heads, batch), 128 WGS threads; shared (64 WGS + 4 BN) HD bf16.
 // SWAP (tuning aid, 0 in the backend): bit 0 swaps the K-major descriptor's byte offsets, bit 1
@@ -177,44 +252,8 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
             wait_all();
             pin<BN / 2>(&s[0][0]);
 
-            const bool edge = k0 + BN - 1 > first_row || k0 + BN > seq;
-            float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < BN / 8; j++) {
-                if (edge) {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
-                        s[j][e] = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
-                    }
-                } else {
-#pragma unroll
-                    for (int e = 0; e < 4; e++) s[j][e] *= sl2;
-                }
-                mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
-                mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
-            }
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-            const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-            const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
-            const float c_a = fa::exp2_approx(m_a - mu_a), c_b = fa::exp2_approx(m_b - mu_b);
-            float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-            for (int j = 0; j < BN / 8; j++) {
-                s[j][0] = fa::exp2_approx(s[j][0] - mu_a);
-                s[j][1] = fa::exp2_approx(s[j][1] - mu_a);
-                s[j][2] = fa::exp2_approx(s[j][2] - mu_b);
-                s[j][3] = fa::exp2_approx(s[j][3] - mu_b);
-                sum_a += s[j][0] + s[j][1];
-                sum_b += s[j][2] + s[j][3];
-            }
-            l_a = l_a * c_a + sum_a;
-            l_b = l_b * c_b + sum_b;
-            m_a = mn_a;
-            m_b = mn_b;
+            const float2 c = online_softmax<BN>(s, k0, first_row, row_a, row_b, seq, sl2, m_a, m_b, l_a, l_b);
+            const float c_a = c.x, c_b = c.y;
 #pragma unroll
             for (int j = 0; j < HD / 8; j++) {
                 o[j][0] *= c_a;
@@ -234,24 +273,7 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
         }
         __syncthreads();  // the next iteration's loads overwrite this buffer
     }
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
-    const int col = 2 * (lane & 3);
-    if (row_a < seq) {
-        float* dst = out + (((u64)b * seq + row_a) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][0] * inv_a, o[j][1] * inv_a);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_a) * heads + h] = (m_a + log2f(l_a)) * fa::LN2;
-    }
-    if (row_b < seq) {
-        float* dst = out + (((u64)b * seq + row_b) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][2] * inv_b, o[j][3] * inv_b);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_b) * heads + h] = (m_b + log2f(l_b)) * fa::LN2;
-    }
+    store_output<HD>(out, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
 }
 
 // The forward with FlashAttention-3's intra-warpgroup overlap: step j issues S_j = Q K_jᵀ and
@@ -310,44 +332,8 @@ __device__ __forceinline__ void forward_overlap(float* out, float* lse, const bf
         fa::cp_async_commit();
 
         const int k0 = kt * BN;
-        const bool edge = k0 + BN - 1 > q0 || k0 + BN > seq;
-        float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-            if (edge) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
-                    s[j][e] = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
-                }
-            } else {
-#pragma unroll
-                for (int e = 0; e < 4; e++) s[j][e] *= sl2;
-            }
-            mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
-            mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
-        }
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-        const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
-        const float c_a = fa::exp2_approx(m_a - mu_a), c_b = fa::exp2_approx(m_b - mu_b);
-        float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-            s[j][0] = fa::exp2_approx(s[j][0] - mu_a);
-            s[j][1] = fa::exp2_approx(s[j][1] - mu_a);
-            s[j][2] = fa::exp2_approx(s[j][2] - mu_b);
-            s[j][3] = fa::exp2_approx(s[j][3] - mu_b);
-            sum_a += s[j][0] + s[j][1];
-            sum_b += s[j][2] + s[j][3];
-        }
-        l_a = l_a * c_a + sum_a;
-        l_b = l_b * c_b + sum_b;
-        m_a = mn_a;
-        m_b = mn_b;
+        const float2 c = online_softmax<BN>(s, k0, q0, row_a, row_b, seq, sl2, m_a, m_b, l_a, l_b);
+        const float c_a = c.x, c_b = c.y;
         wait_all();  // P_{j-1} V_{j-1} done: O is stable and V_{j-1}'s buffer takes V_{j+1}
         pin<HD / 2>(&o[0][0]);
 #pragma unroll
@@ -373,24 +359,7 @@ __device__ __forceinline__ void forward_overlap(float* out, float* lse, const bf
     wait_all();
     pin<HD / 2>(&o[0][0]);
 
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
-    const int col = 2 * (lane & 3);
-    if (row_a < seq) {
-        float* dst = out + (((u64)b * seq + row_a) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][0] * inv_a, o[j][1] * inv_a);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_a) * heads + h] = (m_a + log2f(l_a)) * fa::LN2;
-    }
-    if (row_b < seq) {
-        float* dst = out + (((u64)b * seq + row_b) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][2] * inv_b, o[j][3] * inv_b);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_b) * heads + h] = (m_b + log2f(l_b)) * fa::LN2;
-    }
+    store_output<HD>(out, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
 }
 
 // dQ = scale · dS K with dS = P ∘ (dP − D), P = exp(S − lse), dP = dO Vᵀ, per 64 queries (one
