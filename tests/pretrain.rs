@@ -168,3 +168,55 @@ fn validation_loss_falls_well_below_the_unigram_entropy() {
     eprintln!("unigram entropy {entropy:.3} nats; validation loss after 120 steps {val_loss:.3}; summary {summary}");
     assert!(val_loss < 0.7 * entropy, "validation loss {val_loss:.3} is not well below the unigram entropy {entropy:.3}");
 }
+
+/// Two processes launched as torchrun launches them (RANK, WORLD_SIZE, LOCAL_RANK,
+/// MASTER_ADDR, MASTER_PORT) train data-parallel with ZeRO-1 over TCP: their losses follow one
+/// process's with the same global batch, only rank 0 writes the run folder, and a checkpoint
+/// the two wrote resumes in one process.
+#[test]
+fn two_ranks_follow_one_process_and_their_checkpoint_resumes_in_one() {
+    let run = tempfile::tempdir().unwrap();
+    // Two micro-batches of 2 sequences a step: one per rank, or both in one process.
+    let batch_tokens = (4 * SEQ_LEN).to_string();
+    let args = ["--steps", "4", "--micro-batch", "2", "--batch-tokens", &batch_tokens, "--eval-every", "2", "--eval-batches", "2", "--save-every", "2", "--lr", "3e-3", "--seed", "3"];
+    let single = run.path().join("single");
+    run_ok(train_command(&single, &args));
+
+    let parallel = run.path().join("parallel");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let children: Vec<_> = (0..2)
+        .map(|rank| {
+            let mut command = train_command(&parallel, &args);
+            command.env("RANK", rank.to_string()).env("LOCAL_RANK", rank.to_string()).env("WORLD_SIZE", "2");
+            command.env("MASTER_ADDR", "127.0.0.1").env("MASTER_PORT", &port).args(["--threads", "1"]);
+            command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let summaries: Vec<Value> = children
+        .into_iter()
+        .map(|child| {
+            let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+            assert!(status.success(), "a rank failed ({status}):\n{}", String::from_utf8_lossy(&stderr));
+            serde_json::from_str(String::from_utf8(stdout).unwrap().lines().last().unwrap()).unwrap()
+        })
+        .collect();
+    assert_eq!((summaries[0]["rank"].as_u64(), summaries[1]["rank"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(summaries[1]["world_size"], 2);
+    assert_eq!(metrics(&parallel)[0]["run"]["world_size"], 2, "rank 0 wrote the run record");
+
+    let losses = |records: &[Value], key: &str| -> Vec<f64> { records.iter().filter_map(|r| r.get(key)).map(|v| v.as_f64().unwrap()).collect() };
+    let close = |a: &[f64], b: &[f64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * y.abs());
+    let (one, two) = (metrics(&single), metrics(&parallel));
+    for key in ["loss", "val_loss", "grad_norm"] {
+        assert!(close(&losses(&two, key), &losses(&one, key)), "{key}: two ranks {:?}, one process {:?}", losses(&two, key), losses(&one, key));
+    }
+    assert_eq!(losses(&two, "loss").len(), 4, "one metrics line a step, not one a rank");
+
+    // As if the two-rank run had died after step 2: one process takes over from its checkpoint.
+    std::fs::remove_dir_all(parallel.join("ckpt-4")).unwrap();
+    std::fs::write(parallel.join("latest"), "ckpt-2\n").unwrap();
+    let summary = run_ok(train_command(&parallel, &[&args[..], &["--resume"]].concat()));
+    assert_eq!((summary["resumed_from_step"].as_u64(), summary["world_size"].as_u64()), (Some(2), Some(1)));
+    let resumed = metrics(&parallel);
+    assert!(close(&losses(&resumed, "loss"), &losses(&one, "loss")), "{:?} vs {:?}", losses(&resumed, "loss"), losses(&one, "loss"));
+}

@@ -8,7 +8,8 @@ mod train;
 use clap::{Parser, Subcommand, ValueEnum};
 use dsllm_core::{cli, Error};
 use dsllm_cuda::{gpu_unavailable_reason, CudaBackend};
-use dsllm_cuda::open_gpu as open_cuda;
+use dsllm_cuda::open_gpu_ordinal as open_cuda;
+use dsllm_model::dist::World;
 use std::path::{Path, PathBuf};
 
 pub const TOOL: &str = "ds-pretrain";
@@ -61,8 +62,13 @@ impl ChosenBackend {
 /// Picks the backend (for a model with heads of `head_dim`, when known) and says on stderr
 /// which one and why.
 pub fn choose_backend(kind: BackendKind, head_dim: Option<usize>) -> anyhow::Result<ChosenBackend> {
+    choose_backend_for(kind, head_dim, &World::single())
+}
+
+/// [`choose_backend`] for one rank of a data-parallel run: its GPU is LOCAL_RANK's.
+pub fn choose_backend_for(kind: BackendKind, head_dim: Option<usize>, world: &World) -> anyhow::Result<ChosenBackend> {
     let open_gpu = || -> anyhow::Result<ChosenBackend> {
-        let (backend, reason) = open_cuda(head_dim)?;
+        let (backend, reason) = open_cuda(head_dim, world.local_rank)?;
         Ok(ChosenBackend::Cuda { backend: Box::new(backend), reason })
     };
     let chosen = match kind {
@@ -80,7 +86,8 @@ pub fn choose_backend(kind: BackendKind, head_dim: Option<usize>) -> anyhow::Res
         ChosenBackend::Cpu { .. } => format!(", {} threads", rayon_threads()),
         ChosenBackend::Cuda { .. } => String::new(),
     };
-    eprintln!("{TOOL}: backend {}: {}{threads}", chosen.name(), chosen.reason());
+    let rank = if world.world_size > 1 { format!(" (rank {} of {})", world.rank, world.world_size) } else { String::new() };
+    eprintln!("{TOOL}: backend {}{rank}: {}{threads}", chosen.name(), chosen.reason());
     Ok(chosen)
 }
 

@@ -7,7 +7,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use dsllm_core::progress;
+use dsllm_cuda::{nccl_unavailable_reason, CudaBackend, NcclCollective};
 use dsllm_model::checkpoint::LATEST_FILE;
+use dsllm_model::dist::{Collective, SingleProcess, TcpCollective, World};
 use dsllm_model::flops::{self, ScalingLaws};
 use dsllm_model::schedule::PAPER_WARMUP_STEPS;
 use dsllm_model::{
@@ -20,7 +22,7 @@ use dsllm_tokens::tokenizer::{DSLLM_TOKENIZER_CONFIG_FILE, HF_TOKENIZER_CONFIG_F
 use dsllm_tokens::{DsTokenizer, TokenShards};
 use serde_json::json;
 
-use crate::{choose_backend, plot, usage, BackendKind, ChosenBackend, TOOL};
+use crate::{choose_backend_for, plot, usage, BackendKind, ChosenBackend, TOOL};
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 pub const LOSS_CURVE_FILE: &str = "loss.png";
@@ -139,6 +141,8 @@ struct Setup<'a> {
 
 pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
     let started = Instant::now();
+    // One process per GPU under torchrun or srun: their variables say which this is.
+    let world = World::from_env()?;
     let metrics_path = args.output.join(METRICS_FILE);
     if !args.resume && (metrics_path.exists() || args.output.join(LATEST_FILE).exists()) {
         usage!("{} already holds a run: pass --resume to continue it, or choose another --output", args.output.display());
@@ -212,9 +216,25 @@ pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
         m
     );
     let setup = Setup { args, model_config, train, val, tokenizer, seq_len, m, budget_plan };
-    let summary = match choose_backend(args.backend, Some(setup.model_config.head_dim()))? {
-        ChosenBackend::Cpu { reason } => train_on(CpuBackend, &setup, ("cpu", reason))?,
-        ChosenBackend::Cuda { backend, reason } => train_on(*backend, &setup, ("cuda", reason))?,
+    let summary = match choose_backend_for(args.backend, Some(setup.model_config.head_dim()), &world)? {
+        ChosenBackend::Cpu { reason } => {
+            let collective: Box<dyn Collective<CpuBackend>> = match world.world_size {
+                1 => Box::new(SingleProcess::default()),
+                _ => Box::new(TcpCollective::connect(world.clone()).context("cannot join the data-parallel run")?),
+            };
+            train_on(CpuBackend, collective, &setup, ("cpu", reason))?
+        }
+        ChosenBackend::Cuda { backend, reason } => {
+            let collective: Box<dyn Collective<CudaBackend>> = match (world.world_size, nccl_unavailable_reason()) {
+                (1, _) => Box::new(SingleProcess::default()),
+                (_, None) => Box::new(NcclCollective::connect(world.clone(), &backend).context("cannot join the data-parallel run")?),
+                (_, Some(why)) => {
+                    eprintln!("{TOOL}: warning: gradients go through TCP on the host, much slower than NCCL: {why}");
+                    Box::new(TcpCollective::connect(world.clone()).context("cannot join the data-parallel run")?)
+                }
+            };
+            train_on(*backend, collective, &setup, ("cuda", reason))?
+        }
     };
     let mut summary = summary;
     summary["wall_seconds"] = started.elapsed().as_secs_f64().into();
@@ -299,13 +319,22 @@ fn schedule_total_steps(schedule: &LrSchedule) -> u64 {
     }
 }
 
-fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason): (&str, String)) -> Result<serde_json::Value> {
+fn train_on<B: Backend>(
+    backend: B,
+    collective: Box<dyn Collective<B>>,
+    setup: &Setup,
+    (backend_name, backend_reason): (&str, String),
+) -> Result<serde_json::Value> {
     let args = setup.args;
+    let world = collective.world().clone();
+    // Rank 0 writes the run folder and reports; every rank trains, validates and takes part in
+    // checkpoints (the optimizer state is sharded).
+    let main = world.is_main();
     let mut source = ShardSource::training(&setup.train, args.seed)?;
     let resume_from = if args.resume { latest_checkpoint(&args.output)? } else { None };
     let mut trainer = match &resume_from {
         Some(dir) => {
-            let trainer = Trainer::resume(backend, dir, &mut source).with_context(|| format!("cannot resume from {}", dir.display()))?;
+            let trainer = Trainer::resume_distributed(backend, dir, &mut source, collective).with_context(|| format!("cannot resume from {}", dir.display()))?;
             if trainer.model.config.vocab_size != setup.model_config.vocab_size || trainer.config.seq_len != setup.seq_len {
                 bail!(
                     "{} was trained with vocabulary {} and sequences of {}; these shards need {} and {}",
@@ -329,23 +358,29 @@ fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason
                 eprintln!("{TOOL}: {} has no checkpoint yet: starting afresh", args.output.display());
             }
             let (config, description) = plan(setup)?;
-            eprintln!("{TOOL}: plan {description}");
-            Trainer::new(backend, setup.model_config.clone(), config)?
+            if main {
+                eprintln!("{TOOL}: plan {description}");
+            }
+            Trainer::new_distributed(backend, setup.model_config.clone(), config, collective)?
         }
     };
     let total_steps = schedule_total_steps(&trainer.config.schedule);
     let tokens_per_step = trainer.config.tokens_per_step() as u64;
     let micro = trainer.config.micro_batch_size;
 
-    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
     let metrics_path = args.output.join(METRICS_FILE);
     let png_path = args.output.join(LOSS_CURVE_FILE);
-    if resume_from.is_none() && metrics_path.exists() {
-        // --resume of a run killed before its first checkpoint: nothing of it is kept.
-        std::fs::remove_file(&metrics_path).with_context(|| format!("cannot remove {}", metrics_path.display()))?;
-    }
-    let mut metrics = MetricsWriter::resume(&metrics_path, trainer.state.step)?;
-    if resume_from.is_none() {
+    let mut metrics = if main {
+        std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
+        if resume_from.is_none() && metrics_path.exists() {
+            // --resume of a run killed before its first checkpoint: nothing of it is kept.
+            std::fs::remove_file(&metrics_path).with_context(|| format!("cannot remove {}", metrics_path.display()))?;
+        }
+        Some(MetricsWriter::resume(&metrics_path, trainer.state.step)?)
+    } else {
+        None
+    };
+    if let (None, Some(metrics)) = (&resume_from, &mut metrics) {
         metrics.write(&json!({
             "step": 0,
             "run": {
@@ -357,6 +392,8 @@ fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason
                 "six_n2": flops::six_n2(&trainer.model.config),
                 "data": args.data,
                 "backend": backend_name,
+                "world_size": world.world_size,
+                "launcher": world.launcher,
                 "budget": args.budget,
             }
         }))?;
@@ -375,7 +412,7 @@ fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason
         None => Vec::new(),
     };
 
-    let bar = progress::bar(total_steps * tokens_per_step, "train", "tokens");
+    let bar = if main { progress::bar(total_steps * tokens_per_step, "train", "tokens") } else { progress::ProgressBar::hidden() };
     bar.set_position(trainer.state.tokens_seen);
     bar.reset_eta();
     let mut writer = CheckpointWriter::new();
@@ -390,7 +427,9 @@ fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason
         if !step.loss.is_finite() {
             bail!("the training loss is {} at step {}: lower the learning rate (--lr) or check the data", step.loss, step.step);
         }
-        metrics.write(&step)?;
+        if let Some(metrics) = &mut metrics {
+            metrics.write(&step)?;
+        }
         last_loss = Some(step.loss);
         bar.set_position(step.tokens_seen);
         bar.set_message(format!("loss {:.3}", step.loss));
@@ -399,35 +438,47 @@ fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason
         if (last || (args.eval_every > 0 && step.step % args.eval_every == 0)) && val_micro_batches.is_some() {
             let val = setup.val.as_ref().expect("validation shards");
             let eval = trainer.evaluate(&mut ShardSource::single_pass(val)?, val_micro_batches, val_bytes)?;
-            metrics.write(&json!({
-                "step": step.step,
-                "tokens_seen": step.tokens_seen,
-                "val_loss": eval.loss,
-                "val_tokens": eval.tokens,
-                "val_bits_per_byte": eval.bits_per_byte,
-            }))?;
+            if let Some(metrics) = &mut metrics {
+                metrics.write(&json!({
+                    "step": step.step,
+                    "tokens_seen": step.tokens_seen,
+                    "val_loss": eval.loss,
+                    "val_tokens": eval.tokens,
+                    "val_bits_per_byte": eval.bits_per_byte,
+                }))?;
+            }
             last_eval = Some(eval);
             let bpb = eval.bits_per_byte.map(|b| format!("  val bpb {b:.4}")).unwrap_or_default();
-            bar.suspend(|| {
-                eprintln!(
-                    "step {:>6}/{total_steps}  tokens {:>10}  loss {:.4}  val {:.4}{bpb}  lr {:.3e}  |g| {:.3}  {:.0} tok/s",
-                    step.step, step.tokens_seen, step.loss, eval.loss, step.lr, step.grad_norm, step.tokens_per_second
-                )
-            });
+            if main {
+                bar.suspend(|| {
+                    eprintln!(
+                        "step {:>6}/{total_steps}  tokens {:>10}  loss {:.4}  val {:.4}{bpb}  lr {:.3e}  |g| {:.3}  {:.0} tok/s",
+                        step.step, step.tokens_seen, step.loss, eval.loss, step.lr, step.grad_norm, step.tokens_per_second
+                    )
+                });
+            }
         }
 
         let by_steps = args.save_every > 0 && step.step % args.save_every == 0;
-        let by_time = args.save_minutes > 0.0 && last_save.elapsed().as_secs_f64() >= args.save_minutes * 60.0;
-        if last || by_steps || by_time {
-            writer.save(&args.output, &checkpoint_name(step.step), trainer.checkpoint_data(tokenizer_files.clone()))?;
+        let mut by_time = [(args.save_minutes > 0.0 && last_save.elapsed().as_secs_f64() >= args.save_minutes * 60.0) as u8 as f64];
+        if world.world_size > 1 {
+            // Every rank must take part in a checkpoint: any rank's clock asks for all.
+            trainer.all_reduce_host(&mut by_time)?;
+        }
+        if last || by_steps || by_time[0] > 0.0 {
+            if let Some(data) = trainer.gather_checkpoint(tokenizer_files.clone())? {
+                writer.save(&args.output, &checkpoint_name(step.step), data)?;
+                plot_or_warn(&metrics_path, &png_path, &bar);
+            }
             last_save = Instant::now();
             saved_at = Some(step.step);
-            plot_or_warn(&metrics_path, &png_path, &bar);
         }
     }
     writer.wait()?;
     bar.finish_and_clear();
-    plot_or_warn(&metrics_path, &png_path, &bar);
+    if main {
+        plot_or_warn(&metrics_path, &png_path, &bar);
+    }
 
     let trained_steps = trainer.state.step - first_step;
     let seconds = run_started.elapsed().as_secs_f64();
@@ -436,6 +487,8 @@ fn train_on<B: Backend>(backend: B, setup: &Setup, (backend_name, backend_reason
         "output": args.output,
         "backend": backend_name,
         "backend_reason": backend_reason,
+        "rank": world.rank,
+        "world_size": world.world_size,
         "resumed_from_step": resume_from.as_ref().map(|_| first_step),
         "steps": trainer.state.step,
         "tokens_seen": trainer.state.tokens_seen,

@@ -10,6 +10,7 @@
 //! Everything is queued on one stream; only downloads (losses, gradient norms) wait for it.
 
 use std::cell::{RefCell, RefMut};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
@@ -186,11 +187,20 @@ pub fn gpu_unavailable_reason() -> Option<String> {
 /// Opens GPU 0 for a model with heads of `head_dim` (checked first, so an unsupported size is
 /// a clear error rather than a panic mid-run); returns the backend and a line saying which GPU.
 pub fn open_gpu(head_dim: Option<usize>) -> Result<(CudaBackend, String)> {
+    open_gpu_ordinal(head_dim, 0)
+}
+
+/// [`open_gpu`] for GPU `ordinal` (a data-parallel rank's LOCAL_RANK).
+pub fn open_gpu_ordinal(head_dim: Option<usize>, ordinal: usize) -> Result<(CudaBackend, String)> {
     if let Some(head_dim) = head_dim {
         check_head_dim(head_dim)?;
     }
-    let backend = CudaBackend::new(0)?;
-    let reason = format!("GPU 0 ({})", backend.device_name());
+    let count = CudaContext::device_count().unwrap_or(0).max(0) as usize;
+    if ordinal >= count {
+        bail!("GPU {ordinal} was asked for (LOCAL_RANK), but the driver sees {count} GPU(s): start at most {count} processes per machine");
+    }
+    let backend = CudaBackend::new(ordinal)?;
+    let reason = format!("GPU {ordinal} ({})", backend.device_name());
     Ok((backend, reason))
 }
 
@@ -256,6 +266,17 @@ impl CudaBackend {
             kernels,
             gemm,
         })
+    }
+
+    /// The stream every op runs on.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device address of `buf`, for a library that writes it (NCCL): counts as a change, so
+    /// its bf16 copy is refreshed before the next product reads it.
+    pub(crate) fn address_for_writing(&self, buf: &mut GpuBuffer) -> u64 {
+        self.ptr(buf.data_mut())
     }
 
     /// The GPU's name, as the driver reports it.
@@ -901,11 +922,11 @@ impl Backend for CudaBackend {
         host.iter().sum()
     }
 
-    fn sum_squares_many(&self, xs: &[(&GpuBuffer, usize)]) -> f64 {
+    fn sum_squares_many(&self, xs: &[(&GpuBuffer, Range<usize>)]) -> f64 {
         let _op = self.op(|| "sum_squares_many".into());
         // Every buffer's block partials into one array, one copy to the host, then the same
         // sums in the same order as `sum_squares` buffer by buffer.
-        let blocks: Vec<usize> = xs.iter().map(|&(_, n)| n.div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS)).collect();
+        let blocks: Vec<usize> = xs.iter().map(|(_, range)| range.len().div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS)).collect();
         let total: usize = blocks.iter().sum();
         if total == 0 {
             return 0.0;
@@ -913,11 +934,12 @@ impl Backend for CudaBackend {
         let partial = self.scratch(&self.sum_partials, total);
         let base = self.ptr(&*partial);
         let mut offset = 0;
-        for (&(x, n), &count) in xs.iter().zip(&blocks) {
-            let (n64, at) = (n as u64, base + (offset * std::mem::size_of::<f64>()) as u64);
+        for ((x, range), &count) in xs.iter().zip(&blocks) {
+            let (n64, at) = (range.len() as u64, base + (offset * std::mem::size_of::<f64>()) as u64);
+            let from = self.ptr(&x.data) + (range.start * std::mem::size_of::<f32>()) as u64;
             let config = LaunchConfig { grid_dim: (count as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
             self.launch(&self.kernels.sum_squares_partial, config, |b| {
-                b.arg(&at).arg(&x.data).arg(&n64);
+                b.arg(&at).arg(&from).arg(&n64);
             });
             offset += count;
         }
@@ -991,15 +1013,18 @@ impl Backend for CudaBackend {
         }
     }
 
-    fn adamw_update(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, n: usize, hp: AdamWStep) {
+    fn adamw_update(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, range: Range<usize>, hp: AdamWStep) {
         let _op = self.op(|| "adamw_update".into());
         // The same scalars, computed the same way, as the CPU backend.
         let decay = 1.0 - hp.learning_rate * hp.weight_decay;
         let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
         let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
+        let (n, offset) = (range.len(), (range.start * std::mem::size_of::<f32>()) as u64);
         let n64 = n as u64;
+        let param_at = self.ptr(param.data_mut()) + offset;
+        let grad_at = self.ptr(&grad.data) + offset;
         self.launch(&self.kernels.adamw_update, grid_for_u64(n), |b| {
-            b.arg(param.data_mut()).arg(&grad.data).arg(m.data_mut()).arg(v.data_mut()).arg(&n64);
+            b.arg(&param_at).arg(&grad_at).arg(m.data_mut()).arg(v.data_mut()).arg(&n64);
             b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
         });
     }

@@ -5,6 +5,7 @@
 //!   compiled by NVRTC at start for the GPU present ([`kernels`]).
 //! - Matrix products go through cuBLASLt with bf16 operands and fp32 accumulation ([`gemm`]);
 //!   weights, gradients, optimizer state and activations stay fp32 ([`backend`]).
+//! - [`nccl`]: the collectives of data-parallel training (ZeRO-1) between GPUs.
 //! - [`parity`] checks every op and whole training steps against the CPU backend;
 //!   [`bench`](mod@bench) measures training throughput.
 //!
@@ -15,7 +16,9 @@ pub mod backend;
 pub mod bench;
 pub mod gemm;
 pub mod kernels;
+pub mod nccl;
 pub mod parity;
 pub mod profile;
 
-pub use backend::{check_head_dim, gpu_unavailable_reason, open_gpu, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens, Precision};
+pub use backend::{check_head_dim, gpu_unavailable_reason, open_gpu, open_gpu_ordinal, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens, Precision};
+pub use nccl::{nccl_unavailable_reason, NcclCollective};

@@ -249,18 +249,27 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     pair.checks.push(Check::new("sum_squares", error, 1e-9));
     let g2 = random_vec(74, 1000, 0.3);
     let (g_g, g_g2) = (up(&g), up(&g2));
-    let cpu_many = cpu.sum_squares_many(&[(&g, n), (&g2, 1000), (&g, 777)]);
-    let gpu_many = gpu.sum_squares_many(&[(&g_g, n), (&g_g2, 1000), (&g_g, 777)]);
+    // Ranges at offsets, as ZeRO-1 shards ask.
+    let cpu_many = cpu.sum_squares_many(&[(&g, 0..n), (&g2, 0..1000), (&g, 0..777), (&g, 333..n - 5)]);
+    let gpu_many = gpu.sum_squares_many(&[(&g_g, 0..n), (&g_g2, 0..1000), (&g_g, 0..777), (&g_g, 333..n - 5)]);
     let error = if gpu_many.is_finite() { ((gpu_many - cpu_many) / cpu_many).abs() } else { f64::INFINITY };
     pair.checks.push(Check::new("sum_squares_many", error, 1e-9));
     let hp = dsllm_model::AdamWStep { learning_rate: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3, grad_scale: 0.7 };
     let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
     let (mut gp, mut gm, mut gv) = (up(&p), up(&m), up(&v));
-    cpu.adamw_update(&mut cp, &g, &mut cm, &mut cv, n, hp);
-    gpu.adamw_update(&mut gp, &up(&g), &mut gm, &mut gv, n, hp);
+    cpu.adamw_update(&mut cp, &g, &mut cm, &mut cv, 0..n, hp);
+    gpu.adamw_update(&mut gp, &up(&g), &mut gm, &mut gv, 0..n, hp);
     pair.compare("adamw_update param", &gp, &cp, 1e-6);
     pair.compare("adamw_update exp_avg", &gm, &cm, 1e-6);
     pair.compare("adamw_update exp_avg_sq", &gv, &cv, 1e-6);
+    // One ZeRO-1 shard: the middle of the tensor, moments of the shard's length.
+    let shard = n / 3..2 * n / 3;
+    let (mut cp, mut cm, mut cv) = (p.clone(), m[..shard.len()].to_vec(), v[..shard.len()].to_vec());
+    let (mut gp, mut gm, mut gv) = (up(&p), up(&cm), up(&cv));
+    cpu.adamw_update(&mut cp, &g, &mut cm, &mut cv, shard.clone(), hp);
+    gpu.adamw_update(&mut gp, &up(&g), &mut gm, &mut gv, shard, hp);
+    pair.compare("adamw_update param (shard)", &gp, &cp, 1e-6);
+    pair.compare("adamw_update exp_avg (shard)", &gm, &cm, 1e-6);
     pair.checks
 }
 

@@ -14,6 +14,8 @@
 //!   gradients, and `matmul_backward` takes a [`Store`] for its input gradient.
 //! - Every reduction has a fixed order, so results are bit-identical whatever the thread count.
 
+use std::ops::Range;
+
 /// Target id meaning "no target here": contributes no loss and no gradient.
 pub const IGNORE_TARGET: u32 = u32::MAX;
 
@@ -228,14 +230,14 @@ pub trait Backend {
 
     /// Σ x² over the first `n` values, in f64, in a fixed order.
     fn sum_squares(&self, x: &Self::Buffer, n: usize) -> f64;
-    /// Σ over the `(buffer, n)` pairs of [`Backend::sum_squares`], added in list order (the
-    /// squared global gradient norm). The default calls `sum_squares` per buffer; a device
-    /// backend may reduce every buffer first and copy to the host once.
-    fn sum_squares_many(&self, xs: &[(&Self::Buffer, usize)]) -> f64 {
-        xs.iter().map(|&(x, n)| self.sum_squares(x, n)).sum()
-    }
-    /// One AdamW step of `param` (PyTorch's decoupled weight decay) over `n` values.
-    fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, n: usize, hp: AdamWStep);
+    /// Σ x² over each `(buffer, range)` pair's values, each pair summed as
+    /// [`Backend::sum_squares`] sums, the pairs added in list order (the squared global gradient
+    /// norm; ranges are ZeRO-1 shards).
+    fn sum_squares_many(&self, xs: &[(&Self::Buffer, Range<usize>)]) -> f64;
+    /// One AdamW step (PyTorch's decoupled weight decay) of `param[range]` with `grad[range]`,
+    /// whose moments are `m[..range.len()]` and `v[..range.len()]` (under ZeRO-1 a rank keeps
+    /// the moments of its shard only).
+    fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, range: Range<usize>, hp: AdamWStep);
 
     /// Rows of the batch [`Backend::output_loss`] turns into logits at a time; its `scratch`
     /// holds `output_chunk_rows(rows, vocab) · vocab` floats. The default: all rows at once.

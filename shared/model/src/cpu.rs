@@ -9,6 +9,7 @@
 //! log-sum-exp and recomputes the probabilities in backward.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -334,23 +335,24 @@ impl Backend for CpuBackend {
     }
 
     fn sum_squares(&self, x: &Vec<f32>, n: usize) -> f64 {
-        let partial: Vec<f64> = x[..n]
-            .par_chunks(ELEMENTWISE_CHUNK)
-            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
-            .collect();
-        partial.iter().sum()
+        sum_squares(&x[..n])
     }
 
-    fn adamw_update(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, n: usize, hp: AdamWStep) {
+    fn sum_squares_many(&self, xs: &[(&Vec<f32>, Range<usize>)]) -> f64 {
+        xs.iter().map(|(x, range)| sum_squares(&x[range.clone()])).sum()
+    }
+
+    fn adamw_update(&self, param: &mut Vec<f32>, grad: &Vec<f32>, m: &mut Vec<f32>, v: &mut Vec<f32>, range: Range<usize>, hp: AdamWStep) {
         // The order of operations is PyTorch's AdamW (decay, moments, bias-corrected step).
         let decay = 1.0 - hp.learning_rate * hp.weight_decay;
         let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
         let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
-        param[..n]
+        let n = range.len();
+        param[range.clone()]
             .par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(m[..n].par_chunks_mut(ELEMENTWISE_CHUNK))
             .zip(v[..n].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .zip(grad[..n].par_chunks(ELEMENTWISE_CHUNK))
+            .zip(grad[range].par_chunks(ELEMENTWISE_CHUNK))
             .for_each(|(((p, m), v), g)| {
                 for i in 0..p.len() {
                     let g = g[i] * hp.grad_scale;
@@ -364,6 +366,11 @@ impl Backend for CpuBackend {
     }
 }
 
+/// Σ x² in f64, in chunks summed in order (the same total whatever the thread count).
+fn sum_squares(x: &[f32]) -> f64 {
+    let partial: Vec<f64> = x.par_chunks(ELEMENTWISE_CHUNK).map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum()).collect();
+    partial.iter().sum()
+}
 
 /// Causal attention, one task per (sequence, K/V head), in blocks of `block` query rows; with
 /// `segments`, a query also skips the keys of other segments (packed sequences).

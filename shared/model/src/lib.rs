@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 pub mod data;
+pub mod dist;
 pub mod flops;
 pub mod generate;
 pub mod model;

@@ -11,6 +11,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::backend::{AttentionShape, Backend, OutputGrad, Store, IGNORE_TARGET};
 use crate::config::ModelConfig;
+use crate::dist::TensorRef;
 use crate::weights::{TensorSpec, Weights};
 
 /// A tensor in host memory (f32, row-major).
@@ -51,6 +52,10 @@ impl LossSum {
 }
 
 /// How backward weighs the per-position losses.
+/// Called by [`Llama::forward_backward_bucketed`] with the backend and each finished bucket of
+/// gradients (buffer and length of each tensor).
+pub type GradientsReady<'a, B> = dyn FnMut(&B, &mut [TensorRef<'_, <B as Backend>::Buffer>]) + 'a;
+
 enum LossWeights<'a> {
     Uniform(f32),
     PerRow(&'a [f32]),
@@ -280,6 +285,17 @@ impl<B: Backend> Llama<B> {
         Ok(loss)
     }
 
+    /// [`Llama::forward_backward`] that hands each bucket of gradients to `on_ready` as soon as
+    /// the backward pass has finished it (output layer and final norm, then each block from the
+    /// last, then the embedding), so data parallelism can reduce them while the rest of the
+    /// backward pass runs.
+    pub fn forward_backward_bucketed(&mut self, batch: &TokenBatch, loss_scale: f32, on_ready: &mut GradientsReady<'_, B>) -> Result<LossSum> {
+        self.run_forward(batch, None, Head::LossAndGradient(loss_scale))?;
+        let loss = self.summed_loss(batch)?;
+        self.backward_with(LossWeights::Uniform(loss_scale), Some(on_ready));
+        Ok(loss)
+    }
+
     fn summed_loss(&mut self, batch: &TokenBatch) -> Result<LossSum> {
         let acts = self.activations.as_mut().expect("forward allocated activations");
         acts.ready_for_backward = true;
@@ -392,21 +408,27 @@ impl<B: Backend> Llama<B> {
     /// [`Llama::grads`]. Use `loss_scale = 1 / (targets in the whole optimizer step)` to
     /// accumulate the mean loss's gradient over micro-batches.
     pub fn backward(&mut self, loss_scale: f32) {
-        self.backward_with(LossWeights::Uniform(loss_scale));
+        self.backward_with(LossWeights::Uniform(loss_scale), None);
     }
 
     /// Adds the gradient of `Σ row_scales[i] · losses[i]` of the last [`Llama::forward`]: each
     /// position weighted on its own (DPO weighs each sequence's summed log-probability by its
     /// own coefficient). `row_scales` has one value per position of the batch.
     pub fn backward_weighted(&mut self, row_scales: &[f32]) {
-        self.backward_with(LossWeights::PerRow(row_scales));
+        self.backward_with(LossWeights::PerRow(row_scales), None);
     }
 
-    fn backward_with(&mut self, weights: LossWeights) {
+    fn backward_with(&mut self, weights: LossWeights, mut on_ready: Option<&mut GradientsReady<'_, B>>) {
         let acts = self.activations.as_mut().expect("backward needs a forward first");
         assert!(acts.ready_for_backward, "backward needs a fresh forward with targets");
         acts.ready_for_backward = false;
-        let (be, c, w, g) = (&self.backend, &self.config, &self.weights, &mut self.grads);
+        let (be, c, w, g, specs) = (&self.backend, &self.config, &self.weights, &mut self.grads, &self.specs);
+        let mut ready = |tensors: Vec<(&mut B::Buffer, &TensorSpec)>| {
+            if let Some(on_ready) = on_ready.as_mut() {
+                let mut bucket: Vec<TensorRef<'_, B::Buffer>> = tensors.into_iter().map(|(buf, spec)| (buf, spec.numel())).collect();
+                on_ready(be, &mut bucket);
+            }
+        };
         let (b, t) = (acts.batch, acts.seq);
         let n = b * t;
         let (d, ff) = (c.hidden_size, c.intermediate_size);
@@ -433,6 +455,7 @@ impl<B: Backend> Llama<B> {
         be.zero(&mut acts.d_residual);
         let last = &acts.residuals[c.num_hidden_layers];
         be.rmsnorm_backward(&mut acts.d_residual, &mut g.norm, &acts.d_norm, last, &w.norm, &acts.final_rstd, n, d);
+        ready(vec![(&mut g.lm_head, &specs.lm_head), (&mut g.norm, &specs.norm)]);
         // d_residual now holds dL/d(block output); walk the blocks back.
         for l in (0..c.num_hidden_layers).rev() {
             let (lw, lg, la) = (&w.layers[l], &mut g.layers[l], &acts.layers[l]);
@@ -496,8 +519,10 @@ impl<B: Backend> Llama<B> {
                 n,
                 d,
             );
+            ready(g.layers[l].tensors_mut().into_iter().zip(specs.layers[l].tensors()).collect());
         }
         be.embedding_backward(&mut g.embed_tokens, &acts.d_residual, &acts.inputs, n, d);
+        ready(vec![(&mut g.embed_tokens, &specs.embed_tokens)]);
     }
 }
 

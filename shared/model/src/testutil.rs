@@ -1,10 +1,13 @@
 //! Helpers shared by the unit tests.
 
+use std::net::TcpListener;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
 use crate::config::ModelConfig;
+use crate::dist::{TcpCollective, World};
 
 /// `n` values from N(0, scale²), reproducible from `seed`.
 pub fn random_vec(seed: u64, n: usize, scale: f32) -> Vec<f32> {
@@ -55,3 +58,27 @@ pub fn numeric_gradient(x: &mut [f32], samples: usize, eps: f32, mut loss: impl 
     }
     (indices, grads)
 }
+
+/// `world_size` ranks as threads on localhost, each running `body`.
+pub fn with_tcp_world<T: Send + 'static>(world_size: usize, body: impl Fn(TcpCollective) -> T + Send + Sync + 'static) -> Vec<T> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = std::sync::Arc::new(body);
+    let mut listener = Some(listener);
+    let handles: Vec<_> = (0..world_size)
+        .map(|rank| {
+            let world = World { rank, world_size, local_rank: rank, master_addr: "127.0.0.1".into(), master_port: port, launcher: "torchrun" };
+            let listener = if rank == 0 { listener.take() } else { None };
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let collective = match listener {
+                    Some(listener) if world_size > 1 => TcpCollective::accept(world, listener).unwrap(),
+                    _ => TcpCollective::connect(world).unwrap(),
+                };
+                body(collective)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+

@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, IGNORE_TARGET};
 use crate::checkpoint::{self, CheckpointData};
 use crate::config::ModelConfig;
+use crate::dist::{Collective, SingleProcess, World};
 use crate::model::{HostTensor, Llama, LossSum, TokenBatch};
 use crate::optimizer::{AdamW, AdamWConfig};
+use crate::weights::Weights;
 use crate::schedule::LrSchedule;
 
 /// Token sequences for training or evaluation, with a position that can be saved and restored
@@ -72,7 +74,10 @@ pub struct TrainerConfig {
     pub seq_len: usize,
     /// Sequences per forward/backward pass.
     pub micro_batch_size: usize,
-    /// Micro-batches per optimizer step: a step sees micro_batch_size · grad_accum_steps sequences.
+    /// Micro-batches per optimizer step, over all ranks together: a step sees
+    /// micro_batch_size · grad_accum_steps sequences whatever the number of processes (each of
+    /// N data-parallel ranks runs grad_accum_steps / N of them), so a checkpoint resumes with
+    /// another world size at the same global batch.
     pub grad_accum_steps: usize,
     pub schedule: LrSchedule,
     #[serde(default)]
@@ -138,13 +143,15 @@ pub fn bits_per_byte(loss_sum_nats: f64, byte_count: u64) -> f64 {
     loss_sum_nats / std::f64::consts::LN_2 / byte_count as f64
 }
 
-/// Model, optimizer and progress.
+/// Model, optimizer and progress, and the collectives of data-parallel training (one process:
+/// [`SingleProcess`]).
 pub struct Trainer<B: Backend> {
     pub model: Llama<B>,
     pub optimizer: AdamW<B>,
     pub config: TrainerConfig,
     pub state: TrainerState,
     rng: ChaCha8Rng,
+    collective: Box<dyn Collective<B>>,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -154,15 +161,34 @@ impl<B: Backend> Trainer<B> {
         Self::from_model(model, config)
     }
 
+    /// A trainer for a freshly initialised model, one of the data-parallel ranks `collective`
+    /// connects. Every rank initialises the same weights from the same seed.
+    pub fn new_distributed(backend: B, model_config: ModelConfig, config: TrainerConfig, collective: Box<dyn Collective<B>>) -> Result<Self> {
+        let model = Llama::new_random(backend, model_config, config.seed)?;
+        Self::from_model_distributed(model, config, collective)
+    }
+
     /// A trainer starting from existing weights (an imported checkpoint, for fine-tuning).
     pub fn from_model(model: Llama<B>, config: TrainerConfig) -> Result<Self> {
+        Self::from_model_distributed(model, config, Box::new(SingleProcess::default()))
+    }
+
+    /// [`Trainer::from_model`] for one of the data-parallel ranks `collective` connects.
+    pub fn from_model_distributed(model: Llama<B>, config: TrainerConfig, collective: Box<dyn Collective<B>>) -> Result<Self> {
         if config.seq_len > model.config.max_position_embeddings {
             bail!("seq_len {} exceeds the model's max_position_embeddings {}", config.seq_len, model.config.max_position_embeddings);
         }
         if config.micro_batch_size == 0 || config.grad_accum_steps == 0 {
             bail!("micro_batch_size and grad_accum_steps must be positive");
         }
-        let optimizer = AdamW::new(&model, config.optimizer.clone());
+        let world_size = collective.world().world_size;
+        if config.grad_accum_steps % world_size != 0 {
+            bail!(
+                "{} micro-batches per step cannot be split evenly over {world_size} processes: make the step's micro-batches (gradient accumulation) a multiple of the world size",
+                config.grad_accum_steps
+            );
+        }
+        let optimizer = AdamW::sharded(&model, config.optimizer.clone(), collective.world());
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
         let state = TrainerState {
             step: 0,
@@ -171,7 +197,17 @@ impl<B: Backend> Trainer<B> {
             rng: RngState { seed: config.seed, word_pos: 0 },
             config: config.clone(),
         };
-        Ok(Self { model, optimizer, config, state, rng })
+        Ok(Self { model, optimizer, config, state, rng, collective })
+    }
+
+    /// Which process of the data-parallel run this is.
+    pub fn world(&self) -> &World {
+        self.collective.world()
+    }
+
+    /// Sums `values` over the data-parallel ranks (decisions every rank must take alike).
+    pub fn all_reduce_host(&mut self, values: &mut [f64]) -> Result<()> {
+        self.collective.all_reduce_host(values)
     }
 
     /// Reads `micro_batch_size` sequences as one batch; `None` if the source ended first.
@@ -195,7 +231,10 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// One optimizer step: `grad_accum_steps` micro-batches forward and backward, gradients
-    /// accumulated as the mean over the step's targets, clipped, then AdamW.
+    /// accumulated as the mean over the step's targets, clipped, then AdamW. With N ranks each
+    /// reads the whole step's sequences (so every rank's data cursor is the same) and runs its
+    /// own contiguous N-th of the micro-batches; the last micro-batch's gradients are
+    /// reduce-scattered bucket by bucket while its backward pass goes on (ZeRO-1).
     pub fn train_step(&mut self, source: &mut dyn SequenceSource) -> Result<StepMetrics> {
         let started = Instant::now();
         let mut batches = Vec::with_capacity(self.config.grad_accum_steps);
@@ -205,17 +244,39 @@ impl<B: Backend> Trainer<B> {
                 None => bail!("the training data ran out after {} tokens (step {})", self.state.tokens_seen, self.state.step),
             }
         }
+        // The mean over the whole step's targets, on every rank alike.
         let targets: usize = batches.iter().map(TokenBatch::target_count).sum();
         let loss_scale = 1.0 / targets.max(1) as f32;
+        let world = self.collective.world().clone();
+        let per_rank = self.config.grad_accum_steps / world.world_size;
+        let mine = &batches[world.rank * per_rank..(world.rank + 1) * per_rank];
         self.model.zero_grads();
         let mut loss = LossSum::default();
-        for batch in &batches {
-            let micro = self.model.forward_backward(batch, loss_scale)?;
+        let (model, collective) = (&mut self.model, &mut self.collective);
+        for (i, batch) in mine.iter().enumerate() {
+            let micro = if !collective.is_identity() && i + 1 == mine.len() {
+                let mut failed = None;
+                let micro = model.forward_backward_bucketed(batch, loss_scale, &mut |backend, bucket| {
+                    if failed.is_none() {
+                        failed = collective.reduce_scatter(backend, bucket).err();
+                    }
+                })?;
+                if let Some(error) = failed {
+                    return Err(error.context("gradient reduce-scatter failed"));
+                }
+                micro
+            } else {
+                model.forward_backward(batch, loss_scale)?
+            };
             loss.sum_nats += micro.sum_nats;
             loss.tokens += micro.tokens;
         }
+        collective.finish_gradients(&model.backend)?;
+        let mut sums = [loss.sum_nats, loss.tokens as f64];
+        collective.all_reduce_host(&mut sums)?;
+        let loss = LossSum { sum_nats: sums[0], tokens: sums[1] as usize };
         let lr = self.config.schedule.learning_rate(self.state.step);
-        let grad_norm = self.optimizer.update(&mut self.model, lr as f32);
+        let grad_norm = self.optimizer.update_with(&mut self.model, lr as f32, self.collective.as_mut())?;
         let step_tokens = self.config.tokens_per_step() as u64;
         self.state.step += 1;
         self.state.tokens_seen += step_tokens;
@@ -232,17 +293,24 @@ impl<B: Backend> Trainer<B> {
 
     /// Mean loss over up to `max_batches` micro-batches of `source` (all of it if `None`; a
     /// last partial micro-batch is skipped). Give `byte_count`, the UTF-8 size of the text the
-    /// evaluated tokens encode, to get bits per byte.
+    /// evaluated tokens encode, to get bits per byte. With N ranks, micro-batch i is evaluated
+    /// by rank i mod N and the sums are added over the ranks.
     pub fn evaluate(&mut self, source: &mut dyn SequenceSource, max_batches: Option<usize>, byte_count: Option<u64>) -> Result<EvalMetrics> {
+        let world = self.collective.world().clone();
         let mut total = LossSum::default();
         let mut batches = 0;
         while max_batches.is_none_or(|max| batches < max) {
             let Some(batch) = self.read_batch(source)? else { break };
-            let loss = self.model.forward(&batch)?;
-            total.sum_nats += loss.sum_nats;
-            total.tokens += loss.tokens;
+            if batches % world.world_size == world.rank {
+                let loss = self.model.forward(&batch)?;
+                total.sum_nats += loss.sum_nats;
+                total.tokens += loss.tokens;
+            }
             batches += 1;
         }
+        let mut sums = [total.sum_nats, total.tokens as f64];
+        self.collective.all_reduce_host(&mut sums)?;
+        let total = LossSum { sum_nats: sums[0], tokens: sums[1] as usize };
         if total.tokens == 0 {
             bail!("the validation data holds no full batch of {} sequences", self.config.micro_batch_size);
         }
@@ -250,13 +318,40 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// A copy of everything needed to resume, for [`checkpoint::save_checkpoint`] or a
-    /// [`checkpoint::CheckpointWriter`]. `extra_files` (the tokenizer's) are copied in.
+    /// [`checkpoint::CheckpointWriter`]. `extra_files` (the tokenizer's) are copied in. A
+    /// single process only: data-parallel ranks call [`Trainer::gather_checkpoint`].
     pub fn checkpoint_data(&self, extra_files: Vec<PathBuf>) -> CheckpointData {
+        assert_eq!(self.world().world_size, 1, "with several ranks, gather_checkpoint assembles the sharded optimizer state");
         let backend = &self.model.backend;
+        let moments = |buffers: &Weights<B::Buffer>| buffers.tensors().into_iter().map(|m| backend.download(m)).collect();
+        self.checkpoint_from(moments(&self.optimizer.exp_avg), moments(&self.optimizer.exp_avg_sq), extra_files)
+    }
+
+    /// [`Trainer::checkpoint_data`] for data-parallel runs: every rank must call it (the
+    /// optimizer moments are all-gathered from the ranks' shards); rank 0 gets the data to
+    /// write, the others `None`. The checkpoint is the same whatever the world size.
+    pub fn gather_checkpoint(&mut self, extra_files: Vec<PathBuf>) -> Result<Option<CheckpointData>> {
+        let main = self.world().is_main();
+        let (mut exp_avg, mut exp_avg_sq) = (Vec::new(), Vec::new());
+        let numels: Vec<usize> = self.model.specs.tensors().iter().map(|s| s.numel()).collect();
+        for (i, n) in numels.into_iter().enumerate() {
+            let shard_len = self.optimizer.shards[i].len();
+            for (moments, out) in [(&self.optimizer.exp_avg, &mut exp_avg), (&self.optimizer.exp_avg_sq, &mut exp_avg_sq)] {
+                let mut local = self.model.backend.download(moments.tensors()[i]);
+                local.truncate(shard_len);
+                if let Some(full) = self.collective.gather_host(&local, n).context("cannot gather the optimizer state for a checkpoint")? {
+                    out.push(full);
+                }
+            }
+        }
+        Ok(main.then(|| self.checkpoint_from(exp_avg, exp_avg_sq, extra_files)))
+    }
+
+    fn checkpoint_from(&self, exp_avg: Vec<Vec<f32>>, exp_avg_sq: Vec<Vec<f32>>, extra_files: Vec<PathBuf>) -> CheckpointData {
         let mut optimizer = Vec::new();
-        for ((spec, m), v) in self.model.specs.tensors().into_iter().zip(self.optimizer.exp_avg.tensors()).zip(self.optimizer.exp_avg_sq.tensors()) {
-            optimizer.push((format!("{}.exp_avg", spec.name), HostTensor { shape: spec.shape.clone(), data: backend.download(m) }));
-            optimizer.push((format!("{}.exp_avg_sq", spec.name), HostTensor { shape: spec.shape.clone(), data: backend.download(v) }));
+        for ((spec, m), v) in self.model.specs.tensors().into_iter().zip(exp_avg).zip(exp_avg_sq) {
+            optimizer.push((format!("{}.exp_avg", spec.name), HostTensor { shape: spec.shape.clone(), data: m }));
+            optimizer.push((format!("{}.exp_avg_sq", spec.name), HostTensor { shape: spec.shape.clone(), data: v }));
         }
         let mut state = self.state.clone();
         state.config = self.config.clone();
@@ -275,21 +370,30 @@ impl<B: Backend> Trainer<B> {
     /// `source`). The training config is the checkpoint's; change `trainer.config` afterwards
     /// to train on differently (later checkpoints record the change).
     pub fn resume(backend: B, checkpoint_dir: &Path, source: &mut dyn SequenceSource) -> Result<Self> {
+        Self::resume_distributed(backend, checkpoint_dir, source, Box::new(SingleProcess::default()))
+    }
+
+    /// [`Trainer::resume`] as one of the data-parallel ranks `collective` connects; the world
+    /// size may differ from the run that wrote the checkpoint (each rank takes its shard of the
+    /// saved optimizer moments).
+    pub fn resume_distributed(backend: B, checkpoint_dir: &Path, source: &mut dyn SequenceSource, collective: Box<dyn Collective<B>>) -> Result<Self> {
         let (model_config, weights) = checkpoint::load_hf_model(checkpoint_dir)?;
         let state_path = checkpoint_dir.join(checkpoint::TRAINER_STATE_FILE);
         let state: TrainerState = serde_json::from_value(checkpoint::read_json(&state_path)?)
             .with_context(|| format!("{} is not a trainer state", state_path.display()))?;
         let model = Llama::from_host_tensors(backend, model_config, &weights)?;
-        let mut trainer = Self::from_model(model, state.config.clone())?;
+        let mut trainer = Self::from_model_distributed(model, state.config.clone(), collective)?;
         let optimizer_path = checkpoint_dir.join(checkpoint::OPTIMIZER_FILE);
         let moments: HashMap<String, HostTensor> = checkpoint::read_safetensors(&optimizer_path)?;
         let names: Vec<String> = trainer.model.specs.tensors().iter().map(|s| s.name.clone()).collect();
         let backend = &trainer.model.backend;
         for (suffix, buffers) in [("exp_avg", &mut trainer.optimizer.exp_avg), ("exp_avg_sq", &mut trainer.optimizer.exp_avg_sq)] {
-            for (name, buffer) in names.iter().zip(buffers.tensors_mut()) {
+            for ((name, buffer), shard) in names.iter().zip(buffers.tensors_mut()).zip(&trainer.optimizer.shards) {
                 let key = format!("{name}.{suffix}");
                 let tensor = moments.get(&key).with_context(|| format!("{} has no tensor {key}", optimizer_path.display()))?;
-                backend.write(buffer, &tensor.data);
+                if !shard.is_empty() {
+                    backend.write(buffer, &tensor.data[shard.clone()]);
+                }
             }
         }
         trainer.optimizer.step = state.step;

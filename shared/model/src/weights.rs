@@ -18,6 +18,28 @@ pub struct LayerWeights<T> {
     pub down_proj: T,
 }
 
+impl<T> LayerWeights<T> {
+    /// The block's tensors in checkpoint order.
+    pub fn tensors(&self) -> [&T; 9] {
+        [&self.input_layernorm, &self.q_proj, &self.k_proj, &self.v_proj, &self.o_proj, &self.post_attention_layernorm, &self.gate_proj, &self.up_proj, &self.down_proj]
+    }
+
+    /// The block's tensors mutably, in the order of [`LayerWeights::tensors`].
+    pub fn tensors_mut(&mut self) -> [&mut T; 9] {
+        [
+            &mut self.input_layernorm,
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.post_attention_layernorm,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ]
+    }
+}
+
 /// All of the model's tensors.
 #[derive(Debug, Clone)]
 pub struct Weights<T> {
@@ -47,17 +69,7 @@ impl<T> Weights<T> {
     pub fn tensors(&self) -> Vec<&T> {
         let mut all = vec![&self.embed_tokens];
         for l in &self.layers {
-            all.extend([
-                &l.input_layernorm,
-                &l.q_proj,
-                &l.k_proj,
-                &l.v_proj,
-                &l.o_proj,
-                &l.post_attention_layernorm,
-                &l.gate_proj,
-                &l.up_proj,
-                &l.down_proj,
-            ]);
+            all.extend(l.tensors());
         }
         all.extend([&self.norm, &self.lm_head]);
         all
@@ -67,17 +79,7 @@ impl<T> Weights<T> {
     pub fn tensors_mut(&mut self) -> Vec<&mut T> {
         let mut all = vec![&mut self.embed_tokens];
         for l in &mut self.layers {
-            all.extend([
-                &mut l.input_layernorm,
-                &mut l.q_proj,
-                &mut l.k_proj,
-                &mut l.v_proj,
-                &mut l.o_proj,
-                &mut l.post_attention_layernorm,
-                &mut l.gate_proj,
-                &mut l.up_proj,
-                &mut l.down_proj,
-            ]);
+            all.extend(l.tensors_mut());
         }
         all.extend([&mut self.norm, &mut self.lm_head]);
         all

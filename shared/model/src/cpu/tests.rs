@@ -195,7 +195,7 @@ fn cross_entropy_backward_matches_finite_differences() {
 fn adamw_matches_pytorch_formula() {
     let hp = AdamWStep { learning_rate: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 3, grad_scale: 0.5 };
     let (mut p, g, mut m, mut v) = (vec![1.0f32, -2.0], vec![0.4f32, -0.2], vec![0.1f32, 0.0], vec![0.01f32, 0.02]);
-    B.adamw_update(&mut p, &g, &mut m, &mut v, 2, hp);
+    B.adamw_update(&mut p, &g, &mut m, &mut v, 0..2, hp);
     // The same update in f64, written as torch.optim.AdamW does it.
     let expected = |p: f64, g: f64, m: f64, v: f64| {
         let g = g * 0.5;
@@ -207,6 +207,22 @@ fn adamw_matches_pytorch_formula() {
     };
     assert!((p[0] as f64 - expected(1.0, 0.4, 0.1, 0.01)).abs() < 1e-6);
     assert!((p[1] as f64 - expected(-2.0, -0.2, 0.0, 0.02)).abs() < 1e-6);
+}
+
+#[test]
+fn adamw_on_a_shard_updates_only_that_range() {
+    let hp = AdamWStep { learning_rate: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 1, grad_scale: 1.0 };
+    let (mut full, g) = (vec![1.0f32, -2.0, 3.0, 0.5, -0.25], vec![0.4f32, -0.2, 0.1, 0.3, -0.6]);
+    let (mut m, mut v) = (vec![0.0f32; 5], vec![0.0f32; 5]);
+    let mut shard = full.clone();
+    B.adamw_update(&mut full, &g, &mut m, &mut v, 0..5, hp);
+    let (mut sm, mut sv) = (vec![0.0f32; 2], vec![0.0f32; 2]);
+    B.adamw_update(&mut shard, &g, &mut sm, &mut sv, 2..4, hp);
+    assert_eq!(&shard[2..4], &full[2..4]);
+    assert_eq!((&sm[..], &sv[..]), (&m[2..4], &v[2..4]));
+    assert_eq!((&shard[..2], shard[4]), (&[1.0f32, -2.0][..], -0.25), "outside the range nothing moves");
+    let sums = B.sum_squares_many(&[(&g, 0..2), (&g, 3..5)]);
+    assert!((sums - (0.16 + 0.04 + 0.09 + 0.36)).abs() < 1e-7);
 }
 
 #[test]

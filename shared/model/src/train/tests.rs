@@ -171,3 +171,70 @@ fn metrics_resume_drops_what_came_after_the_checkpoint() {
     MetricsWriter::resume(&path, 2).unwrap().write(&serde_json::json!({"step": 3})).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"step\":1}\n{\"step\":2,\"val_loss\":3.0}\n{\"step\":3}\n");
 }
+
+/// The ZeRO-1 data-parallel trainer on N ranks (threads joined by the TCP collective) follows
+/// one process with the same global batch; its checkpoint, written once, resumes in a world
+/// of another size; validation split over the ranks gives the single process's loss.
+#[test]
+fn data_parallel_ranks_follow_one_process_and_resume_with_another_world_size() {
+    use crate::dist::Collective;
+    use crate::testutil::with_tcp_world;
+    let (total, split) = (5u64, 3u64);
+    let vocab = tiny_test_config().vocab_size as u32;
+    // Six micro-batches a step: 2 ranks run 3 each, 3 ranks 2 each (uneven ZeRO-1 shards: the
+    // 176-value embedding over 3 ranks).
+    let config = move || TrainerConfig { grad_accum_steps: 6, ..trainer_config(total) };
+    let val = move || VecSource::new(patterned_source(7, 8, vocab).sequences, false);
+    let close = |a: f64, b: f64| (a - b).abs() <= 2e-5 * b.abs().max(1.0);
+
+    let mut single = Trainer::new(CpuBackend, tiny_test_config(), config()).unwrap();
+    let mut source = patterned_source(13, 8, vocab);
+    let reference: Vec<f64> = (0..total).map(|_| single.train_step(&mut source).unwrap().loss).collect();
+    let reference_val = single.evaluate(&mut val(), None, None).unwrap();
+    assert!(reference[total as usize - 1] < reference[0], "the run learns: {reference:?}");
+
+    let run = tempfile::tempdir().unwrap();
+    for world_size in [2, 3] {
+        let dir = run.path().join(format!("world{world_size}"));
+        let results = with_tcp_world(world_size, move |collective| {
+            let rank = Collective::<CpuBackend>::world(&collective).rank;
+            let mut trainer = Trainer::new_distributed(CpuBackend, tiny_test_config(), config(), Box::new(collective)).unwrap();
+            let mut source = patterned_source(13, 8, vocab);
+            let mut losses: Vec<f64> = (0..split).map(|_| trainer.train_step(&mut source).unwrap().loss).collect();
+            match trainer.gather_checkpoint(vec![]).unwrap() {
+                Some(data) => {
+                    assert_eq!(rank, 0, "only rank 0 gets the checkpoint to write");
+                    crate::checkpoint::save_checkpoint(&dir, &checkpoint_name(split), &data).unwrap();
+                }
+                None => assert_ne!(rank, 0),
+            }
+            losses.extend((split..total).map(|_| trainer.train_step(&mut source).unwrap().loss));
+            let val_loss = trainer.evaluate(&mut val(), None, None).unwrap();
+            let weights: Vec<Vec<f32>> = trainer.model.host_tensors().into_iter().map(|(_, t)| t.data).collect();
+            (losses, val_loss, weights)
+        });
+        for (rank, (losses, val_loss, weights)) in results.iter().enumerate() {
+            for (step, (a, b)) in losses.iter().zip(&reference).enumerate() {
+                assert!(close(*a, *b), "world {world_size} rank {rank} step {}: loss {a} vs one process's {b}", step + 1);
+            }
+            assert!(close(val_loss.loss, reference_val.loss) && val_loss.tokens == reference_val.tokens, "{val_loss:?} vs {reference_val:?}");
+            assert_eq!(weights, &results[0].2, "rank {rank}'s weights differ from rank 0's after the all-gather");
+        }
+
+        // The checkpoint of N ranks resumed by one process: the same run goes on.
+        let mut source = patterned_source(13, 8, vocab);
+        let mut resumed = Trainer::resume(CpuBackend, &run.path().join(format!("world{world_size}")).join(checkpoint_name(split)), &mut source).unwrap();
+        assert_eq!(resumed.state.step, split);
+        for step in split..total {
+            let loss = resumed.train_step(&mut source).unwrap().loss;
+            assert!(close(loss, reference[step as usize]), "resumed from world {world_size}, step {}: {loss} vs {}", step + 1, reference[step as usize]);
+        }
+    }
+
+    // A world size that does not divide the step's micro-batches is refused, naming both.
+    let error = with_tcp_world(4, move |collective| {
+        Trainer::new_distributed(CpuBackend, tiny_test_config(), config(), Box::new(collective)).err().map(|e| e.to_string())
+    });
+    let message = error[0].clone().expect("4 ranks cannot split 6 micro-batches");
+    assert!(message.contains("6 micro-batches") && message.contains("4 processes"), "{message}");
+}
