@@ -190,14 +190,17 @@ pub fn open_gpu(head_dim: Option<usize>) -> Result<(CudaBackend, String)> {
     open_gpu_ordinal(head_dim, 0)
 }
 
-/// [`open_gpu`] for GPU `ordinal` (a data-parallel rank's LOCAL_RANK).
-pub fn open_gpu_ordinal(head_dim: Option<usize>, ordinal: usize) -> Result<(CudaBackend, String)> {
+/// [`open_gpu`] for a data-parallel rank's GPU: GPU `local_rank` where the process sees all of
+/// its machine's GPUs (torchrun), the only one where it sees one (srun --gpus-per-task 1, or
+/// CUDA_VISIBLE_DEVICES set per process).
+pub fn open_gpu_ordinal(head_dim: Option<usize>, local_rank: usize) -> Result<(CudaBackend, String)> {
     if let Some(head_dim) = head_dim {
         check_head_dim(head_dim)?;
     }
     let count = CudaContext::device_count().unwrap_or(0).max(0) as usize;
+    let ordinal = if count == 1 { 0 } else { local_rank };
     if ordinal >= count {
-        bail!("GPU {ordinal} was asked for (LOCAL_RANK), but the driver sees {count} GPU(s): start at most {count} processes per machine");
+        bail!("local rank {local_rank} needs GPU {ordinal}, but this process sees {count} GPU(s): start at most {count} processes per machine");
     }
     let backend = CudaBackend::new(ordinal)?;
     let reason = format!("GPU {ordinal} ({})", backend.device_name());
