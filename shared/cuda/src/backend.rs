@@ -79,9 +79,8 @@ pub struct CudaBackend {
     /// in a kernel of its own. `DSLLM_DETERMINISTIC=0` allows the fused backward that adds dQ
     /// with atomics instead: 0.5-1% faster steps on the H200 (BENCHMARKS.md, v7), order-dependent sums.
     pub deterministic: bool,
-    /// The wgmma forward that overlaps each tile's softmax with the previous tile's P·V
-    /// (FlashAttention-3's intra-warpgroup pipelining); `DSLLM_WG_OVERLAP=0/1`.
-    pub wg_forward_overlap: bool,
+    /// Which kernels run on wgmma when `attention` is `Wgmma` (see [`WgmmaChoice`]).
+    pub wgmma: WgmmaChoice,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -238,12 +237,12 @@ impl CudaBackend {
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the attention kernels their shared memory")?;
             }
-            let fa = flash_kernels(&kernels, AttentionKernels::Fa2, head_dim, false);
-            let wg = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim, false);
-            let wg_overlap = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim, true);
+            let fa = flash_kernels(&kernels, AttentionKernels::Fa2, head_dim, WgmmaChoice { forward: false, dq: false, dkdv: false, overlap: false });
+            let wg = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim, WgmmaChoice { forward: true, dq: true, dkdv: true, overlap: false });
+            let wg_overlap = flash_kernels(&kernels, AttentionKernels::Wgmma, head_dim, WgmmaChoice { forward: true, dq: false, dkdv: false, overlap: true });
             let fused = (fa_fused_kernel(&kernels, head_dim), fa_fused_shared_bytes(head_dim));
             let sizes = [(fa.forward, fa.shared.0), (fa.dq, fa.shared.1), (fa.dkdv, fa.shared.2), fused];
-            for (function, size) in sizes.into_iter().chain([(wg.forward, wg.shared.0), (wg_overlap.forward, wg.shared.0), (wg.dq, wg.shared.1), (wg.dkdv, wg.shared.2)]) {
+            for (function, size) in sizes.into_iter().chain([(wg.forward, wg.shared.0), (wg_overlap.forward, wg_overlap.shared.0), (wg.dq, wg.shared.1), (wg.dkdv, wg.shared.2)]) {
                 function
                     .set_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, size as i32)
                     .context("cannot give the flash-attention kernels their shared memory")?;
@@ -255,7 +254,7 @@ impl CudaBackend {
             attention: AttentionKernels::from_env((major, minor) == (9, 0)),
             precision: Precision::from_env(),
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
-            wg_forward_overlap: std::env::var("DSLLM_WG_OVERLAP").map_or(DEFAULT_WG_OVERLAP, |v| v != "0"),
+            wgmma: WgmmaChoice::from_env(),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             attention_k_shares: RefCell::new(empty_f32()?),
@@ -419,34 +418,75 @@ fn tensor_core_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &C
 
 /// Whether Hopper GPUs run the wgmma attention kernels unless `DSLLM_ATTENTION` says otherwise.
 const DEFAULT_WGMMA: bool = false;
-/// Whether the wgmma forward overlaps softmax with P·V unless `DSLLM_WG_OVERLAP` says otherwise.
-const DEFAULT_WG_OVERLAP: bool = false;
 
-/// One set of flash-attention kernels (forward, dQ, dK/dV) for a head size: every block covers
-/// 64 rows (queries, or keys in dK/dV) with 128 threads; `shared` is each kernel's shared memory.
+/// How `AttentionKernels::Wgmma` runs: which of the three flash-attention kernels use wgmma
+/// (the others are the fa2 ones; `DSLLM_WG_KERNELS`, e.g. "fwd,dq,dkdv"; default "fwd": on the
+/// H100 the dQ kernel on wgmma was slower than fa2's and dK/dV no faster, BENCHMARKS.md v8),
+/// and whether the forward is the 2-warpgroup one (128 queries a block sharing each K/V tile,
+/// default) or the one that overlaps softmax with P·V (`DSLLM_WG_OVERLAP=1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgmmaChoice {
+    pub forward: bool,
+    pub dq: bool,
+    pub dkdv: bool,
+    pub overlap: bool,
+}
+
+impl WgmmaChoice {
+    fn from_env() -> Self {
+        let parts = std::env::var("DSLLM_WG_KERNELS").unwrap_or_else(|_| "fwd".into());
+        let has = |part: &str| parts.split(',').any(|p| p.trim() == part);
+        Self { forward: has("fwd"), dq: has("dq"), dkdv: has("dkdv"), overlap: std::env::var("DSLLM_WG_OVERLAP").is_ok_and(|v| v != "0") }
+    }
+}
+
+/// One set of flash-attention kernels (forward, dQ, dK/dV) for a head size. The backward
+/// kernels' blocks cover 64 rows (queries, or keys in dK/dV) with 128 threads; the forward's
+/// `forward_rows` with `forward_threads`; `shared` is each kernel's shared memory.
 struct FlashKernels<'a> {
     forward: &'a CudaFunction,
+    forward_rows: usize,
+    forward_threads: u32,
     dq: &'a CudaFunction,
     dkdv: &'a CudaFunction,
     shared: (usize, usize, usize),
 }
 
-/// The flash-attention-2 (`Fa2`) or wgmma (`Wgmma`) kernels for a head size (64 or 128);
-/// `overlap` picks the wgmma forward that overlaps softmax with the P·V product.
-fn flash_kernels(kernels: &Kernels, which: AttentionKernels, head_dim: usize, overlap: bool) -> FlashKernels<'_> {
+/// The flash-attention-2 (`Fa2`) or wgmma (`Wgmma`, the parts `wg` names) kernels for a head
+/// size (64 or 128).
+fn flash_kernels(kernels: &Kernels, which: AttentionKernels, head_dim: usize, wg: WgmmaChoice) -> FlashKernels<'_> {
     let k = kernels;
-    let (forward, dq, dkdv) = match (which, head_dim) {
-        (AttentionKernels::Wgmma, 64) => {
-            (if overlap { &k.attention_forward_wg64_ov } else { &k.attention_forward_wg64 }, &k.attention_backward_dq_wg64, &k.attention_backward_dkdv_wg64)
-        }
-        (AttentionKernels::Wgmma, _) => {
-            (if overlap { &k.attention_forward_wg128_ov } else { &k.attention_forward_wg128 }, &k.attention_backward_dq_wg128, &k.attention_backward_dkdv_wg128)
-        }
-        (_, 64) => (&k.attention_forward_fa64, &k.attention_backward_dq_fa64, &k.attention_backward_dkdv_fa64),
-        _ => (&k.attention_forward_fa128, &k.attention_backward_dq_fa128, &k.attention_backward_dkdv_fa128),
+    let wide = head_dim != 64;
+    let mut set = FlashKernels {
+        forward: if wide { &k.attention_forward_fa128 } else { &k.attention_forward_fa64 },
+        forward_rows: 64,
+        forward_threads: 128,
+        dq: if wide { &k.attention_backward_dq_fa128 } else { &k.attention_backward_dq_fa64 },
+        dkdv: if wide { &k.attention_backward_dkdv_fa128 } else { &k.attention_backward_dkdv_fa64 },
+        shared: fa_shared_bytes(head_dim),
     };
-    let shared = if which == AttentionKernels::Wgmma { wg_shared_bytes(head_dim) } else { fa_shared_bytes(head_dim) };
-    FlashKernels { forward, dq, dkdv, shared }
+    if which != AttentionKernels::Wgmma {
+        return set;
+    }
+    let wg_bytes = wg_shared_bytes(head_dim);
+    if wg.forward && wg.overlap {
+        set.forward = if wide { &k.attention_forward_wg128_ov } else { &k.attention_forward_wg64_ov };
+        set.shared.0 = wg_bytes.0;
+    } else if wg.forward {
+        set.forward = if wide { &k.attention_forward_wg128_w2 } else { &k.attention_forward_wg64_w2 };
+        (set.forward_rows, set.forward_threads) = (128, 256);
+        // Two warpgroups' 128 queries, then two stages of 64 keys and values.
+        set.shared.0 = (128 + 4 * 64) * head_dim * 2;
+    }
+    if wg.dq {
+        set.dq = if wide { &k.attention_backward_dq_wg128 } else { &k.attention_backward_dq_wg64 };
+        set.shared.1 = wg_bytes.1;
+    }
+    if wg.dkdv {
+        set.dkdv = if wide { &k.attention_backward_dkdv_wg128 } else { &k.attention_backward_dkdv_wg64 };
+        set.shared.2 = wg_bytes.2;
+    }
+    set
 }
 
 /// Shared memory of the wgmma kernels; mirrors kernels/attention_wg.cu (unpadded tiles: the
@@ -683,8 +723,12 @@ impl Backend for CudaBackend {
         let which = self.attention_kernels(head_dim);
         if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let (qb, kb, vb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v));
-            let flash = flash_kernels(&self.kernels, which, head_dim, self.wg_forward_overlap);
-            let config = tensor_core_grid(seq, heads, batch, flash.shared.0);
+            let flash = flash_kernels(&self.kernels, which, head_dim, self.wgmma);
+            let config = LaunchConfig {
+                grid_dim: (seq.div_ceil(flash.forward_rows) as u32, heads as u32, batch as u32),
+                block_dim: (flash.forward_threads, 1, 1),
+                shared_mem_bytes: flash.shared.0 as u32,
+            };
             self.launch(flash.forward, config, |b| {
                 b.arg(out.data_mut()).arg(lse.data_mut()).arg(&qb).arg(&kb).arg(&vb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
@@ -739,7 +783,7 @@ impl Backend for CudaBackend {
                 });
                 return;
             }
-            let FlashKernels { dq, dkdv, shared: bytes, .. } = flash_kernels(&self.kernels, which, head_dim, self.wg_forward_overlap);
+            let FlashKernels { dq, dkdv, shared: bytes, .. } = flash_kernels(&self.kernels, which, head_dim, self.wgmma);
             self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
                 b.arg(d_q.data_mut()).arg(&lse.data).arg(&*row_dot);
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);

@@ -167,6 +167,8 @@ kernel_table!(
     attention_forward_wg128,
     attention_forward_wg64_ov,
     attention_forward_wg128_ov,
+    attention_forward_wg64_w2,
+    attention_forward_wg128_w2,
     attention_backward_dq_wg128,
     attention_backward_dkdv_wg128,
     attention_sum_head_groups,

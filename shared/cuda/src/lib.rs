@@ -20,5 +20,5 @@ pub mod nccl;
 pub mod parity;
 pub mod profile;
 
-pub use backend::{check_head_dim, gpu_unavailable_reason, open_gpu, open_gpu_ordinal, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens, Precision};
+pub use backend::{check_head_dim, gpu_unavailable_reason, open_gpu, open_gpu_ordinal, AttentionKernels, CudaBackend, GpuBuffer, GpuTokens, Precision, WgmmaChoice};
 pub use nccl::{nccl_unavailable_reason, NcclCollective};
