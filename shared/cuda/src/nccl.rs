@@ -94,28 +94,32 @@ impl NcclCollective {
         waiter.wait(&event).context("cannot order the CUDA streams")
     }
 
-    /// One NCCL group over `tensors`: for each, `even` when the world size divides its length,
-    /// else `uneven` once per rank with that rank's shard (offset in bytes, length).
+    /// One NCCL group over `tensors`, in place, on the communication stream after the work
+    /// queued so far on the compute stream: `even(whole, own_shard, shard_len, ..)` where the
+    /// world size divides a tensor's length, else `uneven(shard, shard_len, owner, ..)` once per
+    /// rank's shard.
     fn grouped(
         &mut self,
         backend: &CudaBackend,
         tensors: &mut [TensorRef<'_, GpuBuffer>],
-        even: impl Fn(u64, usize, sys::cudaStream_t, sys::ncclComm_t) -> Result<result::NcclStatus, result::NcclError>,
-        uneven: impl Fn(u64, usize, usize, sys::cudaStream_t, sys::ncclComm_t) -> Result<result::NcclStatus, result::NcclError>,
+        even: impl Fn(*mut c_void, *mut c_void, usize, sys::cudaStream_t, sys::ncclComm_t) -> Result<result::NcclStatus, result::NcclError>,
+        uneven: impl Fn(*mut c_void, usize, i32, sys::cudaStream_t, sys::ncclComm_t) -> Result<result::NcclStatus, result::NcclError>,
         what: &str,
     ) -> Result<()> {
-        let (world_size, stream, comm) = (self.world.world_size, self.raw_stream(), self.comm);
+        Self::order(&self.comm_stream, backend.stream())?;
+        let (world_size, rank, stream, comm) = (self.world.world_size, self.world.rank, self.raw_stream(), self.comm);
+        let at = |base: u64, index: usize| (base + (index * std::mem::size_of::<f32>()) as u64) as *mut c_void;
         result::group_start().map_err(|e| anyhow::anyhow!("ncclGroupStart: {e:?}"))?;
         for (buf, n) in tensors.iter_mut() {
-            let at = backend.address_for_writing(buf);
+            let base = backend.address_for_writing(buf);
             let outcome = if *n % world_size == 0 {
-                even(at, *n, stream, comm)
+                let chunk = *n / world_size;
+                even(at(base, 0), at(base, rank * chunk), chunk, stream, comm)
             } else {
                 (0..world_size)
-                    .map(|root| shard_range(*n, world_size, root))
-                    .enumerate()
+                    .map(|owner| (owner, shard_range(*n, world_size, owner)))
                     .filter(|(_, shard)| !shard.is_empty())
-                    .try_for_each(|(root, shard)| uneven(at + (shard.start * 4) as u64, shard.len(), root, stream, comm).map(|_| ()))
+                    .try_for_each(|(owner, shard)| uneven(at(base, shard.start), shard.len(), owner as i32, stream, comm).map(|_| ()))
                     .map(|_| result::NcclStatus::Success)
             };
             if let Err(e) = outcome {
@@ -151,19 +155,14 @@ impl Collective<CudaBackend> for NcclCollective {
     }
 
     fn reduce_scatter(&mut self, backend: &CudaBackend, tensors: &mut [TensorRef<'_, GpuBuffer>]) -> Result<()> {
-        // After the backward kernels that wrote these gradients, not after what follows them.
-        Self::order(&self.comm_stream, backend.stream())?;
-        let (world_size, rank) = (self.world.world_size, self.world.rank);
+        // Each rank's shard of the buffer receives the sum of everyone's. Ordered after the
+        // backward kernels that wrote these gradients, not after those that follow them.
+        // SAFETY (both): pointers and lengths stay within the buffer's n values.
         self.grouped(
             backend,
             tensors,
-            // In place: rank r's shard of the buffer receives the sum of everyone's.
-            // SAFETY (both): the buffer holds n values; NCCL reads and writes within it.
-            |at, n, stream, comm| unsafe {
-                let chunk = n / world_size;
-                result::reduce_scatter(at as *const c_void, (at + (rank * chunk * 4) as u64) as *mut c_void, chunk, F32, SUM, comm, stream)
-            },
-            |at, len, root, stream, comm| unsafe { result::reduce(at as *const c_void, at as *mut c_void, len, F32, SUM, root as i32, comm, stream) },
+            |whole, own, len, stream, comm| unsafe { result::reduce_scatter(whole, own, len, F32, SUM, comm, stream) },
+            |shard, len, owner, stream, comm| unsafe { result::reduce(shard, shard, len, F32, SUM, owner, comm, stream) },
             "reduce-scatter",
         )?;
         self.pending = true;
@@ -178,18 +177,13 @@ impl Collective<CudaBackend> for NcclCollective {
     }
 
     fn all_gather(&mut self, backend: &CudaBackend, tensors: &mut [TensorRef<'_, GpuBuffer>]) -> Result<()> {
-        Self::order(&self.comm_stream, backend.stream())?;
-        let (world_size, rank) = (self.world.world_size, self.world.rank);
+        // Each rank's shard is its send buffer, the whole tensor the receive buffer.
+        // SAFETY (both): pointers and lengths stay within the buffer's n values.
         self.grouped(
             backend,
             tensors,
-            // In place: rank r's shard is the send buffer, the whole tensor the receive buffer.
-            // SAFETY (both): the buffer holds n values; NCCL reads and writes within it.
-            |at, n, stream, comm| unsafe {
-                let chunk = n / world_size;
-                result::all_gather((at + (rank * chunk * 4) as u64) as *const c_void, at as *mut c_void, chunk, F32, comm, stream)
-            },
-            |at, len, root, stream, comm| unsafe { result::broadcast(at as *const c_void, at as *mut c_void, len, F32, root as i32, comm, stream) },
+            |whole, own, len, stream, comm| unsafe { result::all_gather(own, whole, len, F32, comm, stream) },
+            |shard, len, owner, stream, comm| unsafe { result::broadcast(shard, shard, len, F32, owner, comm, stream) },
             "all-gather",
         )?;
         Self::order(backend.stream(), &self.comm_stream)
