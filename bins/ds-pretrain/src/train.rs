@@ -42,7 +42,8 @@ Hyperparameters left out are derived:
                  proportions of --config (head size, K/V groups, FFN ratio, d_model/n_layer);
                  --keep-shape trains --config's shape as it is
   batch size B   --batch-tokens; else B_opt = 0.2920*C^0.3271 tokens with --budget C; else one
-                 micro-batch (no gradient accumulation)
+                 micro-batch a process (no gradient accumulation); with N processes (torchrun,
+                 srun) the micro-batches a step are rounded to a multiple of N
   length         --steps; else --tokens; else D = C/M tokens with --budget; else one pass over
                  the train split
   peak LR        --lr; else eta_opt = 0.3118*C^-0.125 at this run's budget (--budget C, or C = M*D)
@@ -74,7 +75,9 @@ pub struct TrainArgs {
     /// Tokens to train for (rounded up to whole steps).
     #[arg(long)]
     pub tokens: Option<f64>,
-    /// Batch size B in tokens per optimizer step (rounded to whole micro-batches).
+    /// Batch size B in tokens per optimizer step, over all data-parallel processes (rounded to
+    /// whole micro-batches, a multiple of the number of processes; default one micro-batch a
+    /// process).
     #[arg(long)]
     pub batch_tokens: Option<f64>,
     /// Sequences per forward/backward pass; larger batches accumulate gradients over several.
@@ -137,6 +140,8 @@ struct Setup<'a> {
     seq_len: usize,
     m: f64,
     budget_plan: Option<BudgetPlan>,
+    /// Data-parallel processes: a step's micro-batches are a multiple of it.
+    world_size: usize,
 }
 
 pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
@@ -215,7 +220,7 @@ pub fn run(args: &TrainArgs) -> Result<serde_json::Value> {
         flops::six_n2(&model_config),
         m
     );
-    let setup = Setup { args, model_config, train, val, tokenizer, seq_len, m, budget_plan };
+    let setup = Setup { args, model_config, train, val, tokenizer, seq_len, m, budget_plan, world_size: world.world_size };
     let summary = match choose_backend_for(args.backend, Some(setup.model_config.head_dim()), &world)? {
         ChosenBackend::Cpu { reason } => {
             let collective: Box<dyn Collective<CpuBackend>> = match world.world_size {
@@ -275,11 +280,17 @@ fn plan(setup: &Setup) -> Result<(TrainerConfig, serde_json::Value)> {
     let (seq_len, micro) = (setup.seq_len, args.micro_batch);
     let micro_tokens = (seq_len * micro) as f64;
     let budget_plan = setup.budget_plan.as_ref().map(|p| p.batch);
-    let grad_accum_steps = match (args.batch_tokens, &budget_plan) {
+    let asked = match (args.batch_tokens, &budget_plan) {
         (Some(b), _) => ((b / micro_tokens).round() as usize).max(1),
         (None, Some(plan)) => plan.grad_accum_steps,
         (None, None) => 1,
     };
+    // Every rank runs the same number of micro-batches: the nearest multiple of the world size.
+    let world = setup.world_size;
+    let grad_accum_steps = ((asked as f64 / world as f64).round() as usize).max(1) * world;
+    if grad_accum_steps != asked && (args.batch_tokens.is_some() || budget_plan.is_some()) {
+        eprintln!("{TOOL}: {asked} micro-batches a step rounded to {grad_accum_steps}, a multiple of the {world} processes");
+    }
     let tokens_per_step = (seq_len * micro * grad_accum_steps) as u64;
     let total_steps = match (args.steps, args.tokens, args.budget) {
         (Some(steps), _, _) => steps,
