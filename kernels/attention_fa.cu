@@ -160,6 +160,55 @@ __device__ __forceinline__ void mma_c_regs_kn(float (*acc)[4], const float (*p)[
     }
 }
 
+// One key tile of the online softmax, shared by the fa2 and wgmma forwards: scales S_j (keys
+// k0 on, in the mma accumulator layout) into the log2 domain, masking keys after a row or past
+// the end when `edge` says the tile may hold any; raises the running row maxima m, and turns S_j
+// into P_j = exp2(S_j − m) in place; returns the factors (c_a, c_b) that rescale O and updates
+// the row sums l (per-thread partials). Rows row_a, row_b.
+template <int BN>
+__device__ __forceinline__ float2 online_softmax(float (*s)[4], int k0, bool edge, int row_a, int row_b, int seq, float sl2,
+                                                 float& m_a, float& m_b, float& l_a, float& l_b) {
+    const int lane = threadIdx.x & 31;
+    float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+        if (edge) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
+                s[j][e] = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[j][e] *= sl2;
+        }
+        mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
+        mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+    }
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+    const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
+    const float c_a = exp2_approx(m_a - mu_a), c_b = exp2_approx(m_b - mu_b);
+    float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+    for (int j = 0; j < BN / 8; j++) {
+        s[j][0] = exp2_approx(s[j][0] - mu_a);
+        s[j][1] = exp2_approx(s[j][1] - mu_a);
+        s[j][2] = exp2_approx(s[j][2] - mu_b);
+        s[j][3] = exp2_approx(s[j][3] - mu_b);
+        sum_a += s[j][0] + s[j][1];
+        sum_b += s[j][2] + s[j][3];
+    }
+    l_a = l_a * c_a + sum_a;
+    l_b = l_b * c_b + sum_b;
+    m_a = mn_a;
+    m_b = mn_b;
+    return make_float2(c_a, c_b);
+}
+
 // Forward: grid (ceil(seq / 64), heads, batch), 128 threads; shared (64 + 4 * 64) * (HD + 8) bf16.
 template <int HD>
 __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq,
@@ -208,46 +257,9 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
         for (int j = 0; j < BN / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
         mma_a_regs_nk<HD, BN>(s, qf, kb, LD);
 
-        const int k0 = kt * BN;
         // Only the tile on the diagonal (the last one) has keys after some row or past the end.
-        const bool edge = kt == n_kt - 1;
-        float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-            if (edge) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
-                    s[j][e] = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
-                }
-            } else {
-#pragma unroll
-                for (int e = 0; e < 4; e++) s[j][e] *= sl2;
-            }
-            mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
-            mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
-        }
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-        mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-        mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-        const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-        const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
-        const float c_a = exp2_approx(m_a - mu_a), c_b = exp2_approx(m_b - mu_b);
-        float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-        for (int j = 0; j < BN / 8; j++) {
-            s[j][0] = exp2_approx(s[j][0] - mu_a);
-            s[j][1] = exp2_approx(s[j][1] - mu_a);
-            s[j][2] = exp2_approx(s[j][2] - mu_b);
-            s[j][3] = exp2_approx(s[j][3] - mu_b);
-            sum_a += s[j][0] + s[j][1];
-            sum_b += s[j][2] + s[j][3];
-        }
-        l_a = l_a * c_a + sum_a;
-        l_b = l_b * c_b + sum_b;
-        m_a = mn_a;
-        m_b = mn_b;
+        const float2 c = online_softmax<BN>(s, kt * BN, kt == n_kt - 1, row_a, row_b, seq, sl2, m_a, m_b, l_a, l_b);
+        const float c_a = c.x, c_b = c.y;
 #pragma unroll
         for (int j = 0; j < HD / 8; j++) {
             o[j][0] *= c_a;

@@ -124,53 +124,30 @@ __device__ __forceinline__ void a_fragment(u32* a, const float (*p)[4], int kc) 
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
-// One key tile of the online softmax, shared by both forwards: scales S_j into the log2 domain
-// (masking keys after a row or past the end on edge tiles), raises the running row maxima m, and
-// turns S_j into P_j = exp2(S_j − m) in place; returns the factors (c_a, c_b) that rescale O and
-// updates the row sums l. Rows row_a, row_b; the warpgroup's first row is first_row.
-template <int BN>
-__device__ __forceinline__ float2 online_softmax(float (*s)[4], int k0, int first_row, int row_a, int row_b, int seq,
-                                                 float sl2, float& m_a, float& m_b, float& l_a, float& l_b) {
-    const int lane = threadIdx.x & 31;
-    const bool edge = k0 + BN - 1 > first_row || k0 + BN > seq;
-    float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-        if (edge) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int key = k0 + j * 8 + 2 * (lane & 3) + (e & 1), row = e < 2 ? row_a : row_b;
-                s[j][e] = (key <= row && key < seq) ? s[j][e] * sl2 : -INFINITY;
-            }
-        } else {
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[j][e] *= sl2;
-        }
-        mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
-        mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+// One step of a double-buffered loop over `steps` tiles: `issue(i + 1, buffer)` starts the next
+// tile's cp.async loads into the other buffer, then this waits for tile i and makes it visible to
+// the tensor cores' async proxy and to every thread.
+template <class Issue>
+__device__ __forceinline__ void next_stage(int i, int steps, Issue issue) {
+    if (i + 1 < steps) {
+        issue(i + 1, (i + 1) & 1);
+        fa::cp_async_commit();
+        fa::cp_async_wait<1>();
+    } else {
+        fa::cp_async_wait<0>();
     }
-    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-    const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-    const float mu_a = mn_a == -INFINITY ? 0.0f : mn_a, mu_b = mn_b == -INFINITY ? 0.0f : mn_b;
-    const float c_a = fa::exp2_approx(m_a - mu_a), c_b = fa::exp2_approx(m_b - mu_b);
-    float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-        s[j][0] = fa::exp2_approx(s[j][0] - mu_a);
-        s[j][1] = fa::exp2_approx(s[j][1] - mu_a);
-        s[j][2] = fa::exp2_approx(s[j][2] - mu_b);
-        s[j][3] = fa::exp2_approx(s[j][3] - mu_b);
-        sum_a += s[j][0] + s[j][1];
-        sum_b += s[j][2] + s[j][3];
-    }
-    l_a = l_a * c_a + sum_a;
-    l_b = l_b * c_b + sum_b;
-    m_a = mn_a;
-    m_b = mn_b;
-    return make_float2(c_a, c_b);
+    fence_proxy();
+    __syncthreads();
+}
+
+// next_stage over key tiles of K and V (the forward and dQ).
+template <int BN, int HD, int NT>
+__device__ __forceinline__ void next_kv_tile(bf16* ks, bf16* vs, const bf16* k, const bf16* v, int b, int kt, int n_kt, int seq,
+                                             int kv_heads, int g) {
+    next_stage(kt, n_kt, [&](int next, int buffer) {
+        load_tile<BN, HD, NT>(ks + buffer * BN * HD, k, b, next * BN, seq, kv_heads, g);
+        load_tile<BN, HD, NT>(vs + buffer * BN * HD, v, b, next * BN, seq, kv_heads, g);
+    });
 }
 
 // The forward's epilogue: O / l and the natural-log log-sum-exp of rows row_a, row_b (the
@@ -229,17 +206,7 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
 
     for (int kt = 0; kt < n_kt; kt++) {
-        if (kt + 1 < n_kt) {
-            const int nb = (kt + 1) & 1;
-            load_tile<BN, HD, NT>(ks + nb * BN * HD, k, b, (kt + 1) * BN, seq, kv_heads, g);
-            load_tile<BN, HD, NT>(vs + nb * BN * HD, v, b, (kt + 1) * BN, seq, kv_heads, g);
-            fa::cp_async_commit();
-            fa::cp_async_wait<1>();
-        } else {
-            fa::cp_async_wait<0>();
-        }
-        fence_proxy();
-        __syncthreads();
+        next_kv_tile<BN, HD, NT>(ks, vs, k, v, b, kt, n_kt, seq, kv_heads, g);
         const int k0 = kt * BN;
         if (k0 <= first_row + 63) {  // else every key of the tile is after this warpgroup's rows
             const bf16* kb = ks + (kt & 1) * BN * HD;
@@ -252,7 +219,7 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
             wait_all();
             pin<BN / 2>(&s[0][0]);
 
-            const float2 c = online_softmax<BN>(s, k0, first_row, row_a, row_b, seq, sl2, m_a, m_b, l_a, l_b);
+            const float2 c = fa::online_softmax<BN>(s, k0, k0 + BN - 1 > first_row || k0 + BN > seq, row_a, row_b, seq, sl2, m_a, m_b, l_a, l_b);
             const float c_a = c.x, c_b = c.y;
 #pragma unroll
             for (int j = 0; j < HD / 8; j++) {
@@ -332,7 +299,7 @@ __device__ __forceinline__ void forward_overlap(float* out, float* lse, const bf
         fa::cp_async_commit();
 
         const int k0 = kt * BN;
-        const float2 c = online_softmax<BN>(s, k0, q0, row_a, row_b, seq, sl2, m_a, m_b, l_a, l_b);
+        const float2 c = fa::online_softmax<BN>(s, k0, k0 + BN - 1 > q0 || k0 + BN > seq, row_a, row_b, seq, sl2, m_a, m_b, l_a, l_b);
         const float c_a = c.x, c_b = c.y;
         wait_all();  // P_{j-1} V_{j-1} done: O is stable and V_{j-1}'s buffer takes V_{j+1}
         pin<HD / 2>(&o[0][0]);
@@ -396,17 +363,7 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
     for (int j = 0; j < HD / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
 
     for (int kt = 0; kt < n_kt; kt++) {
-        if (kt + 1 < n_kt) {
-            const int nb = (kt + 1) & 1;
-            load_tile<BN, HD, NT>(ks + nb * BN * HD, k, b, (kt + 1) * BN, seq, kv_heads, g);
-            load_tile<BN, HD, NT>(vs + nb * BN * HD, v, b, (kt + 1) * BN, seq, kv_heads, g);
-            fa::cp_async_commit();
-            fa::cp_async_wait<1>();
-        } else {
-            fa::cp_async_wait<0>();
-        }
-        fence_proxy();
-        __syncthreads();
+        next_kv_tile<BN, HD, NT>(ks, vs, k, v, b, kt, n_kt, seq, kv_heads, g);
         const bf16* kb = ks + (kt & 1) * BN * HD;
         const bf16* vb = vs + (kt & 1) * BN * HD;
         float s[BN / 8][4], dp[BN / 8][4];
@@ -500,15 +457,7 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.0f;
     }
     for (int i = 0; i < steps; i++) {
-        if (i + 1 < steps) {
-            issue(i + 1, (i + 1) & 1);
-            fa::cp_async_commit();
-            fa::cp_async_wait<1>();
-        } else {
-            fa::cp_async_wait<0>();
-        }
-        fence_proxy();
-        __syncthreads();
+        next_stage(i, steps, issue);
         const int buf = i & 1, q0 = (qt_first + i % n_qt) * BM;
         const bf16* qb = qs + buf * BM * HD;
         const bf16* dob = dos + buf * BM * HD;
