@@ -1,9 +1,10 @@
-// The optimizer's kernels: fused AdamW (PyTorch's order of operations) and the sum of squares
-// for the global gradient norm (per-block partials in f64, summed on the host in block order).
+// The optimizer's kernels: fused AdamW (PyTorch's order of operations; `shadow`, when not null,
+// gets the new weights in bf16 too) and the sum of squares for the global gradient norm
+// (per-block partials in f64, summed on the host in block order).
 
 extern "C" __global__ void adamw_update(float* param, const float* grad, float* m, float* v, u64 n,
                                         float beta1, float beta2, float eps, float decay, float step_size,
-                                        float bias_correction2_sqrt, float grad_scale) {
+                                        float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float g = grad[i] * grad_scale;
@@ -13,7 +14,9 @@ extern "C" __global__ void adamw_update(float* param, const float* grad, float* 
     m[i] = mi;
     v[i] = vi;
     const float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
-    param[i] = p - step_size * mi / denom;
+    const float next = p - step_size * mi / denom;
+    param[i] = next;
+    if (shadow) shadow[i] = __float2bfloat16_rn(next);  // the products' copy, so no cast pass follows
 }
 
 extern "C" __global__ void sum_squares_partial(double* partial, const float* x, u64 n) {

@@ -1,7 +1,8 @@
 // RMSNorm: one block a row for the forward and the input gradient; the weight gradient is a
 // column sum over rows done in two fixed-order passes (per-chunk partials, then their sum).
 
-// `shadow` (may be null): the output rounded to bf16 as well, the GEMMs' copy of it.
+// `shadow` (may be null): the output rounded to bf16 as well, the GEMMs' copy of it; `out` may be
+// null when that copy is all anyone reads (mixed precision: the norms feed only products).
 extern "C" __global__ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight,
                                            int dim, float eps, __nv_bfloat16* shadow) {
     __shared__ float scratch[32];
@@ -17,7 +18,7 @@ extern "C" __global__ void rmsnorm_forward(float* out, float* rstd, const float*
         __nv_bfloat16* z = shadow + row * dim;
         for (int j = threadIdx.x; j < dim; j += blockDim.x) {
             const float v = weight[j] * (x[j] * r);
-            y[j] = v;
+            if (out) y[j] = v;
             z[j] = __float2bfloat16_rn(v);
         }
     } else {

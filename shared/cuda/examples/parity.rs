@@ -2,7 +2,7 @@
 //! `cargo run --release -p dsllm-cuda --example parity`; exits 1 if any check fails, 0 with a
 //! message when there is no GPU.
 
-use dsllm_cuda::parity::{check_attention, check_ops, check_products, check_training, print_checks};
+use dsllm_cuda::parity::{check_attention, check_elementwise, check_ops, check_products, check_training, print_checks};
 use dsllm_cuda::{gpu_unavailable_reason, AttentionKernels, CudaBackend, Precision};
 
 fn main() -> anyhow::Result<()> {
@@ -28,10 +28,18 @@ fn main() -> anyhow::Result<()> {
         gpu.attention = kernels;
         checks.extend(check_attention(&gpu));
     }
-    // fp32 precision (evaluation): fp32 products and attention, to fp32 tolerance.
+    // Mixed precision with fp32 activations (DSLLM_BF16_ACTIVATIONS=0), if check_ops ran bf16 ones.
+    if gpu.bf16_activations {
+        gpu.bf16_activations = false;
+        checks.extend(check_products(&gpu));
+        checks.extend(check_elementwise(&gpu));
+        gpu.bf16_activations = true;
+    }
+    // fp32 precision (evaluation): fp32 products, attention and activations, to fp32 tolerance.
     gpu.precision = Precision::Fp32;
     checks.extend(check_products(&gpu));
     checks.extend(check_attention(&gpu));
+    checks.extend(check_elementwise(&gpu));
     gpu.precision = Precision::Mixed;
     gpu.attention = default_attention;
     checks.extend(check_training(|| CudaBackend::new(0), 3)?);

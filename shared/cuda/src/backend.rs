@@ -11,7 +11,8 @@
 
 use std::cell::{RefCell, RefMut};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits};
@@ -37,27 +38,40 @@ const ATTENTION_VALUES_PER_THREAD: usize = 16;
 const ATTENTION_TILE: usize = 32;
 
 /// An fp32 buffer on the GPU, with a bf16 copy made on demand for the matrix products.
+///
+/// In mixed precision some activations are stored in bf16 alone (autocast's dtypes): the
+/// outputs of the products and of the kernels whose results only products or attention read.
+/// Their fp32 values are then out of date (`f32_stale`) and are widened from the bf16 copy the
+/// first time something reads them in fp32; until then, none is allocated (`data` is made on
+/// first fp32 use), so such buffers take half the memory.
 pub struct GpuBuffer {
-    data: CudaSlice<f32>,
+    len: usize,
+    data: OnceLock<CudaSlice<f32>>,
     /// Bumped by every mutable use, so a stale bf16 copy is never read.
     version: u64,
+    /// The bf16 copy holds the values; `data` (if allocated) is out of date.
+    f32_stale: AtomicBool,
     shadow: Mutex<Option<(u64, CudaSlice<bf16>)>>,
 }
 
 impl GpuBuffer {
-    fn new(data: CudaSlice<f32>) -> Self {
-        Self { data, version: 0, shadow: Mutex::new(None) }
+    fn new(len: usize, data: Option<CudaSlice<f32>>) -> Self {
+        let cell = OnceLock::new();
+        if let Some(data) = data {
+            let _ = cell.set(data);
+        }
+        Self { len, data: cell, version: 0, f32_stale: AtomicBool::new(false), shadow: Mutex::new(None) }
     }
     /// Number of floats.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len == 0
     }
-    fn data_mut(&mut self) -> &mut CudaSlice<f32> {
-        self.version += 1;
-        &mut self.data
+    /// Whether the last writer stored bf16 values only.
+    pub fn holds_bf16_only(&self) -> bool {
+        self.f32_stale.load(Ordering::Relaxed)
     }
 }
 
@@ -81,6 +95,10 @@ pub struct CudaBackend {
     pub deterministic: bool,
     /// Which kernels run on wgmma when `attention` is `Wgmma` (see [`WgmmaChoice`]).
     pub wgmma: WgmmaChoice,
+    /// In mixed precision, store the products' outputs and the activations only products read
+    /// in bf16 alone, as autocast does (default; `DSLLM_BF16_ACTIVATIONS=0` keeps fp32 copies:
+    /// v7's behaviour, for comparison). See [`GpuBuffer`].
+    pub bf16_activations: bool,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -255,6 +273,7 @@ impl CudaBackend {
             precision: Precision::from_env(),
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             wgmma: WgmmaChoice::from_env(),
+            bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             attention_k_shares: RefCell::new(empty_f32()?),
@@ -278,7 +297,7 @@ impl CudaBackend {
     /// The device address of `buf`, for a library that writes it (NCCL): counts as a change, so
     /// its bf16 copy is refreshed before the next product reads it.
     pub(crate) fn address_for_writing(&self, buf: &mut GpuBuffer) -> u64 {
-        self.ptr(buf.data_mut())
+        self.ptr(self.f32_inout(buf))
     }
 
     /// The GPU's name, as the driver reports it.
@@ -334,19 +353,110 @@ impl CudaBackend {
         let mut shadow = buf.shadow.lock().expect("bf16 copy lock");
         let fresh = matches!(&*shadow, Some((version, _)) if *version == buf.version);
         if !fresh {
-            let n = buf.data.len();
+            let n = buf.len;
+            // Not stale here: a buffer holding bf16 only has a fresh copy by construction.
+            let data = self.f32_in(buf);
             let mut copy = match shadow.take() {
                 Some((_, copy)) => copy,
-                None => unsafe { self.stream.alloc::<bf16>(n) }.expect("cannot allocate a bf16 copy"),
+                None => self.alloc_bf16(n),
             };
             let n64 = n as u64;
             let threads = n.div_ceil(4) as u32;
             self.launch(&self.kernels.cast_f32_to_bf16, grid_for(threads), |b| {
-                b.arg(&mut copy).arg(&buf.data).arg(&n64);
+                b.arg(&mut copy).arg(data).arg(&n64);
             });
             *shadow = Some((buf.version, copy));
         }
         self.ptr(&shadow.as_ref().expect("just set").1)
+    }
+
+    fn alloc_bf16(&self, n: usize) -> CudaSlice<bf16> {
+        // SAFETY: every user writes the copy before anything reads it.
+        unsafe { self.stream.alloc::<bf16>(n.max(1)) }.expect("cannot allocate a bf16 copy")
+    }
+
+    /// `buf`'s fp32 values for reading: allocated (zeros) on first use, widened from the bf16
+    /// copy if the last writer stored only that.
+    fn f32_in<'b>(&self, buf: &'b GpuBuffer) -> &'b CudaSlice<f32> {
+        let data = buf.data.get_or_init(|| self.stream.alloc_zeros::<f32>(buf.len.max(1)).expect("cannot allocate GPU memory"));
+        if buf.f32_stale.swap(false, Ordering::Relaxed) {
+            let shadow = buf.shadow.lock().expect("bf16 copy lock");
+            let (_, copy) = shadow.as_ref().expect("a buffer holding bf16 only has its copy");
+            let (n64, to) = (buf.len as u64, self.ptr(data));
+            self.launch(&self.kernels.cast_bf16_to_f32, grid_for(buf.len.div_ceil(4) as u32), |b| {
+                b.arg(&to).arg(copy).arg(&n64);
+            });
+        }
+        data
+    }
+
+    /// `buf`'s fp32 values for an op that reads and writes them (or writes part of them).
+    fn f32_inout<'b>(&self, buf: &'b mut GpuBuffer) -> &'b mut CudaSlice<f32> {
+        self.f32_in(buf);
+        buf.version += 1;
+        buf.data.get_mut().expect("f32_in allocated it")
+    }
+
+    /// `buf`'s fp32 values for an op that overwrites all of them (nothing is widened first).
+    fn f32_out<'b>(&self, buf: &'b mut GpuBuffer) -> &'b mut CudaSlice<f32> {
+        if buf.data.get().is_none() {
+            let _ = buf.data.set(self.stream.alloc_zeros::<f32>(buf.len.max(1)).expect("cannot allocate GPU memory"));
+        }
+        *buf.f32_stale.get_mut() = false;
+        buf.version += 1;
+        buf.data.get_mut().expect("just allocated")
+    }
+
+    /// Whether mixed-precision activations are stored in bf16 alone (see [`GpuBuffer`]).
+    fn bf16_outputs(&self) -> bool {
+        self.precision == Precision::Mixed && self.bf16_activations
+    }
+
+    /// Whether this backend stores products' outputs and the activations only products read in
+    /// bf16 alone (mixed precision with [`CudaBackend::bf16_activations`]).
+    pub fn stores_bf16_activations(&self) -> bool {
+        self.bf16_outputs()
+    }
+
+    /// The device address of `buf`'s bf16 copy for an op that overwrites all `n` values in bf16
+    /// alone, or `None` when the op must write fp32 (fp32 precision, bf16 activations off, or
+    /// `n` short of the buffer).
+    fn bf16_out(&self, buf: &mut GpuBuffer, n: usize) -> Option<u64> {
+        if !self.bf16_outputs() || n != buf.len {
+            return None;
+        }
+        buf.version += 1;
+        *buf.f32_stale.get_mut() = true;
+        let shadow = buf.shadow.get_mut().expect("bf16 copy lock");
+        let copy = match shadow.take() {
+            Some((_, copy)) => copy,
+            None => self.alloc_bf16(n),
+        };
+        let pointer = self.ptr(&copy);
+        *shadow = Some((buf.version, copy));
+        Some(pointer)
+    }
+
+    /// The device address of the bf16 values of a buffer that holds bf16 only, for an op that
+    /// updates them in place (they stay the only current values).
+    fn bf16_inout(&self, buf: &mut GpuBuffer) -> u64 {
+        debug_assert!(buf.holds_bf16_only());
+        buf.version += 1;
+        let shadow = buf.shadow.get_mut().expect("bf16 copy lock");
+        let (version, copy) = shadow.as_mut().expect("a buffer holding bf16 only has its copy");
+        *version = buf.version;
+        self.ptr(copy)
+    }
+
+    /// The bf16 copy of `buf` (refreshed if out of date), for checks of the bf16 values the
+    /// products read.
+    pub fn download_bf16(&self, buf: &GpuBuffer) -> Vec<bf16> {
+        self.bf16_ptr(buf);
+        let shadow = buf.shadow.lock().expect("bf16 copy lock");
+        let copy = &shadow.as_ref().expect("bf16_ptr made it").1;
+        let mut host = self.stream.clone_dtoh(copy).expect("cannot copy from the GPU");
+        host.truncate(buf.len);
+        host
     }
 
     /// The element type of the matrix products' operands.
@@ -362,7 +472,7 @@ impl CudaBackend {
     fn operand_ptr(&self, buf: &GpuBuffer) -> u64 {
         match self.precision {
             Precision::Mixed => self.bf16_ptr(buf),
-            Precision::Fp32 => self.ptr(&buf.data),
+            Precision::Fp32 => self.ptr(self.f32_in(buf)),
         }
     }
 
@@ -371,13 +481,13 @@ impl CudaBackend {
     /// to write alongside the fp32 values, so no cast pass follows. 0 (no copy written) when
     /// the kernel covers only `n` < len values.
     fn fused_bf16_ptr(&self, buf: &GpuBuffer, n: usize) -> u64 {
-        if n != buf.data.len() || std::env::var_os("DSLLM_NO_FUSED_CAST").is_some() {
+        if n != buf.len || std::env::var_os("DSLLM_NO_FUSED_CAST").is_some() {
             return 0;
         }
         let mut shadow = buf.shadow.lock().expect("bf16 copy lock");
         let copy = match shadow.take() {
             Some((_, copy)) => copy,
-            None => unsafe { self.stream.alloc::<bf16>(n) }.expect("cannot allocate a bf16 copy"),
+            None => self.alloc_bf16(n),
         };
         let pointer = self.ptr(&copy);
         *shadow = Some((buf.version, copy));
@@ -390,6 +500,23 @@ impl CudaBackend {
             *slice = self.stream.alloc_zeros::<T>(len).expect("cannot allocate scratch memory");
         }
         slice
+    }
+}
+
+/// `out[rows, out_dim] = inp[rows, in_dim] · W[out_dim, in_dim]ᵀ` in cuBLASLt's column-major
+/// terms: row-major X[r, c] is column-major Xᵀ, so outᵀ[out, rows] = W[out, in] · inpᵀ[in, rows]
+/// with W stored column-major as [in, out] (transposed).
+fn forward_shape(operands: Operands, rows: usize, in_dim: usize, out_dim: usize) -> GemmShape {
+    GemmShape {
+        operands,
+        transa: true,
+        transb: false,
+        m: out_dim as u64,
+        n: rows as u64,
+        k: in_dim as u64,
+        lda: in_dim as i64,
+        ldb: in_dim as i64,
+        ldc: out_dim as i64,
     }
 }
 
@@ -557,27 +684,31 @@ impl Backend for CudaBackend {
     type Tokens = GpuTokens;
 
     fn alloc(&self, len: usize) -> GpuBuffer {
-        GpuBuffer::new(self.stream.alloc_zeros::<f32>(len.max(1)).expect("cannot allocate GPU memory"))
+        // Zeros, allocated on first use (see GpuBuffer).
+        GpuBuffer::new(len, None)
     }
     fn upload(&self, host: &[f32]) -> GpuBuffer {
         if host.is_empty() {
             return self.alloc(0);
         }
-        GpuBuffer::new(self.stream.clone_htod(host).expect("cannot copy to the GPU"))
+        GpuBuffer::new(host.len(), Some(self.stream.clone_htod(host).expect("cannot copy to the GPU")))
     }
     fn download(&self, buf: &GpuBuffer) -> Vec<f32> {
-        self.stream.clone_dtoh(&buf.data).expect("cannot copy from the GPU")
+        let mut host = self.stream.clone_dtoh(self.f32_in(buf)).expect("cannot copy from the GPU");
+        host.truncate(buf.len);
+        host
     }
     fn write(&self, buf: &mut GpuBuffer, host: &[f32]) {
         if host.is_empty() {
             return;
         }
-        let mut view = buf.data_mut().slice_mut(..host.len());
+        let data = if host.len() == buf.len { self.f32_out(buf) } else { self.f32_inout(buf) };
+        let mut view = data.slice_mut(..host.len());
         self.stream.memcpy_htod(host, &mut view).expect("cannot copy to the GPU");
     }
     fn zero(&self, buf: &mut GpuBuffer) {
         let _op = self.op(|| "zero".into());
-        self.stream.memset_zeros(buf.data_mut()).expect("cannot clear GPU memory");
+        self.stream.memset_zeros(self.f32_out(buf)).expect("cannot clear GPU memory");
     }
     fn upload_tokens(&self, host: &[u32]) -> GpuTokens {
         let mut ids = self.stream.alloc_zeros::<u32>(host.len().max(1)).expect("cannot allocate GPU memory");
@@ -597,22 +728,33 @@ impl Backend for CudaBackend {
 
     fn matmul_forward(&self, out: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, in_dim: usize, out_dim: usize) {
         let _op = self.op(|| format!("matmul_forward {rows}x{in_dim}->{out_dim}"));
-        // Row-major X[r, c] is column-major Xᵀ: outᵀ[out, rows] = W[out, in] · inpᵀ[in, rows],
-        // with W stored column-major as [in, out] (so transposed).
         let (w, x) = (self.operand_ptr(weight), self.operand_ptr(inp));
-        let c = self.ptr(out.data_mut());
-        let shape = GemmShape {
-            operands: self.operands(),
-            transa: true,
-            transb: false,
-            m: out_dim as u64,
-            n: rows as u64,
-            k: in_dim as u64,
-            lda: in_dim as i64,
-            ldb: in_dim as i64,
-            ldc: out_dim as i64,
+        // Mixed precision: the product rounded to bf16 and stored so alone (autocast's output).
+        let (c, operands) = match self.bf16_out(out, rows * out_dim) {
+            Some(c) => (c, Operands::Bf16WithBf16Output),
+            None => (self.ptr(self.f32_out(out)), self.operands()),
         };
-        unsafe { self.gemm.run(shape, w, x, c, 1.0, 0.0) }.expect("matmul_forward");
+        unsafe { self.gemm.run(forward_shape(operands, rows, in_dim, out_dim), w, x, c, 1.0, 0.0) }.expect("matmul_forward");
+    }
+
+    fn matmul_forward_residual(
+        &self,
+        out: &mut GpuBuffer,
+        residual: &GpuBuffer,
+        inp: &GpuBuffer,
+        weight: &GpuBuffer,
+        _scratch: &mut GpuBuffer,
+        rows: usize,
+        in_dim: usize,
+        out_dim: usize,
+    ) {
+        let _op = self.op(|| format!("matmul_forward_residual {rows}x{in_dim}->{out_dim}"));
+        // One product with the residual as C (beta 1) and `out` as D: the fp32 sum the separate
+        // product and add gave, without storing the product or reading it back.
+        let (w, x) = (self.operand_ptr(weight), self.operand_ptr(inp));
+        let c = self.ptr(self.f32_in(residual));
+        let d = self.ptr(self.f32_out(out));
+        unsafe { self.gemm.run_to(forward_shape(self.operands(), rows, in_dim, out_dim), w, x, c, d, 1.0, 1.0) }.expect("matmul_forward_residual");
     }
 
     fn matmul_backward(
@@ -630,8 +772,10 @@ impl Backend for CudaBackend {
         let _op = self.op(|| format!("matmul_backward {rows}x{in_dim}->{out_dim}"));
         let (g, w, x) = (self.operand_ptr(d_out), self.operand_ptr(weight), self.operand_ptr(inp));
         // d_inpᵀ[in, rows] (+)= Wᵀ[in, out] · d_outᵀ[out, rows]: beta 0 overwrites without reading.
-        let beta = if d_inp_store == Store::Add { 1.0 } else { 0.0 };
-        let c = self.ptr(d_inp.data_mut());
+        let (beta, c) = match d_inp_store {
+            Store::Add => (1.0, self.ptr(self.f32_inout(d_inp))),
+            Store::Overwrite => (0.0, self.ptr(self.f32_out(d_inp))),
+        };
         let shape = GemmShape {
             operands: self.operands(),
             transa: false,
@@ -645,7 +789,7 @@ impl Backend for CudaBackend {
         };
         unsafe { self.gemm.run(shape, w, g, c, 1.0, beta) }.expect("matmul_backward (input)");
         // d_Wᵀ[in, out] += inpᵀ[in, rows] · d_out[rows, out]
-        let c = self.ptr(d_weight.data_mut());
+        let c = self.ptr(self.f32_inout(d_weight));
         let shape = GemmShape {
             operands: self.operands(),
             transa: false,
@@ -663,10 +807,17 @@ impl Backend for CudaBackend {
     fn rmsnorm_forward(&self, out: &mut GpuBuffer, rstd: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, dim: usize, eps: f32) {
         let _op = self.op(|| "rmsnorm_forward".into());
         let dim32 = dim as i32;
-        let out_ptr = self.ptr(out.data_mut());
-        let shadow = self.fused_bf16_ptr(out, rows * dim);
+        // Mixed precision: only products read the normalised values, so bf16 alone (out_ptr 0).
+        let (out_ptr, shadow) = match self.bf16_out(out, rows * dim) {
+            Some(shadow) => (0, shadow),
+            None => {
+                let out_ptr = self.ptr(self.f32_out(out));
+                (out_ptr, self.fused_bf16_ptr(out, rows * dim))
+            }
+        };
+        let (inp, weight) = (self.f32_in(inp), self.f32_in(weight));
         self.launch(&self.kernels.rmsnorm_forward, rows_grid(rows, BLOCK), |b| {
-            b.arg(&out_ptr).arg(rstd.data_mut()).arg(&inp.data).arg(&weight.data).arg(&dim32).arg(&eps).arg(&shadow);
+            b.arg(&out_ptr).arg(self.f32_out(rstd)).arg(inp).arg(weight).arg(&dim32).arg(&eps).arg(&shadow);
         });
     }
 
@@ -683,8 +834,9 @@ impl Backend for CudaBackend {
     ) {
         let _op = self.op(|| "rmsnorm_backward".into());
         let (rows32, dim32) = (rows as i32, dim as i32);
+        let (d_out, inp, weight, rstd) = (self.f32_in(d_out), self.f32_in(inp), self.f32_in(weight), self.f32_in(rstd));
         self.launch(&self.kernels.rmsnorm_backward_input, rows_grid(rows, BLOCK), |b| {
-            b.arg(d_inp.data_mut()).arg(&d_out.data).arg(&inp.data).arg(&weight.data).arg(&rstd.data).arg(&dim32);
+            b.arg(self.f32_inout(d_inp)).arg(d_out).arg(inp).arg(weight).arg(rstd).arg(&dim32);
         });
         let chunks = rows.div_ceil(NORM_ROWS_PER_CHUNK);
         let mut partial = self.scratch(&self.norm_partials, chunks * dim);
@@ -692,11 +844,11 @@ impl Backend for CudaBackend {
         let columns = (dim as u32).div_ceil(BLOCK);
         let config = LaunchConfig { grid_dim: (columns, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         self.launch(&self.kernels.rmsnorm_backward_weight_partial, config, |b| {
-            b.arg(&mut *partial).arg(&d_out.data).arg(&inp.data).arg(&rstd.data).arg(&rows32).arg(&dim32).arg(&per_chunk);
+            b.arg(&mut *partial).arg(d_out).arg(inp).arg(rstd).arg(&rows32).arg(&dim32).arg(&per_chunk);
         });
         let chunks32 = chunks as i32;
         self.launch(&self.kernels.column_sum_add, grid_for(dim as u32), |b| {
-            b.arg(d_weight.data_mut()).arg(&*partial).arg(&chunks32).arg(&dim32);
+            b.arg(self.f32_inout(d_weight)).arg(&*partial).arg(&chunks32).arg(&dim32);
         });
     }
 
@@ -730,7 +882,7 @@ impl Backend for CudaBackend {
                 shared_mem_bytes: flash.shared.0 as u32,
             };
             self.launch(flash.forward, config, |b| {
-                b.arg(out.data_mut()).arg(lse.data_mut()).arg(&qb).arg(&kb).arg(&vb);
+                b.arg(self.f32_out(out)).arg(self.f32_out(lse)).arg(&qb).arg(&kb).arg(&vb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             return;
@@ -739,7 +891,7 @@ impl Backend for CudaBackend {
             let (forward, _, _) = tensor_core_kernels(&self.kernels, head_dim);
             let config = tensor_core_grid(seq, heads, batch, tensor_core_shared_bytes(head_dim).0);
             self.launch(forward, config, |b| {
-                b.arg(out.data_mut()).arg(lse.data_mut()).arg(&q.data).arg(&k.data).arg(&v.data);
+                b.arg(self.f32_inout(out)).arg(self.f32_inout(lse)).arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v));
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             return;
@@ -769,15 +921,15 @@ impl Backend for CudaBackend {
         if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let rows = (batch * seq * heads) as u64;
             self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
-                b.arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&rows).arg(&hd32);
+                b.arg(&mut *row_dot).arg(self.f32_in(d_out)).arg(self.f32_in(out)).arg(&rows).arg(&hd32);
             });
             let (qb, kb, vb, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(d_out));
             if !self.deterministic && which == AttentionKernels::Fa2 {
                 // One kernel: dK, dV and (atomically, into zeros) dQ.
-                self.stream.memset_zeros(d_q.data_mut()).expect("cannot clear GPU memory");
+                self.stream.memset_zeros(self.f32_out(d_q)).expect("cannot clear GPU memory");
                 let fused = fa_fused_kernel(&self.kernels, head_dim);
                 self.launch(fused, tensor_core_grid(seq, kv_heads, batch, fa_fused_shared_bytes(head_dim)), |b| {
-                    b.arg(d_q.data_mut()).arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&lse.data).arg(&*row_dot);
+                    b.arg(self.f32_inout(d_q)).arg(self.f32_out(d_k)).arg(self.f32_out(d_v)).arg(self.f32_in(lse)).arg(&*row_dot);
                     b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                     b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
                 });
@@ -785,14 +937,14 @@ impl Backend for CudaBackend {
             }
             let FlashKernels { dq, dkdv, shared: bytes, .. } = flash_kernels(&self.kernels, which, head_dim, self.wgmma);
             self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
-                b.arg(d_q.data_mut()).arg(&lse.data).arg(&*row_dot);
+                b.arg(self.f32_out(d_q)).arg(self.f32_in(lse)).arg(&*row_dot);
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             if kv_heads == heads {
                 let split = 0i32;
                 self.launch(dkdv, tensor_core_grid(seq, kv_heads, batch, bytes.2), |b| {
-                    b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&lse.data).arg(&*row_dot);
+                    b.arg(self.f32_out(d_k)).arg(self.f32_out(d_v)).arg(self.f32_in(lse)).arg(&*row_dot);
                     b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                     b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale).arg(&split);
                 });
@@ -805,37 +957,37 @@ impl Backend for CudaBackend {
             let mut v_shares = self.scratch(&self.attention_v_shares, shares_len);
             let split = 1i32;
             self.launch(dkdv, tensor_core_grid(seq, heads, batch, bytes.2), |b| {
-                b.arg(&mut *k_shares).arg(&mut *v_shares).arg(&lse.data).arg(&*row_dot);
+                b.arg(&mut *k_shares).arg(&mut *v_shares).arg(self.f32_in(lse)).arg(&*row_dot);
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale).arg(&split);
             });
             let (rows, group) = ((batch * seq) as u64, (heads / kv_heads) as i32);
             for (out, shares) in [(&mut *d_k, &*k_shares), (&mut *d_v, &*v_shares)] {
                 self.launch(&self.kernels.attention_sum_head_groups, grid_for_u64(batch * seq * kv_heads * head_dim), |b| {
-                    b.arg(out.data_mut()).arg(shares).arg(&rows).arg(&kv32).arg(&group).arg(&hd32);
+                    b.arg(self.f32_out(out)).arg(shares).arg(&rows).arg(&kv32).arg(&group).arg(&hd32);
                 });
             }
             return;
         }
         // The other kernels add into their outputs.
         for buf in [&mut *d_q, &mut *d_k, &mut *d_v] {
-            self.stream.memset_zeros(buf.data_mut()).expect("cannot clear GPU memory");
+            self.stream.memset_zeros(self.f32_out(buf)).expect("cannot clear GPU memory");
         }
         if self.attention_kernels(head_dim) == AttentionKernels::Wmma {
             let rows = (batch * seq * heads) as u64;
             self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
-                b.arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&rows).arg(&hd32);
+                b.arg(&mut *row_dot).arg(self.f32_in(d_out)).arg(self.f32_in(out)).arg(&rows).arg(&hd32);
             });
             let (_, dq, dkdv) = tensor_core_kernels(&self.kernels, head_dim);
             let bytes = tensor_core_shared_bytes(head_dim);
             self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
-                b.arg(d_q.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
-                b.arg(&q.data).arg(&k.data).arg(&v.data);
+                b.arg(self.f32_inout(d_q)).arg(self.f32_in(d_out)).arg(self.f32_in(lse)).arg(&*row_dot);
+                b.arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v));
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             self.launch(dkdv, tensor_core_grid(seq, kv_heads, batch, bytes.2), |b| {
-                b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
-                b.arg(&q.data).arg(&k.data).arg(&v.data);
+                b.arg(self.f32_inout(d_k)).arg(self.f32_inout(d_v)).arg(self.f32_in(d_out)).arg(self.f32_in(lse)).arg(&*row_dot);
+                b.arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v));
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             return;
@@ -872,20 +1024,39 @@ impl Backend for CudaBackend {
     fn swiglu_forward(&self, out: &mut GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
         let _op = self.op(|| "swiglu_forward".into());
         let n64 = n as u64;
-        let out_ptr = self.ptr(out.data_mut());
+        if let Some(values) = self.bf16_out(out, n) {
+            // Mixed precision: bf16 gate and up (their products' outputs) in, bf16 alone out
+            // (only the down product reads it).
+            let (gate, up) = (self.bf16_ptr(gate), self.bf16_ptr(up));
+            self.launch(&self.kernels.swiglu_forward_bf16, grid_for_u64(n.div_ceil(8)), |b| {
+                b.arg(&values).arg(&gate).arg(&up).arg(&n64);
+            });
+            return;
+        }
+        let out_ptr = self.ptr(self.f32_out(out));
         let shadow = self.fused_bf16_ptr(out, n);
         self.launch(&self.kernels.swiglu_forward, grid_for_u64(n), |b| {
-            b.arg(&out_ptr).arg(&gate.data).arg(&up.data).arg(&n64).arg(&shadow);
+            b.arg(&out_ptr).arg(self.f32_in(gate)).arg(self.f32_in(up)).arg(&n64).arg(&shadow);
         });
     }
 
     fn swiglu_backward(&self, d_gate: &mut GpuBuffer, d_up: &mut GpuBuffer, d_out: &GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
         let _op = self.op(|| "swiglu_backward".into());
         let n64 = n as u64;
-        let (gate_ptr, up_ptr) = (self.ptr(d_gate.data_mut()), self.ptr(d_up.data_mut()));
+        if self.bf16_outputs() && d_gate.len == n && d_up.len == n {
+            // d_gate and d_up feed only the gate and up products: bf16 alone.
+            let (gate, up) = (self.bf16_ptr(gate), self.bf16_ptr(up));
+            let d_out = self.f32_in(d_out);
+            let (gate_out, up_out) = (self.bf16_out(d_gate, n).expect("checked"), self.bf16_out(d_up, n).expect("checked"));
+            self.launch(&self.kernels.swiglu_backward_bf16, grid_for_u64(n.div_ceil(8)), |b| {
+                b.arg(&gate_out).arg(&up_out).arg(d_out).arg(&gate).arg(&up).arg(&n64);
+            });
+            return;
+        }
+        let (gate_ptr, up_ptr) = (self.ptr(self.f32_out(d_gate)), self.ptr(self.f32_out(d_up)));
         let (gate_shadow, up_shadow) = (self.fused_bf16_ptr(d_gate, n), self.fused_bf16_ptr(d_up, n));
         self.launch(&self.kernels.swiglu_backward, grid_for_u64(n), |b| {
-            b.arg(&gate_ptr).arg(&up_ptr).arg(&d_out.data).arg(&gate.data).arg(&up.data).arg(&n64).arg(&gate_shadow).arg(&up_shadow);
+            b.arg(&gate_ptr).arg(&up_ptr).arg(self.f32_in(d_out)).arg(self.f32_in(gate)).arg(self.f32_in(up)).arg(&n64).arg(&gate_shadow).arg(&up_shadow);
         });
     }
 
@@ -893,7 +1064,7 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "embedding_forward".into());
         let (dim32, n64) = (dim as i32, (n_tokens * dim) as u64);
         self.launch(&self.kernels.embedding_forward, grid_for_u64(n_tokens * dim), |b| {
-            b.arg(out.data_mut()).arg(&tokens.ids).arg(&table.data).arg(&dim32).arg(&n64);
+            b.arg(self.f32_inout(out)).arg(&tokens.ids).arg(self.f32_in(table)).arg(&dim32).arg(&n64);
         });
     }
 
@@ -927,7 +1098,7 @@ impl Backend for CudaBackend {
         let tokens_view = device.slice(n_tokens + segments + 1..packed.len());
         let dim32 = dim as i32;
         self.launch(&self.kernels.embedding_backward, rows_grid(segments, 128), |b| {
-            b.arg(d_table.data_mut()).arg(&d_out.data).arg(&order_view).arg(&starts_view).arg(&tokens_view).arg(&dim32);
+            b.arg(self.f32_inout(d_table)).arg(self.f32_in(d_out)).arg(&order_view).arg(&starts_view).arg(&tokens_view).arg(&dim32);
         });
     }
 
@@ -935,7 +1106,7 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "add".into());
         let n64 = n as u64;
         self.launch(&self.kernels.add_f32, grid_for_u64(n), |l| {
-            l.arg(out.data_mut()).arg(&a.data).arg(&b.data).arg(&n64);
+            l.arg(self.f32_inout(out)).arg(self.f32_in(a)).arg(self.f32_in(b)).arg(&n64);
         });
     }
 
@@ -943,17 +1114,17 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "cross_entropy_forward".into());
         let vocab32 = vocab as i32;
         self.launch(&self.kernels.cross_entropy_forward, rows_grid(rows, CE_BLOCK), |b| {
-            b.arg(losses.data_mut()).arg(lse.data_mut()).arg(&logits.data).arg(&targets.ids).arg(&vocab32);
+            b.arg(self.f32_inout(losses)).arg(self.f32_inout(lse)).arg(self.f32_in(logits)).arg(&targets.ids).arg(&vocab32);
         });
     }
 
     fn cross_entropy_backward(&self, logits: &mut GpuBuffer, lse: &GpuBuffer, targets: &GpuTokens, rows: usize, vocab: usize, scale: f32) {
         let _op = self.op(|| "cross_entropy_backward".into());
         let vocab32 = vocab as i32;
-        let logits_ptr = self.ptr(logits.data_mut());
+        let logits_ptr = self.ptr(self.f32_inout(logits));
         let shadow = self.fused_bf16_ptr(logits, rows * vocab);
         self.launch(&self.kernels.cross_entropy_backward, rows_grid(rows, CE_BLOCK), |b| {
-            b.arg(&logits_ptr).arg(&lse.data).arg(&targets.ids).arg(&vocab32).arg(&scale).arg(&shadow);
+            b.arg(&logits_ptr).arg(self.f32_in(lse)).arg(&targets.ids).arg(&vocab32).arg(&scale).arg(&shadow);
         });
     }
 
@@ -963,7 +1134,7 @@ impl Backend for CudaBackend {
         let n64 = n as u64;
         let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         self.launch(&self.kernels.sum_squares_partial, config, |b| {
-            b.arg(&mut *partial).arg(&x.data).arg(&n64);
+            b.arg(&mut *partial).arg(self.f32_in(x)).arg(&n64);
         });
         let host = self.stream.clone_dtoh(&partial.slice(..blocks)).expect("cannot copy from the GPU");
         host.iter().sum()
@@ -983,7 +1154,7 @@ impl Backend for CudaBackend {
         let mut offset = 0;
         for ((x, range), &count) in xs.iter().zip(&blocks) {
             let (n64, at) = (range.len() as u64, base + (offset * std::mem::size_of::<f64>()) as u64);
-            let from = self.ptr(&x.data) + (range.start * std::mem::size_of::<f32>()) as u64;
+            let from = self.ptr(self.f32_in(x)) + (range.start * std::mem::size_of::<f32>()) as u64;
             let config = LaunchConfig { grid_dim: (count as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
             self.launch(&self.kernels.sum_squares_partial, config, |b| {
                 b.arg(&at).arg(&from).arg(&n64);
@@ -1030,8 +1201,8 @@ impl Backend for CudaBackend {
             Precision::Mixed => (Operands::Bf16WithBf16Output, &self.kernels.cross_entropy_chunk_bf16),
             Precision::Fp32 => (operands, &self.kernels.cross_entropy_chunk),
         };
-        let logits = self.ptr(scratch.data_mut());
-        let (losses_at, lse_at, targets_at) = (self.ptr(losses.data_mut()), self.ptr(lse.data_mut()), self.ptr(&targets.ids));
+        let logits = self.ptr(self.f32_inout(scratch));
+        let (losses_at, lse_at, targets_at) = (self.ptr(self.f32_inout(losses)), self.ptr(self.f32_inout(lse)), self.ptr(&targets.ids));
         let grad_logits = grad.is_some().then(|| self.scratch(&self.output_grad, rows * vocab));
         let grad_at = grad_logits.as_ref().map_or(0, |g| self.ptr(&**g));
         let scale = grad.as_ref().map_or(0.0, |g| g.scale);
@@ -1050,11 +1221,11 @@ impl Backend for CudaBackend {
             // The logit gradient is bf16, so these two products are bf16 in either precision.
             let (h, w) = (self.bf16_ptr(hidden), self.bf16_ptr(weight));
             // d_hiddenᵀ[dim, rows] = Wᵀ[dim, vocab] · d_logitsᵀ[vocab, rows], overwriting.
-            let d_hidden = self.ptr(grad.d_hidden.data_mut());
+            let d_hidden = self.ptr(self.f32_inout(grad.d_hidden));
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: false, m: dim as u64, n: rows as u64, k: vocab as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
             unsafe { self.gemm.run(shape, w, grad_at, d_hidden, 1.0, 0.0) }.expect("output_loss (d_hidden)");
             // d_Wᵀ[dim, vocab] += hiddenᵀ[dim, rows] · d_logits[rows, vocab]
-            let d_weight = self.ptr(grad.d_weight.data_mut());
+            let d_weight = self.ptr(self.f32_inout(grad.d_weight));
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: true, m: dim as u64, n: vocab as u64, k: rows as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
             unsafe { self.gemm.run(shape, h, grad_at, d_weight, 1.0, 1.0) }.expect("output_loss (d_weight)");
         }
@@ -1068,11 +1239,15 @@ impl Backend for CudaBackend {
         let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
         let (n, offset) = (range.len(), (range.start * std::mem::size_of::<f32>()) as u64);
         let n64 = n as u64;
-        let param_at = self.ptr(param.data_mut()) + offset;
-        let grad_at = self.ptr(&grad.data) + offset;
+        let param_at = self.ptr(self.f32_inout(param)) + offset;
+        // A whole tensor's update also writes the products' bf16 copy (no cast pass at the
+        // next forward); a ZeRO-1 shard leaves it to the cast after the all-gather.
+        let whole = range.start == 0 && n == param.len && self.precision == Precision::Mixed;
+        let shadow = if whole { self.fused_bf16_ptr(param, n) } else { 0 };
+        let grad_at = self.ptr(self.f32_in(grad)) + offset;
         self.launch(&self.kernels.adamw_update, grid_for_u64(n), |b| {
-            b.arg(&param_at).arg(&grad_at).arg(m.data_mut()).arg(v.data_mut()).arg(&n64);
-            b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
+            b.arg(&param_at).arg(&grad_at).arg(self.f32_inout(m)).arg(self.f32_inout(v)).arg(&n64);
+            b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&shadow);
         });
     }
 }
@@ -1120,7 +1295,7 @@ impl CudaBackend {
         let _op = self.op(|| "attention_backward (packed)".into());
         // The fp32 kernels add into their outputs.
         for buf in [&mut *d_q, &mut *d_k, &mut *d_v] {
-            self.stream.memset_zeros(buf.data_mut()).expect("cannot clear GPU memory");
+            self.stream.memset_zeros(self.f32_out(buf)).expect("cannot clear GPU memory");
         }
         self.reference_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, Some(segments), shape);
     }
@@ -1139,7 +1314,7 @@ impl CudaBackend {
             shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + ATTENTION_TILE) * 4) as u32,
         };
         self.launch(&self.kernels.attention_forward, config, |b| {
-            b.arg(out.data_mut()).arg(lse.data_mut()).arg(&q.data).arg(&k.data).arg(&v.data).arg(&segments_at);
+            b.arg(self.f32_inout(out)).arg(self.f32_inout(lse)).arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v)).arg(&segments_at);
             b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
         });
     }
@@ -1171,8 +1346,8 @@ impl CudaBackend {
             shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + ATTENTION_TILE) * 4) as u32,
         };
         self.launch(&self.kernels.attention_backward_dq, config, |b| {
-            b.arg(d_q.data_mut()).arg(&mut *row_dot).arg(&d_out.data).arg(&out.data).arg(&lse.data);
-            b.arg(&q.data).arg(&k.data).arg(&v.data).arg(&segments_at);
+            b.arg(self.f32_inout(d_q)).arg(&mut *row_dot).arg(self.f32_in(d_out)).arg(self.f32_in(out)).arg(self.f32_in(lse));
+            b.arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v)).arg(&segments_at);
             b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
         });
         let config = LaunchConfig {
@@ -1181,8 +1356,8 @@ impl CudaBackend {
             shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + 3 * ATTENTION_TILE) * 4) as u32,
         };
         self.launch(&self.kernels.attention_backward_dkdv, config, |b| {
-            b.arg(d_k.data_mut()).arg(d_v.data_mut()).arg(&d_out.data).arg(&lse.data).arg(&*row_dot);
-            b.arg(&q.data).arg(&k.data).arg(&v.data).arg(&segments_at);
+            b.arg(self.f32_inout(d_k)).arg(self.f32_inout(d_v)).arg(self.f32_in(d_out)).arg(self.f32_in(lse)).arg(&*row_dot);
+            b.arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v)).arg(&segments_at);
             b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
         });
     }
@@ -1191,8 +1366,24 @@ impl CudaBackend {
     fn rotate(&self, x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize, direction: f32) {
         let pairs = batch * seq * heads * head_dim / 2;
         let (seq32, heads32, hd32, pairs64) = (seq as i32, heads as i32, head_dim as i32, pairs as u64);
+        let table = self.f32_in(table);
+        if x.holds_bf16_only() {
+            // q or k straight from its bf16 product (mixed precision).
+            let values = self.bf16_inout(x);
+            self.launch(&self.kernels.rope_rotate_bf16, grid_for_u64(pairs), |b| {
+                b.arg(&values).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs64).arg(&direction);
+            });
+            return;
+        }
+        // fp32 values (dQ, dK from attention): rotated into bf16 alone where only products read
+        // the result (mixed precision), else in place.
+        let from = self.ptr(self.f32_in(x));
+        let (to, to_bf16) = match self.bf16_out(x, 2 * pairs) {
+            Some(shadow) => (from, shadow),
+            None => (self.ptr(self.f32_inout(x)), 0),
+        };
         self.launch(&self.kernels.rope_rotate, grid_for_u64(pairs), |b| {
-            b.arg(x.data_mut()).arg(&table.data).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs64).arg(&direction);
+            b.arg(&to).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs64).arg(&direction).arg(&to_bf16);
         });
     }
 }

@@ -129,6 +129,16 @@ impl Gemm {
     /// # Safety
     /// The pointers must hold matrices of the sizes `shape` says.
     pub unsafe fn run(&self, shape: GemmShape, a: u64, b: u64, c: u64, alpha: f32, beta: f32) -> Result<()> {
+        self.run_to(shape, a, b, c, c, alpha, beta)
+    }
+
+    /// `D = alpha · op(A) · op(B) + beta · C` with D a matrix of C's type and layout at another
+    /// address: a residual connection added in the product's epilogue.
+    ///
+    /// # Safety
+    /// As [`Gemm::run`], for C and D both.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_to(&self, shape: GemmShape, a: u64, b: u64, c: u64, d: u64, alpha: f32, beta: f32) -> Result<()> {
         let mut plans = self.plans.borrow_mut();
         let plan = match plans.entry(shape) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -146,7 +156,7 @@ impl Gemm {
             plan.layouts[1],
             c as *const c_void,
             plan.layouts[2],
-            c as *mut c_void,
+            d as *mut c_void,
             plan.layouts[2],
             &plan.algo,
             workspace as *mut c_void,

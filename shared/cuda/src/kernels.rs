@@ -135,14 +135,18 @@ macro_rules! kernel_table {
 
 kernel_table!(
     cast_f32_to_bf16,
+    cast_bf16_to_f32,
     add_f32,
     swiglu_forward,
     swiglu_backward,
+    swiglu_forward_bf16,
+    swiglu_backward_bf16,
     rmsnorm_forward,
     rmsnorm_backward_input,
     rmsnorm_backward_weight_partial,
     column_sum_add,
     rope_rotate,
+    rope_rotate_bf16,
     attention_forward,
     attention_backward_dq,
     attention_backward_dkdv,

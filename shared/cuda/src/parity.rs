@@ -15,6 +15,14 @@ use crate::backend::{CudaBackend, Precision};
 pub const BF16_TOLERANCE: f64 = 1e-2;
 /// Tolerance of fp32 ops (the order of sums differs from the CPU's).
 pub const F32_TOLERANCE: f64 = 1e-4;
+/// Tolerance of a value stored in bf16 against the CPU's value rounded to bf16: equal but where
+/// the fp32 results straddle a rounding boundary (one bf16 step, 2^-8 relative, on an element).
+pub const ROUNDED_TOLERANCE: f64 = 1e-3;
+
+/// Each value rounded to the nearest bf16 (ties to even), as the GPU stores it.
+pub fn round_bf16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect()
+}
 
 /// One comparison.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -141,13 +149,20 @@ pub fn check_packed_attention(gpu: &CudaBackend) -> Vec<Check> {
     pair.checks
 }
 
-/// Every op of the backend trait, on shapes that exercise partial tiles and GQA.
-pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
+/// RMSNorm, RoPE, SwiGLU, the residual add and the product into the residual stream. In mixed
+/// precision with bf16 activations ([`CudaBackend::stores_bf16_activations`]) the ops whose
+/// results only products or attention read store bf16 alone: they are compared with the CPU's
+/// result computed from the same bf16 inputs and rounded to bf16, which they must match but for
+/// rare rounding-boundary flips; otherwise with the fp32 results at the fp32 tolerance.
+pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
     let cpu = CpuBackend;
     let mut pair = Pair { gpu, checks: Vec::new() };
     let up = |v: &[f32]| gpu.upload(v);
-
-    pair.checks.extend(check_products(gpu));
+    let bf16 = gpu.stores_bf16_activations();
+    let mode = if bf16 { "bf16 out" } else { "fp32" };
+    // The CPU's view of a bf16-stored value, and the tolerance against it.
+    let stored = |v: &[f32]| if bf16 { round_bf16(v) } else { v.to_vec() };
+    let tolerance = if bf16 { ROUNDED_TOLERANCE } else { F32_TOLERANCE };
 
     // RMSNorm.
     let (rows, dim) = (333, 768);
@@ -156,7 +171,7 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     cpu.rmsnorm_forward(&mut out, &mut rstd, &x, &w, rows, dim, 1e-6);
     let (mut g_out, mut g_rstd) = (gpu.alloc(rows * dim), gpu.alloc(rows));
     gpu.rmsnorm_forward(&mut g_out, &mut g_rstd, &up(&x), &up(&w), rows, dim, 1e-6);
-    pair.compare("rmsnorm_forward out", &g_out, &out, F32_TOLERANCE);
+    pair.compare(&format!("rmsnorm_forward out ({mode})"), &g_out, &stored(&out), tolerance);
     pair.compare("rmsnorm_forward rstd", &g_rstd, &rstd, F32_TOLERANCE);
     let d_out = random_vec(12, rows * dim, 1.0);
     let (mut d_x, mut d_w) = (random_vec(13, rows * dim, 0.1), random_vec(14, dim, 0.1));
@@ -166,7 +181,8 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     pair.compare("rmsnorm_backward d_inp", &g_dx, &d_x, F32_TOLERANCE);
     pair.compare("rmsnorm_backward d_weight", &g_dw, &d_w, F32_TOLERANCE);
 
-    // RoPE.
+    // RoPE: on fp32 values (dQ from attention), then on the result as stored (bf16 alone in
+    // mixed precision, as q and k come from their products).
     let (batch, seq, heads, head_dim) = (2, 77, 3, 64);
     let n = batch * seq * heads * head_dim;
     let table = cpu.rope_table(seq, head_dim, 10000.0);
@@ -175,34 +191,62 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     let (mut y, mut g_y) = (x.clone(), up(&x));
     cpu.rope_forward(&mut y, &table, batch, seq, heads, head_dim);
     gpu.rope_forward(&mut g_y, &g_table, batch, seq, heads, head_dim);
-    pair.compare("rope_forward", &g_y, &y, F32_TOLERANCE);
+    let mut y = stored(&y);
+    pair.compare(&format!("rope_forward ({mode})"), &g_y, &y, tolerance);
     cpu.rope_backward(&mut y, &table, batch, seq, heads, head_dim);
     gpu.rope_backward(&mut g_y, &g_table, batch, seq, heads, head_dim);
-    pair.compare("rope_backward", &g_y, &y, F32_TOLERANCE);
+    pair.compare(&format!("rope_backward ({mode})"), &g_y, &stored(&y), tolerance);
 
-    pair.checks.extend(check_attention(gpu));
-    pair.checks.extend(check_packed_attention(gpu));
-
-    // SwiGLU and the residual add.
+    // SwiGLU (in mixed precision its inputs are bf16 products, so the CPU starts from the
+    // same rounded values) and the residual add.
     let n = 10_001;
     let (gate, upv) = (random_vec(40, n, 2.0), random_vec(41, n, 1.0));
+    let (gate_in, up_in) = (stored(&gate), stored(&upv));
     let mut out = vec![0.0; n];
-    cpu.swiglu_forward(&mut out, &gate, &upv, n);
+    cpu.swiglu_forward(&mut out, &gate_in, &up_in, n);
     let mut g_out = gpu.alloc(n);
     gpu.swiglu_forward(&mut g_out, &up(&gate), &up(&upv), n);
-    pair.compare("swiglu_forward", &g_out, &out, F32_TOLERANCE);
+    pair.compare(&format!("swiglu_forward ({mode})"), &g_out, &stored(&out), tolerance);
     let d_out = random_vec(42, n, 1.0);
     let (mut dg, mut du) = (random_vec(43, n, 0.1), random_vec(44, n, 0.1));
     let (mut g_dg, mut g_du) = (up(&dg), up(&du));
-    cpu.swiglu_backward(&mut dg, &mut du, &d_out, &gate, &upv, n);
+    cpu.swiglu_backward(&mut dg, &mut du, &d_out, &gate_in, &up_in, n);
     gpu.swiglu_backward(&mut g_dg, &mut g_du, &up(&d_out), &up(&gate), &up(&upv), n);
-    pair.compare("swiglu_backward d_gate", &g_dg, &dg, F32_TOLERANCE);
-    pair.compare("swiglu_backward d_up", &g_du, &du, F32_TOLERANCE);
+    pair.compare(&format!("swiglu_backward d_gate ({mode})"), &g_dg, &stored(&dg), tolerance);
+    pair.compare(&format!("swiglu_backward d_up ({mode})"), &g_du, &stored(&du), tolerance);
     let mut sum = vec![0.0; n];
     cpu.add(&mut sum, &gate, &upv, n);
     let mut g_sum = gpu.alloc(n);
     gpu.add(&mut g_sum, &up(&gate), &up(&upv), n);
     pair.compare("add", &g_sum, &sum, F32_TOLERANCE);
+
+    // A product added to the residual stream in its epilogue, against product then add.
+    let products = if gpu.precision == Precision::Fp32 { F32_TOLERANCE } else { BF16_TOLERANCE };
+    let (rows, in_dim, out_dim) = (257, 192, 72);
+    let (x, w, residual) = (random_vec(45, rows * in_dim, 1.0), random_vec(46, out_dim * in_dim, 0.05), random_vec(47, rows * out_dim, 1.0));
+    let (mut out, mut scratch) = (vec![0.0; rows * out_dim], vec![0.0; rows * out_dim]);
+    cpu.matmul_forward_residual(&mut out, &residual, &x, &w, &mut scratch, rows, in_dim, out_dim);
+    let (mut g_out, mut g_scratch) = (gpu.alloc(rows * out_dim), gpu.alloc(rows * out_dim));
+    gpu.matmul_forward_residual(&mut g_out, &up(&residual), &up(&x), &up(&w), &mut g_scratch, rows, in_dim, out_dim);
+    // The residual dominates the sum, so compare the part the product added.
+    let added = |total: &[f32]| total.iter().zip(&residual).map(|(t, r)| t - r).collect::<Vec<f32>>();
+    let g_added = added(&gpu.download(&g_out));
+    let error = relative_error(&g_added, &added(&out));
+    pair.checks.push(Check::new(format!("matmul_forward_residual {rows}x{in_dim}x{out_dim} {}", gpu.precision.name()), error, products));
+    pair.checks
+}
+
+/// Every op of the backend trait, on shapes that exercise partial tiles and GQA.
+pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
+    let cpu = CpuBackend;
+    let mut pair = Pair { gpu, checks: Vec::new() };
+    let up = |v: &[f32]| gpu.upload(v);
+
+    pair.checks.extend(check_products(gpu));
+
+    pair.checks.extend(check_elementwise(gpu));
+    pair.checks.extend(check_attention(gpu));
+    pair.checks.extend(check_packed_attention(gpu));
 
     // Embedding, with repeated tokens.
     let (vocab, dim, n_tokens) = (50, 96, 500);
@@ -262,6 +306,11 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     pair.compare("adamw_update param", &gp, &cp, 1e-6);
     pair.compare("adamw_update exp_avg", &gm, &cm, 1e-6);
     pair.compare("adamw_update exp_avg_sq", &gv, &cv, 1e-6);
+    if gpu.precision == Precision::Mixed {
+        // The bf16 copy the next forward's products read, written by the update itself.
+        let copy: Vec<f32> = gpu.download_bf16(&gp).iter().map(|x| x.to_f32()).collect();
+        pair.checks.push(Check::new("adamw_update param's bf16 copy", relative_error(&copy, &round_bf16(&cp)), ROUNDED_TOLERANCE));
+    }
     // One ZeRO-1 shard: the middle of the tensor, moments of the shard's length.
     let shard = n / 3..2 * n / 3;
     let (mut cp, mut cm, mut cv) = (p.clone(), m[..shard.len()].to_vec(), v[..shard.len()].to_vec());

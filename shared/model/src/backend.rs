@@ -79,6 +79,25 @@ pub trait Backend {
 
     /// `out[rows, out_dim] = inp[rows, in_dim] · weight[out_dim, in_dim]ᵀ`.
     fn matmul_forward(&self, out: &mut Self::Buffer, inp: &Self::Buffer, weight: &Self::Buffer, rows: usize, in_dim: usize, out_dim: usize);
+    /// `out = residual + inp · weightᵀ`: a product whose result joins the residual stream. The
+    /// default runs [`Backend::matmul_forward`] into `scratch` (at least `rows · out_dim` floats)
+    /// and [`Backend::add`]s; a backend may add in the product's epilogue instead (the CUDA
+    /// backend does, so the product itself is never stored).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_forward_residual(
+        &self,
+        out: &mut Self::Buffer,
+        residual: &Self::Buffer,
+        inp: &Self::Buffer,
+        weight: &Self::Buffer,
+        scratch: &mut Self::Buffer,
+        rows: usize,
+        in_dim: usize,
+        out_dim: usize,
+    ) {
+        self.matmul_forward(scratch, inp, weight, rows, in_dim, out_dim);
+        self.add(out, residual, scratch, rows * out_dim);
+    }
     /// `d_inp (=|+=) d_out · weight` as `d_inp_store` says, and `d_weight += d_outᵀ · inp`.
     #[allow(clippy::too_many_arguments)]
     fn matmul_backward(

@@ -378,14 +378,12 @@ impl<B: Backend> Llama<B> {
             } else {
                 be.attention_forward(&mut la.attn_out, &mut la.attn_lse, &la.q, &la.k, &la.v, shape);
             }
-            be.matmul_forward(&mut acts.projection, &la.attn_out, &lw.o_proj, n, q_dim, d);
-            be.add(&mut la.mid, x, &acts.projection, n * d);
+            be.matmul_forward_residual(&mut la.mid, x, &la.attn_out, &lw.o_proj, &mut acts.projection, n, q_dim, d);
             be.rmsnorm_forward(&mut la.mlp_norm, &mut la.mlp_rstd, &la.mid, &lw.post_attention_layernorm, n, d, eps);
             be.matmul_forward(&mut la.gate, &la.mlp_norm, &lw.gate_proj, n, d, ff);
             be.matmul_forward(&mut la.up, &la.mlp_norm, &lw.up_proj, n, d, ff);
             be.swiglu_forward(&mut la.swiglu, &la.gate, &la.up, n * ff);
-            be.matmul_forward(&mut acts.projection, &la.swiglu, &lw.down_proj, n, ff, d);
-            be.add(x_next, &la.mid, &acts.projection, n * d);
+            be.matmul_forward_residual(x_next, &la.mid, &la.swiglu, &lw.down_proj, &mut acts.projection, n, ff, d);
         }
         let last = &acts.residuals[c.num_hidden_layers];
         be.rmsnorm_forward(&mut acts.final_norm, &mut acts.final_rstd, last, &w.norm, n, d, eps);
