@@ -362,6 +362,8 @@ impl CudaBackend {
             };
             let n64 = n as u64;
             let threads = n.div_ceil(4) as u32;
+            // Profiled on its own too (inside the op that asked): what bf16 storage would save.
+            let _cast = self.op(|| "· cast to bf16".into());
             self.launch(&self.kernels.cast_f32_to_bf16, grid_for(threads), |b| {
                 b.arg(&mut copy).arg(data).arg(&n64);
             });
@@ -383,6 +385,7 @@ impl CudaBackend {
             let shadow = buf.shadow.lock().expect("bf16 copy lock");
             let (_, copy) = shadow.as_ref().expect("a buffer holding bf16 only has its copy");
             let (n64, to) = (buf.len as u64, self.ptr(data));
+            let _widen = self.op(|| "· widen to fp32".into());
             self.launch(&self.kernels.cast_bf16_to_f32, grid_for(buf.len.div_ceil(4) as u32), |b| {
                 b.arg(&to).arg(copy).arg(&n64);
             });
@@ -1209,8 +1212,11 @@ impl Backend for CudaBackend {
         let vocab32 = vocab as i32;
         for first in (0..rows).step_by(chunk) {
             let count = chunk.min(rows - first);
+            let part = self.op(|| "· output_loss logits GEMMs".into());
             let shape = GemmShape { operands: logits_operands, transa: true, transb: false, m: vocab as u64, n: count as u64, k: dim as u64, lda: dim as i64, ldb: dim as i64, ldc: vocab as i64 };
             unsafe { self.gemm.run(shape, w, h + first as u64 * dim as u64 * operands.bytes(), logits, 1.0, 0.0) }.expect("output_loss (logits)");
+            drop(part);
+            let _part = self.op(|| "· output_loss cross-entropy".into());
             let (row_losses, row_lse, row_targets) = (losses_at + (first * 4) as u64, lse_at + (first * 4) as u64, targets_at + (first * 4) as u64);
             let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
             self.launch(chunk_kernel, rows_grid(count, CE_BLOCK), |b| {
@@ -1221,9 +1227,12 @@ impl Backend for CudaBackend {
             // The logit gradient is bf16, so these two products are bf16 in either precision.
             let (h, w) = (self.bf16_ptr(hidden), self.bf16_ptr(weight));
             // d_hiddenᵀ[dim, rows] = Wᵀ[dim, vocab] · d_logitsᵀ[vocab, rows], overwriting.
-            let d_hidden = self.ptr(self.f32_inout(grad.d_hidden));
+            let d_hidden = self.ptr(self.f32_out(grad.d_hidden));
+            let part = self.op(|| "· output_loss d_hidden GEMM".into());
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: false, m: dim as u64, n: rows as u64, k: vocab as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
             unsafe { self.gemm.run(shape, w, grad_at, d_hidden, 1.0, 0.0) }.expect("output_loss (d_hidden)");
+            drop(part);
+            let _part = self.op(|| "· output_loss d_weight GEMM".into());
             // d_Wᵀ[dim, vocab] += hiddenᵀ[dim, rows] · d_logits[rows, vocab]
             let d_weight = self.ptr(self.f32_inout(grad.d_weight));
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: true, m: dim as u64, n: vocab as u64, k: rows as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
