@@ -149,6 +149,18 @@ extern "C" __global__ void attention_row_dot(float* row_dot, const float* d_out,
     if (lane == 0) row_dot[row] = acc;
 }
 
+// The same with dO in bf16 (stored so by its product in mixed precision).
+extern "C" __global__ void attention_row_dot_bf16(float* row_dot, const bf16* d_out, const float* out, u64 rows,
+                                                  int head_dim) {
+    const u64 row = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) return;
+    float acc = 0.0f;
+    for (int d = lane; d < head_dim; d += 32) acc += __bfloat162float(d_out[row * head_dim + d]) * out[row * head_dim + d];
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    if (lane == 0) row_dot[row] = acc;
+}
+
 // dQ += scale * dS K with dS = P (dP - D), P = exp(S - lse), dP = dO V^T, per 64-query block.
 // grid (ceil(seq / 64), heads, batch), 128 threads, shared: 4 H + 2 S + P + O + 2 * 64 floats.
 template <int HD>

@@ -78,16 +78,28 @@ extern "C" __global__ void swiglu_forward_bf16(__nv_bfloat16* out, const __nv_bf
     }
 }
 
-// d_out is fp32 (the down product's input gradient); d_gate and d_up are written in bf16 only.
+// d_out is the down product's input gradient: fp32 (`d_out`) or, when that product stored it in
+// bf16 alone, bf16 (`d_out_bf16`; `d_out` is then null). d_gate and d_up are written in bf16 only.
+__device__ __forceinline__ float load_d_out(const float* d_out, const __nv_bfloat16* d_out_bf16, u64 j) {
+    return d_out ? d_out[j] : __bfloat162float(d_out_bf16[j]);
+}
+
 extern "C" __global__ void swiglu_backward_bf16(__nv_bfloat16* d_gate, __nv_bfloat16* d_up, const float* d_out,
-                                                const __nv_bfloat16* gate, const __nv_bfloat16* up, u64 n) {
+                                                const __nv_bfloat16* d_out_bf16, const __nv_bfloat16* gate,
+                                                const __nv_bfloat16* up, u64 n) {
     const u64 i = 8 * ((u64)blockIdx.x * blockDim.x + threadIdx.x);
-    if (i + 7 < n && aligned16(d_gate) && aligned16(d_up) && aligned16(d_out) && aligned16(gate) && aligned16(up)) {
+    const bool wide = d_out != nullptr;
+    if (i + 7 < n && aligned16(d_gate) && aligned16(d_up) && aligned16(wide ? (const void*)d_out : (const void*)d_out_bf16) &&
+        aligned16(gate) && aligned16(up)) {
         float g[8], u[8], d[8], dg[8], du[8];
         load8(g, gate + i);
         load8(u, up + i);
-        const float4 d0 = *reinterpret_cast<const float4*>(d_out + i), d1 = *reinterpret_cast<const float4*>(d_out + i + 4);
-        d[0] = d0.x, d[1] = d0.y, d[2] = d0.z, d[3] = d0.w, d[4] = d1.x, d[5] = d1.y, d[6] = d1.z, d[7] = d1.w;
+        if (wide) {
+            const float4 d0 = *reinterpret_cast<const float4*>(d_out + i), d1 = *reinterpret_cast<const float4*>(d_out + i + 4);
+            d[0] = d0.x, d[1] = d0.y, d[2] = d0.z, d[3] = d0.w, d[4] = d1.x, d[5] = d1.y, d[6] = d1.z, d[7] = d1.w;
+        } else {
+            load8(d, d_out_bf16 + i);
+        }
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const float s = sigmoidf(g[j]);
@@ -98,7 +110,7 @@ extern "C" __global__ void swiglu_backward_bf16(__nv_bfloat16* d_gate, __nv_bflo
         store8(d_up + i, du);
     } else {
         for (u64 j = i; j < n && j < i + 8; j++) {
-            const float g = __bfloat162float(gate[j]), s = sigmoidf(g), d = d_out[j];
+            const float g = __bfloat162float(gate[j]), s = sigmoidf(g), d = load_d_out(d_out, d_out_bf16, j);
             d_up[j] = __float2bfloat16_rn(d * g * s);
             d_gate[j] = __float2bfloat16_rn(d * __bfloat162float(up[j]) * s * (1.0f + g * (1.0f - s)));
         }

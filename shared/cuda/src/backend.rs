@@ -451,6 +451,18 @@ impl CudaBackend {
         self.ptr(copy)
     }
 
+    /// A buffer holding `host` rounded to bf16 and nothing else, as a product's output is stored
+    /// in mixed precision: for checks of the ops that read such values.
+    pub fn upload_as_bf16(&self, host: &[f32]) -> GpuBuffer {
+        let values: Vec<bf16> = host.iter().map(|&x| bf16::from_f32(x)).collect();
+        let copy = self.stream.clone_htod(&values).expect("cannot copy to the GPU");
+        let mut buf = GpuBuffer::new(host.len(), None);
+        buf.version = 1;
+        *buf.f32_stale.get_mut() = true;
+        *buf.shadow.get_mut().expect("bf16 copy lock") = Some((1, copy));
+        buf
+    }
+
     /// The bf16 copy of `buf` (refreshed if out of date), for checks of the bf16 values the
     /// products read.
     pub fn download_bf16(&self, buf: &GpuBuffer) -> Vec<bf16> {
@@ -775,12 +787,17 @@ impl Backend for CudaBackend {
         let _op = self.op(|| format!("matmul_backward {rows}x{in_dim}->{out_dim}"));
         let (g, w, x) = (self.operand_ptr(d_out), self.operand_ptr(weight), self.operand_ptr(inp));
         // d_inpᵀ[in, rows] (+)= Wᵀ[in, out] · d_outᵀ[out, rows]: beta 0 overwrites without reading.
-        let (beta, c) = match d_inp_store {
-            Store::Add => (1.0, self.ptr(self.f32_inout(d_inp))),
-            Store::Overwrite => (0.0, self.ptr(self.f32_out(d_inp))),
+        let low_precision = match d_inp_store {
+            Store::OverwriteLowPrecision => self.bf16_out(d_inp, rows * in_dim),
+            _ => None,
+        };
+        let (beta, c, operands) = match (d_inp_store, low_precision) {
+            (_, Some(c)) => (0.0, c, Operands::Bf16WithBf16Output),
+            (Store::Add, None) => (1.0, self.ptr(self.f32_inout(d_inp)), self.operands()),
+            (_, None) => (0.0, self.ptr(self.f32_out(d_inp)), self.operands()),
         };
         let shape = GemmShape {
-            operands: self.operands(),
+            operands,
             transa: false,
             transb: false,
             m: in_dim as u64,
@@ -923,10 +940,17 @@ impl Backend for CudaBackend {
         let which = self.attention_kernels(head_dim);
         if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let rows = (batch * seq * heads) as u64;
-            self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
-                b.arg(&mut *row_dot).arg(self.f32_in(d_out)).arg(self.f32_in(out)).arg(&rows).arg(&hd32);
-            });
             let (qb, kb, vb, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(d_out));
+            if d_out.holds_bf16_only() {
+                // dO straight from its product in bf16 (Store::OverwriteLowPrecision).
+                self.launch(&self.kernels.attention_row_dot_bf16, grid_for_u64(batch * seq * heads * 32), |b| {
+                    b.arg(&mut *row_dot).arg(&gb).arg(self.f32_in(out)).arg(&rows).arg(&hd32);
+                });
+            } else {
+                self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {
+                    b.arg(&mut *row_dot).arg(self.f32_in(d_out)).arg(self.f32_in(out)).arg(&rows).arg(&hd32);
+                });
+            }
             if !self.deterministic && which == AttentionKernels::Fa2 {
                 // One kernel: dK, dV and (atomically, into zeros) dQ.
                 self.stream.memset_zeros(self.f32_out(d_q)).expect("cannot clear GPU memory");
@@ -1049,10 +1073,11 @@ impl Backend for CudaBackend {
         if self.bf16_outputs() && d_gate.len == n && d_up.len == n {
             // d_gate and d_up feed only the gate and up products: bf16 alone.
             let (gate, up) = (self.bf16_ptr(gate), self.bf16_ptr(up));
-            let d_out = self.f32_in(d_out);
+            // d_out as stored: bf16 when its product kept only that (Store::OverwriteLowPrecision).
+            let (d_out_f32, d_out_bf16) = if d_out.holds_bf16_only() { (0, self.bf16_ptr(d_out)) } else { (self.ptr(self.f32_in(d_out)), 0) };
             let (gate_out, up_out) = (self.bf16_out(d_gate, n).expect("checked"), self.bf16_out(d_up, n).expect("checked"));
             self.launch(&self.kernels.swiglu_backward_bf16, grid_for_u64(n.div_ceil(8)), |b| {
-                b.arg(&gate_out).arg(&up_out).arg(d_out).arg(&gate).arg(&up).arg(&n64);
+                b.arg(&gate_out).arg(&up_out).arg(&d_out_f32).arg(&d_out_bf16).arg(&gate).arg(&up).arg(&n64);
             });
             return;
         }

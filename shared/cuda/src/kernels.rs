@@ -151,6 +151,7 @@ kernel_table!(
     attention_backward_dq,
     attention_backward_dkdv,
     attention_row_dot,
+    attention_row_dot_bf16,
     attention_forward_tc64,
     attention_backward_dq_tc64,
     attention_backward_dkdv_tc64,

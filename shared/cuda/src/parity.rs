@@ -87,7 +87,7 @@ pub fn check_products(gpu: &CudaBackend) -> Vec<Check> {
         pair.compare(&format!("matmul_forward {tag}"), &g_out, &out, tolerance);
 
         let d_out = random_vec(3, rows * out_dim, 1.0);
-        for store in [Store::Add, Store::Overwrite] {
+        for store in [Store::Add, Store::Overwrite, Store::OverwriteLowPrecision] {
             let (mut d_x, mut d_w) = (random_vec(4, rows * in_dim, 0.1), random_vec(5, out_dim * in_dim, 0.1));
             let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
             cpu.matmul_backward(&mut d_x, &mut d_w, &d_out, &x, &w, rows, in_dim, out_dim, store);
@@ -214,6 +214,15 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
     gpu.swiglu_backward(&mut g_dg, &mut g_du, &up(&d_out), &up(&gate), &up(&upv), n);
     pair.compare(&format!("swiglu_backward d_gate ({mode})"), &g_dg, &stored(&dg), tolerance);
     pair.compare(&format!("swiglu_backward d_up ({mode})"), &g_du, &stored(&du), tolerance);
+    if bf16 {
+        // d_out as the down product stores it with Store::OverwriteLowPrecision: bf16 alone.
+        let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+        cpu.swiglu_backward(&mut dg, &mut du, &round_bf16(&d_out), &gate_in, &up_in, n);
+        let (mut g_dg, mut g_du) = (gpu.alloc(n), gpu.alloc(n));
+        gpu.swiglu_backward(&mut g_dg, &mut g_du, &gpu.upload_as_bf16(&d_out), &up(&gate), &up(&upv), n);
+        pair.compare("swiglu_backward d_gate (bf16 d_out)", &g_dg, &round_bf16(&dg), tolerance);
+        pair.compare("swiglu_backward d_up (bf16 d_out)", &g_du, &round_bf16(&du), tolerance);
+    }
     let mut sum = vec![0.0; n];
     cpu.add(&mut sum, &gate, &upv, n);
     let mut g_sum = gpu.alloc(n);
@@ -361,6 +370,17 @@ pub fn check_attention(gpu: &CudaBackend) -> Vec<Check> {
         pair.compare(&format!("attention_backward d_q {tag}"), &g_dq, &dq, tolerance);
         pair.compare(&format!("attention_backward d_k {tag}"), &g_dk, &dk, tolerance);
         pair.compare(&format!("attention_backward d_v {tag}"), &g_dv, &dv, tolerance);
+        if tensor_cores && gpu.stores_bf16_activations() {
+            // dO as the output projection's backward stores it (bf16 alone): the bf16 row dot.
+            let d_out = round_bf16(&d_out);
+            let (mut dq, mut dk, mut dv) = (vec![0.0; q_len], vec![0.0; kv_len], vec![0.0; kv_len]);
+            cpu.attention_backward(&mut dq, &mut dk, &mut dv, &d_out, &out, &lse, &q, &k, &v, shape);
+            let (mut g_dq, mut g_dk, mut g_dv) = (gpu.alloc(q_len), gpu.alloc(kv_len), gpu.alloc(kv_len));
+            gpu.attention_backward(&mut g_dq, &mut g_dk, &mut g_dv, &gpu.upload_as_bf16(&d_out), &g_out, &g_lse, &g_q, &g_k, &g_v, shape);
+            pair.compare(&format!("attention_backward d_q (bf16 dO) {tag}"), &g_dq, &dq, tolerance);
+            pair.compare(&format!("attention_backward d_k (bf16 dO) {tag}"), &g_dk, &dk, tolerance);
+            pair.compare(&format!("attention_backward d_v (bf16 dO) {tag}"), &g_dv, &dv, tolerance);
+        }
     }
 
     pair.checks

@@ -23,6 +23,10 @@ pub const IGNORE_TARGET: u32 = u32::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
     Overwrite,
+    /// Overwrite with a value that only precision-tolerant readers use (SwiGLU's and attention's
+    /// backward, whose inputs a mixed-precision backend rounds to bf16 anyway), so the backend
+    /// may store it in bf16 alone, as autocast stores a product's output. The CPU overwrites.
+    OverwriteLowPrecision,
     Add,
 }
 

@@ -458,7 +458,7 @@ impl<B: Backend> Llama<B> {
         for l in (0..c.num_hidden_layers).rev() {
             let (lw, lg, la) = (&w.layers[l], &mut g.layers[l], &acts.layers[l]);
             // Feed-forward branch: out = mid + down(silu(gate(norm(mid))) · up(norm(mid))).
-            be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d, Store::Overwrite);
+            be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d, Store::OverwriteLowPrecision);
             be.swiglu_backward(&mut acts.d_gate, &mut acts.d_up, &acts.d_swiglu, &la.gate, &la.up, n * ff);
             be.matmul_backward(&mut acts.d_norm, &mut lg.gate_proj, &acts.d_gate, &la.mlp_norm, &lw.gate_proj, n, d, ff, Store::Overwrite);
             be.matmul_backward(&mut acts.d_norm, &mut lg.up_proj, &acts.d_up, &la.mlp_norm, &lw.up_proj, n, d, ff, Store::Add);
@@ -473,7 +473,7 @@ impl<B: Backend> Llama<B> {
                 d,
             );
             // Attention branch: mid = x + o(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x)))).
-            be.matmul_backward(&mut acts.d_attn_out, &mut lg.o_proj, &acts.d_residual, &la.attn_out, &lw.o_proj, n, q_dim, d, Store::Overwrite);
+            be.matmul_backward(&mut acts.d_attn_out, &mut lg.o_proj, &acts.d_residual, &la.attn_out, &lw.o_proj, n, q_dim, d, Store::OverwriteLowPrecision);
             if acts.segmented {
                 be.attention_backward_segmented(
                     &mut acts.d_q,
