@@ -783,6 +783,7 @@ impl Backend for CudaBackend {
         in_dim: usize,
         out_dim: usize,
         d_inp_store: Store,
+        d_weight_store: Store,
     ) {
         let _op = self.op(|| format!("matmul_backward {rows}x{in_dim}->{out_dim}"));
         let (g, w, x) = (self.operand_ptr(d_out), self.operand_ptr(weight), self.operand_ptr(inp));
@@ -808,8 +809,11 @@ impl Backend for CudaBackend {
             ldc: in_dim as i64,
         };
         unsafe { self.gemm.run(shape, w, g, c, 1.0, beta) }.expect("matmul_backward (input)");
-        // d_Wᵀ[in, out] += inpᵀ[in, rows] · d_out[rows, out]
-        let c = self.ptr(self.f32_inout(d_weight));
+        // d_Wᵀ[in, out] (+)= inpᵀ[in, rows] · d_out[rows, out]
+        let (beta, c) = match d_weight_store {
+            Store::Add => (1.0, self.ptr(self.f32_inout(d_weight))),
+            _ => (0.0, self.ptr(self.f32_out(d_weight))),
+        };
         let shape = GemmShape {
             operands: self.operands(),
             transa: false,
@@ -821,7 +825,7 @@ impl Backend for CudaBackend {
             ldb: out_dim as i64,
             ldc: in_dim as i64,
         };
-        unsafe { self.gemm.run(shape, x, g, c, 1.0, 1.0) }.expect("matmul_backward (weight)");
+        unsafe { self.gemm.run(shape, x, g, c, 1.0, beta) }.expect("matmul_backward (weight)");
     }
 
     fn rmsnorm_forward(&self, out: &mut GpuBuffer, rstd: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, dim: usize, eps: f32) {
@@ -1259,9 +1263,12 @@ impl Backend for CudaBackend {
             drop(part);
             let _part = self.op(|| "· output_loss d_weight GEMM".into());
             // d_Wᵀ[dim, vocab] += hiddenᵀ[dim, rows] · d_logits[rows, vocab]
-            let d_weight = self.ptr(self.f32_inout(grad.d_weight));
+            let (beta, d_weight) = match grad.weight_store {
+                Store::Add => (1.0, self.ptr(self.f32_inout(grad.d_weight))),
+                _ => (0.0, self.ptr(self.f32_out(grad.d_weight))),
+            };
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: true, m: dim as u64, n: vocab as u64, k: rows as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
-            unsafe { self.gemm.run(shape, h, grad_at, d_weight, 1.0, 1.0) }.expect("output_loss (d_weight)");
+            unsafe { self.gemm.run(shape, h, grad_at, d_weight, 1.0, beta) }.expect("output_loss (d_weight)");
         }
     }
 

@@ -90,10 +90,12 @@ pub fn check_products(gpu: &CudaBackend) -> Vec<Check> {
         for store in [Store::Add, Store::Overwrite, Store::OverwriteLowPrecision] {
             let (mut d_x, mut d_w) = (random_vec(4, rows * in_dim, 0.1), random_vec(5, out_dim * in_dim, 0.1));
             let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
-            cpu.matmul_backward(&mut d_x, &mut d_w, &d_out, &x, &w, rows, in_dim, out_dim, store);
-            gpu.matmul_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), rows, in_dim, out_dim, store);
+            // The weight gradient as the input's (OverwriteLowPrecision means Overwrite there).
+            let weight_store = if store == Store::Add { Store::Add } else { Store::Overwrite };
+            cpu.matmul_backward(&mut d_x, &mut d_w, &d_out, &x, &w, rows, in_dim, out_dim, store, weight_store);
+            gpu.matmul_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), rows, in_dim, out_dim, store, weight_store);
             pair.compare(&format!("matmul_backward d_inp ({store:?}) {tag}"), &g_dx, &d_x, tolerance);
-            pair.compare(&format!("matmul_backward d_weight {tag}"), &g_dw, &d_w, tolerance);
+            pair.compare(&format!("matmul_backward d_weight ({weight_store:?}) {tag}"), &g_dw, &d_w, tolerance);
         }
     }
     pair.checks

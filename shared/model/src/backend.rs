@@ -58,9 +58,10 @@ pub struct AdamWStep {
 pub struct OutputGrad<'a, Buf> {
     /// Overwritten with the gradient of the output layer's input.
     pub d_hidden: &'a mut Buf,
-    /// The output weight's gradient is added here.
+    /// The output weight's gradient, added or written as `weight_store` says.
     pub d_weight: &'a mut Buf,
     pub scale: f32,
+    pub weight_store: Store,
 }
 
 /// Primitive operations over device buffers.
@@ -102,7 +103,9 @@ pub trait Backend {
         self.matmul_forward(scratch, inp, weight, rows, in_dim, out_dim);
         self.add(out, residual, scratch, rows * out_dim);
     }
-    /// `d_inp (=|+=) d_out · weight` as `d_inp_store` says, and `d_weight += d_outᵀ · inp`.
+    /// `d_inp (=|+=) d_out · weight` as `d_inp_store` says, and `d_weight (=|+=) d_outᵀ · inp` as
+    /// `d_weight_store` says (`Overwrite` for the first micro-batch of a step saves clearing the
+    /// gradient first and reading it back: [`crate::Llama::overwrite_grads_next`]).
     #[allow(clippy::too_many_arguments)]
     fn matmul_backward(
         &self,
@@ -115,6 +118,7 @@ pub trait Backend {
         in_dim: usize,
         out_dim: usize,
         d_inp_store: Store,
+        d_weight_store: Store,
     );
 
     /// `out = inp / sqrt(mean(inp²) + eps) · weight` per row; saves `rstd[rows]` for backward.
@@ -291,7 +295,7 @@ pub trait Backend {
         self.cross_entropy_forward(losses, lse, scratch, targets, rows, vocab);
         if let Some(grad) = grad {
             self.cross_entropy_backward(scratch, lse, targets, rows, vocab, grad.scale);
-            self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab, Store::Overwrite);
+            self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab, Store::Overwrite, grad.weight_store);
         }
     }
 
@@ -324,6 +328,6 @@ pub trait Backend {
         self.matmul_forward(scratch, hidden, weight, rows, dim, vocab);
         self.cross_entropy_forward(losses, lse, scratch, targets, rows, vocab);
         self.cross_entropy_backward_weighted(scratch, lse, targets, &scaled, rows, vocab);
-        self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab, Store::Overwrite);
+        self.matmul_backward(grad.d_hidden, grad.d_weight, scratch, hidden, weight, rows, dim, vocab, Store::Overwrite, grad.weight_store);
     }
 }

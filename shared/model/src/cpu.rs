@@ -96,6 +96,7 @@ impl Backend for CpuBackend {
         in_dim: usize,
         out_dim: usize,
         d_inp_store: Store,
+        d_weight_store: Store,
     ) {
         let d_out = &d_out[..rows * out_dim];
         // d_inp[rows, in] (+)= d_out[rows, out] · W[out, in]
@@ -108,13 +109,13 @@ impl Backend for CpuBackend {
             1.0,
             true,
         );
-        // d_W[out, in] += d_outᵀ[out, rows] · inp[rows, in]
+        // d_W[out, in] (+)= d_outᵀ[out, rows] · inp[rows, in]
         gemm_row_major(
             &mut d_weight[..out_dim * in_dim],
             (out_dim, in_dim, rows),
             Strided { data: d_out, row_stride: 1, col_stride: out_dim },
             Strided { data: &inp[..rows * in_dim], row_stride: in_dim, col_stride: 1 },
-            true,
+            d_weight_store == Store::Add,
             1.0,
             true,
         );

@@ -192,6 +192,9 @@ pub struct Llama<B: Backend> {
     /// Accumulated by [`Llama::backward`]; cleared by [`Llama::zero_grads`].
     pub grads: Weights<B::Buffer>,
     activations: Option<Activations<B>>,
+    /// The next backward writes the gradients rather than adding to them
+    /// ([`Llama::overwrite_grads_next`]).
+    overwrite_grads: bool,
 }
 
 impl<B: Backend> Llama<B> {
@@ -233,7 +236,7 @@ impl<B: Backend> Llama<B> {
 
     fn with_weights(backend: B, config: ModelConfig, specs: Weights<TensorSpec>, weights: Weights<B::Buffer>) -> Self {
         let grads = specs.map(|spec| backend.alloc(spec.numel()));
-        Self { backend, config, specs, weights, grads, activations: None }
+        Self { backend, config, specs, weights, grads, activations: None, overwrite_grads: false }
     }
 
     /// Copies of every weight, keyed by Hugging Face name.
@@ -249,6 +252,25 @@ impl<B: Backend> Llama<B> {
     pub fn zero_grads(&mut self) {
         for grad in self.grads.tensors_mut() {
             self.backend.zero(grad);
+        }
+        self.overwrite_grads = false;
+    }
+
+    /// Makes the next backward write the gradients instead of adding to them: what
+    /// [`Llama::zero_grads`] then a backward give, without clearing every gradient first (on the
+    /// GPU a pass over all of them, after which the products would read the zeros back). Until
+    /// that backward, [`Llama::grads`] holds stale values: call it right before one, as the
+    /// trainer does for each step's first micro-batch.
+    pub fn overwrite_grads_next(&mut self) {
+        self.overwrite_grads = true;
+    }
+
+    /// How the next backward stores weight gradients.
+    fn weight_store(&self) -> Store {
+        if self.overwrite_grads {
+            Store::Overwrite
+        } else {
+            Store::Add
         }
     }
 
@@ -347,6 +369,7 @@ impl<B: Backend> Llama<B> {
             self.activations = None; // free the old buffers before allocating the new ones
             self.activations = Some(Activations::new(&self.backend, &self.config, b, t));
         }
+        let weight_store = self.weight_store();
         let acts = self.activations.as_mut().expect("just allocated");
         let (be, c, w, g) = (&self.backend, &self.config, &self.weights, &mut self.grads);
         let (d, ff) = (c.hidden_size, c.intermediate_size);
@@ -395,7 +418,7 @@ impl<B: Backend> Llama<B> {
                 return Ok(());
             }
             Head::Loss => None,
-            Head::LossAndGradient(scale) => Some(OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale }),
+            Head::LossAndGradient(scale) => Some(OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale, weight_store }),
         };
         acts.head_grad_done = grad.is_some();
         be.output_loss(&mut acts.losses, &mut acts.logits_lse, &mut acts.head_scratch, &acts.final_norm, &w.lm_head, &acts.targets, n, d, vocab, grad);
@@ -417,6 +440,8 @@ impl<B: Backend> Llama<B> {
     }
 
     fn backward_with(&mut self, weights: LossWeights, mut on_ready: Option<&mut GradientsReady<'_, B>>) {
+        let ws = self.weight_store();
+        self.overwrite_grads = false;
         let acts = self.activations.as_mut().expect("backward needs a forward first");
         assert!(acts.ready_for_backward, "backward needs a fresh forward with targets");
         acts.ready_for_backward = false;
@@ -437,7 +462,7 @@ impl<B: Backend> Llama<B> {
         match weights {
             LossWeights::Uniform(scale) if !acts.head_grad_done => {
                 // The output layer again, this time with its gradient (forward_backward avoids this).
-                let grad = Some(OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale });
+                let grad = Some(OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale, weight_store: ws });
                 be.output_loss(&mut acts.losses, &mut acts.logits_lse, &mut acts.head_scratch, &acts.final_norm, &w.lm_head, &acts.targets, n, d, c.vocab_size, grad);
             }
             // forward_backward took the output layer's gradient at this scale already.
@@ -445,11 +470,21 @@ impl<B: Backend> Llama<B> {
             LossWeights::PerRow(scales) => {
                 assert!(!acts.head_grad_done, "backward_weighted follows a forward, not a forward_backward");
                 assert_eq!(scales.len(), n, "backward_weighted needs one scale per position");
-                let grad = OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale: 1.0 };
+                let grad = OutputGrad { d_hidden: &mut acts.d_norm, d_weight: &mut g.lm_head, scale: 1.0, weight_store: ws };
                 be.output_loss_weighted(&mut acts.losses, &mut acts.logits_lse, &mut acts.head_scratch, &acts.final_norm, &w.lm_head, &acts.targets, n, d, c.vocab_size, grad, scales);
             }
         }
         acts.head_grad_done = false;
+        if ws == Store::Overwrite {
+            // What the products do not overwrite: the norm gains (added to by their backward)
+            // and the embedding (its backward adds into the rows of the batch's tokens only).
+            be.zero(&mut g.norm);
+            for layer in &mut g.layers {
+                be.zero(&mut layer.input_layernorm);
+                be.zero(&mut layer.post_attention_layernorm);
+            }
+            be.zero(&mut g.embed_tokens);
+        }
         be.zero(&mut acts.d_residual);
         let last = &acts.residuals[c.num_hidden_layers];
         be.rmsnorm_backward(&mut acts.d_residual, &mut g.norm, &acts.d_norm, last, &w.norm, &acts.final_rstd, n, d);
@@ -458,10 +493,10 @@ impl<B: Backend> Llama<B> {
         for l in (0..c.num_hidden_layers).rev() {
             let (lw, lg, la) = (&w.layers[l], &mut g.layers[l], &acts.layers[l]);
             // Feed-forward branch: out = mid + down(silu(gate(norm(mid))) · up(norm(mid))).
-            be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d, Store::OverwriteLowPrecision);
+            be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d, Store::OverwriteLowPrecision, ws);
             be.swiglu_backward(&mut acts.d_gate, &mut acts.d_up, &acts.d_swiglu, &la.gate, &la.up, n * ff);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.gate_proj, &acts.d_gate, &la.mlp_norm, &lw.gate_proj, n, d, ff, Store::Overwrite);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.up_proj, &acts.d_up, &la.mlp_norm, &lw.up_proj, n, d, ff, Store::Add);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.gate_proj, &acts.d_gate, &la.mlp_norm, &lw.gate_proj, n, d, ff, Store::Overwrite, ws);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.up_proj, &acts.d_up, &la.mlp_norm, &lw.up_proj, n, d, ff, Store::Add, ws);
             be.rmsnorm_backward(
                 &mut acts.d_residual,
                 &mut lg.post_attention_layernorm,
@@ -473,7 +508,7 @@ impl<B: Backend> Llama<B> {
                 d,
             );
             // Attention branch: mid = x + o(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x)))).
-            be.matmul_backward(&mut acts.d_attn_out, &mut lg.o_proj, &acts.d_residual, &la.attn_out, &lw.o_proj, n, q_dim, d, Store::OverwriteLowPrecision);
+            be.matmul_backward(&mut acts.d_attn_out, &mut lg.o_proj, &acts.d_residual, &la.attn_out, &lw.o_proj, n, q_dim, d, Store::OverwriteLowPrecision, ws);
             if acts.segmented {
                 be.attention_backward_segmented(
                     &mut acts.d_q,
@@ -504,9 +539,9 @@ impl<B: Backend> Llama<B> {
             }
             be.rope_backward(&mut acts.d_q, &acts.rope, b, t, heads, head_dim);
             be.rope_backward(&mut acts.d_k, &acts.rope, b, t, kv_heads, head_dim);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.q_proj, &acts.d_q, &la.attn_norm, &lw.q_proj, n, d, q_dim, Store::Overwrite);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.k_proj, &acts.d_k, &la.attn_norm, &lw.k_proj, n, d, kv_dim, Store::Add);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.v_proj, &acts.d_v, &la.attn_norm, &lw.v_proj, n, d, kv_dim, Store::Add);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.q_proj, &acts.d_q, &la.attn_norm, &lw.q_proj, n, d, q_dim, Store::Overwrite, ws);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.k_proj, &acts.d_k, &la.attn_norm, &lw.k_proj, n, d, kv_dim, Store::Add, ws);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.v_proj, &acts.d_v, &la.attn_norm, &lw.v_proj, n, d, kv_dim, Store::Add, ws);
             be.rmsnorm_backward(
                 &mut acts.d_residual,
                 &mut lg.input_layernorm,

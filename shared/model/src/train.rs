@@ -250,7 +250,12 @@ impl<B: Backend> Trainer<B> {
         let world = self.collective.world().clone();
         let per_rank = self.config.grad_accum_steps / world.world_size;
         let mine = &batches[world.rank * per_rank..(world.rank + 1) * per_rank];
-        self.model.zero_grads();
+        // The first backward writes the gradients (no pass clearing them first).
+        if mine.is_empty() {
+            self.model.zero_grads();
+        } else {
+            self.model.overwrite_grads_next();
+        }
         let mut loss = LossSum::default();
         let (model, collective) = (&mut self.model, &mut self.collective);
         for (i, batch) in mine.iter().enumerate() {

@@ -41,7 +41,7 @@ fn matmul_backward_matches_finite_differences() {
         weighted_sum(&out, &r)
     };
     let (mut d_inp, mut d_w) = (vec![0.0; rows * in_dim], vec![0.0; out_dim * in_dim]);
-    B.matmul_backward(&mut d_inp, &mut d_w, &r, &inputs[0], &inputs[1], rows, in_dim, out_dim, Store::Add);
+    B.matmul_backward(&mut d_inp, &mut d_w, &r, &inputs[0], &inputs[1], rows, in_dim, out_dim, Store::Add, Store::Add);
     check("matmul", &inputs, &[d_inp, d_w], forward);
 }
 
@@ -97,13 +97,15 @@ fn matmul_backward_overwrites_or_adds_the_input_gradient() {
     let (rows, in_dim, out_dim) = (5, 7, 3);
     let (inp, w, d_out) = (random_vec(50, rows * in_dim, 1.0), random_vec(51, out_dim * in_dim, 1.0), random_vec(52, rows * out_dim, 1.0));
     let run = |start: f32, store: Store| {
-        let (mut d_inp, mut d_w) = (vec![start; rows * in_dim], vec![0.0; out_dim * in_dim]);
-        B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim, store);
-        d_inp
+        let (mut d_inp, mut d_w) = (vec![start; rows * in_dim], vec![start; out_dim * in_dim]);
+        B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim, store, store);
+        (d_inp, d_w)
     };
     let product = run(0.0, Store::Add);
     assert_eq!(run(f32::NAN, Store::Overwrite), product);
-    for (added, p) in run(2.0, Store::Add).iter().zip(&product) {
+    assert_eq!(run(f32::NAN, Store::OverwriteLowPrecision).0, product.0);
+    let added = run(2.0, Store::Add);
+    for (added, p) in added.0.iter().chain(&added.1).zip(product.0.iter().chain(&product.1)) {
         assert!((added - (p + 2.0)).abs() < 1e-5, "{added} vs {p} + 2");
     }
 }
@@ -238,7 +240,7 @@ fn results_do_not_depend_on_the_thread_count() {
             let mut out = vec![0.0; rows * out_dim];
             B.matmul_forward(&mut out, &inp, &w, rows, in_dim, out_dim);
             let (mut d_inp, mut d_w) = (vec![0.0; rows * in_dim], vec![0.0; out_dim * in_dim]);
-            B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim, Store::Add);
+            B.matmul_backward(&mut d_inp, &mut d_w, &d_out, &inp, &w, rows, in_dim, out_dim, Store::Add, Store::Add);
             let squares = B.sum_squares(&inp, inp.len());
             (out, d_inp, d_w, squares)
         })

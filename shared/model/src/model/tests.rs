@@ -190,3 +190,28 @@ fn fused_segmented_forward_backward_equals_forward_then_backward() {
         }
     }
 }
+
+#[test]
+fn overwriting_gradients_equals_zeroing_then_adding() {
+    let config = tiny_test_config();
+    let (first, second) = (random_batch(21, 2, 6, config.vocab_size), random_batch(22, 2, 6, config.vocab_size));
+    // Two micro-batches accumulated, starting from gradients full of garbage.
+    let run = |overwrite: bool| {
+        let mut model = Llama::new_random(CpuBackend, config.clone(), 5).unwrap();
+        for grad in model.grads.tensors_mut() {
+            grad.iter_mut().for_each(|g| *g = f32::NAN);
+        }
+        if overwrite {
+            model.overwrite_grads_next();
+        } else {
+            model.zero_grads();
+        }
+        model.forward_backward(&first, 0.1).unwrap();
+        model.forward(&second).unwrap();
+        model.backward(0.1);
+        model.grads.tensors().into_iter().cloned().collect::<Vec<Vec<f32>>>()
+    };
+    let (zeroed, overwritten) = (run(false), run(true));
+    assert!(overwritten.iter().flatten().all(|g| g.is_finite()), "a gradient kept the stale values");
+    assert_eq!(zeroed, overwritten);
+}
