@@ -64,3 +64,51 @@ extern "C" __global__ void column_sum_add(float* out, const float* partial, int 
     for (int c = 0; c < chunks; c++) acc += partial[(u64)c * dim + col];
     out[col] += acc;
 }
+
+// The input gradient (added to d_inp) and the weight gradient's per-chunk partials in one pass:
+// a block takes `rows_per_block` rows, each thread keeps its columns' d_out, inp and weight in
+// registers for the row (one read of each from memory) and sums d_out · inp · rstd over the
+// block's rows for those columns, in row order. dim <= 256 · RMS_COLS (the backend checks).
+#define RMS_COLS 16
+extern "C" __global__ void rmsnorm_backward_fused(float* d_inp, float* partial, const float* d_out,
+                                                                         const float* inp, const float* weight,
+                                                                         const float* rstd, int rows, int dim,
+                                                                         int rows_per_block) {
+    __shared__ float scratch[32];
+    float w[RMS_COLS], acc[RMS_COLS];
+#pragma unroll
+    for (int c = 0; c < RMS_COLS; c++) {
+        const int j = threadIdx.x + c * 256;
+        w[c] = j < dim ? weight[j] : 0.0f;
+        acc[c] = 0.0f;
+    }
+    const int first = blockIdx.x * rows_per_block, last = min(rows, first + rows_per_block);
+    for (int row = first; row < last; row++) {
+        const float *g = d_out + (u64)row * dim, *x = inp + (u64)row * dim;
+        float gv[RMS_COLS], xv[RMS_COLS], gwx = 0.0f;
+#pragma unroll
+        for (int c = 0; c < RMS_COLS; c++) {
+            const int j = threadIdx.x + c * 256;
+            gv[c] = j < dim ? g[j] : 0.0f;
+            xv[c] = j < dim ? x[j] : 0.0f;
+            gwx += gv[c] * w[c] * xv[c];
+        }
+        gwx = block_sum(gwx, scratch);
+        const float r = rstd[row];
+        const float correction = gwx * r * r * r / dim;
+        float* dx = d_inp + (u64)row * dim;
+#pragma unroll
+        for (int c = 0; c < RMS_COLS; c++) {
+            const int j = threadIdx.x + c * 256;
+            if (j < dim) {
+                dx[j] += r * w[c] * gv[c] - correction * xv[c];
+                acc[c] += gv[c] * xv[c] * r;
+            }
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < RMS_COLS; c++) {
+        const int j = threadIdx.x + c * 256;
+        if (j < dim) partial[(u64)blockIdx.x * dim + j] = acc[c];
+    }
+}

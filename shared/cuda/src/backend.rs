@@ -29,6 +29,11 @@ const BLOCK: u32 = 256;
 const CE_BLOCK: u32 = 512;
 /// Rows summed by one block in the first pass of RMSNorm's weight gradient.
 const NORM_ROWS_PER_CHUNK: usize = 64;
+/// Rows per block of the fused RMSNorm backward, and the widest row it takes (RMS_COLS · 256 in
+/// kernels/rmsnorm.cu): 16 rows keep ~500 blocks for 8k-token batches while the weight
+/// gradient's partials stay small (rows / 16 · dim floats).
+const FUSED_NORM_ROWS_PER_BLOCK: usize = 16;
+const FUSED_NORM_MAX_DIM: usize = 16 * BLOCK as usize;
 /// Logits of one chunk of rows in [`CudaBackend::output_loss`], at most (floats): 256 MiB.
 const OUTPUT_CHUNK_FLOATS: usize = 64 << 20;
 /// Blocks of the sum-of-squares reduction (their f64 partials are summed on the host).
@@ -859,6 +864,21 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "rmsnorm_backward".into());
         let (rows32, dim32) = (rows as i32, dim as i32);
         let (d_out, inp, weight, rstd) = (self.f32_in(d_out), self.f32_in(inp), self.f32_in(weight), self.f32_in(rstd));
+        if dim <= FUSED_NORM_MAX_DIM {
+            // One pass: the input gradient and the weight gradient's partials per block of rows.
+            let chunks = rows.div_ceil(FUSED_NORM_ROWS_PER_BLOCK);
+            let mut partial = self.scratch(&self.norm_partials, chunks * dim);
+            let per_block = FUSED_NORM_ROWS_PER_BLOCK as i32;
+            self.launch(&self.kernels.rmsnorm_backward_fused, rows_grid(chunks, BLOCK), |b| {
+                b.arg(self.f32_inout(d_inp)).arg(&mut *partial).arg(d_out).arg(inp).arg(weight).arg(rstd);
+                b.arg(&rows32).arg(&dim32).arg(&per_block);
+            });
+            let chunks32 = chunks as i32;
+            self.launch(&self.kernels.column_sum_add, grid_for(dim as u32), |b| {
+                b.arg(self.f32_inout(d_weight)).arg(&*partial).arg(&chunks32).arg(&dim32);
+            });
+            return;
+        }
         self.launch(&self.kernels.rmsnorm_backward_input, rows_grid(rows, BLOCK), |b| {
             b.arg(self.f32_inout(d_inp)).arg(d_out).arg(inp).arg(weight).arg(rstd).arg(&dim32);
         });

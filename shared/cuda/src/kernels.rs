@@ -143,6 +143,7 @@ kernel_table!(
     swiglu_backward_bf16,
     rmsnorm_forward,
     rmsnorm_backward_input,
+    rmsnorm_backward_fused,
     rmsnorm_backward_weight_partial,
     column_sum_add,
     rope_rotate,

@@ -166,7 +166,18 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
     let stored = |v: &[f32]| if bf16 { round_bf16(v) } else { v.to_vec() };
     let tolerance = if bf16 { ROUNDED_TOLERANCE } else { F32_TOLERANCE };
 
-    // RMSNorm.
+    // RMSNorm, its backward on the fused kernel (dim 768) and on the wide-row one (dim 4100).
+    for (rows, dim) in [(9, 4100)] {
+        let (x, w, d_out) = (random_vec(15, rows * dim, 1.0), random_vec(16, dim, 1.0), random_vec(17, rows * dim, 1.0));
+        let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
+        cpu.rmsnorm_forward(&mut out, &mut rstd, &x, &w, rows, dim, 1e-6);
+        let (mut d_x, mut d_w) = (random_vec(18, rows * dim, 0.1), random_vec(19, dim, 0.1));
+        let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
+        cpu.rmsnorm_backward(&mut d_x, &mut d_w, &d_out, &x, &w, &rstd, rows, dim);
+        gpu.rmsnorm_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), &up(&rstd), rows, dim);
+        pair.compare(&format!("rmsnorm_backward d_inp (dim {dim})"), &g_dx, &d_x, F32_TOLERANCE);
+        pair.compare(&format!("rmsnorm_backward d_weight (dim {dim})"), &g_dw, &d_w, F32_TOLERANCE);
+    }
     let (rows, dim) = (333, 768);
     let (x, w) = (random_vec(10, rows * dim, 1.0), random_vec(11, dim, 1.0));
     let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
