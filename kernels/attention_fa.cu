@@ -209,9 +209,41 @@ __device__ __forceinline__ float2 online_softmax(float (*s)[4], int k0, bool edg
     return make_float2(c_a, c_b);
 }
 
+// The forward's epilogue (fa2 and wgmma kernels): O / l and the natural-log log-sum-exp of rows
+// row_a, row_b (the row sums l are still per-thread partials here). O goes to `out` in fp32, or
+// to `out_bf16` alone when that is not null (mixed precision: only products read it).
+template <int HD>
+__device__ __forceinline__ void store_output(float* out, bf16* out_bf16, float* lse, const float (*o)[4], float m_a,
+                                             float m_b, float l_a, float l_b, int b, int h, int row_a, int row_b, int seq,
+                                             int heads) {
+    const int lane = threadIdx.x & 31;
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
+    const int col = 2 * (lane & 3);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int row = half ? row_b : row_a;
+        const float inv = half ? inv_b : inv_a;
+        if (row >= seq) continue;
+        const u64 at = (((u64)b * seq + row) * heads + h) * HD + col;
+        if (out_bf16) {
+#pragma unroll
+            for (int j = 0; j < HD / 8; j++)
+                *reinterpret_cast<__nv_bfloat162*>(out_bf16 + at + j * 8) = __floats2bfloat162_rn(o[j][2 * half] * inv, o[j][2 * half + 1] * inv);
+        } else {
+#pragma unroll
+            for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(out + at + j * 8) = make_float2(o[j][2 * half] * inv, o[j][2 * half + 1] * inv);
+        }
+        if ((lane & 3) == 0) lse[((u64)b * seq + row) * heads + h] = ((half ? m_b : m_a) + log2f(half ? l_b : l_a)) * LN2;
+    }
+}
+
 // Forward: grid (ceil(seq / 64), heads, batch), 128 threads; shared (64 + 4 * 64) * (HD + 8) bf16.
 template <int HD>
-__device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq,
+__device__ __forceinline__ void forward(float* out, bf16* out_bf16, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq,
                                         int heads, int kv_heads, float scale) {
     constexpr int BM = 64, BN = 64, LD = HD + 8;
     extern __shared__ __align__(128) unsigned char fa_smem[];
@@ -270,24 +302,7 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
         mma_c_regs_kn<BN, HD>(o, s, vb, LD);
         __syncthreads();  // the next iteration's loads overwrite this buffer
     }
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
-    const int col = 2 * (lane & 3);
-    if (row_a < seq) {
-        float* dst = out + (((u64)b * seq + row_a) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][0] * inv_a, o[j][1] * inv_a);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_a) * heads + h] = (m_a + log2f(l_a)) * LN2;
-    }
-    if (row_b < seq) {
-        float* dst = out + (((u64)b * seq + row_b) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][2] * inv_b, o[j][3] * inv_b);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_b) * heads + h] = (m_b + log2f(l_b)) * LN2;
-    }
+    store_output<HD>(out, out_bf16, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
 }
 
 // dQ += scale · dS K with dS = P ∘ (dP − D), P = exp(S − lse), dP = dO Vᵀ, per 64 queries.
@@ -528,8 +543,8 @@ __device__ __forceinline__ void backward_dkdv(float* d_q, float* d_k, float* d_v
 #define FA_ENTRY_POINTS(HD, DQ_BN, DKDV_BM)                                                                          \
     extern "C" __global__ void __launch_bounds__(128) attention_forward_fa##HD(                                      \
         float* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,     \
-        int heads, int kv_heads, float scale) {                                                                      \
-        fa::forward<HD>(out, lse, q, k, v, seq, heads, kv_heads, scale);                                             \
+        int heads, int kv_heads, float scale, __nv_bfloat16* out_bf16) {                                             \
+        fa::forward<HD>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale);                                   \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(128) attention_backward_dq_fa##HD(                                  \
         float* d_q, const float* lse, const float* row_dot, const __nv_bfloat16* q, const __nv_bfloat16* k,          \

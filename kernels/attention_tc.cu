@@ -149,14 +149,18 @@ extern "C" __global__ void attention_row_dot(float* row_dot, const float* d_out,
     if (lane == 0) row_dot[row] = acc;
 }
 
-// The same with dO in bf16 (stored so by its product in mixed precision).
-extern "C" __global__ void attention_row_dot_bf16(float* row_dot, const bf16* d_out, const float* out, u64 rows,
-                                                  int head_dim) {
+// The same where dO or O (or both) are stored in bf16 alone (mixed precision): each comes as an
+// fp32 pointer or, when that is null, a bf16 one.
+extern "C" __global__ void attention_row_dot_mixed(float* row_dot, const float* d_out, const bf16* d_out_bf16,
+                                                   const float* out, const bf16* out_bf16, u64 rows, int head_dim) {
     const u64 row = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (row >= rows) return;
     float acc = 0.0f;
-    for (int d = lane; d < head_dim; d += 32) acc += __bfloat162float(d_out[row * head_dim + d]) * out[row * head_dim + d];
+    for (int d = lane; d < head_dim; d += 32) {
+        const u64 at = row * head_dim + d;
+        acc += (d_out ? d_out[at] : __bfloat162float(d_out_bf16[at])) * (out ? out[at] : __bfloat162float(out_bf16[at]));
+    }
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (lane == 0) row_dot[row] = acc;
 }

@@ -150,39 +150,13 @@ __device__ __forceinline__ void next_kv_tile(bf16* ks, bf16* vs, const bf16* k, 
     });
 }
 
-// The forward's epilogue: O / l and the natural-log log-sum-exp of rows row_a, row_b (the
-// row sums l are still per-thread partials here).
-template <int HD>
-__device__ __forceinline__ void store_output(float* out, float* lse, const float (*o)[4], float m_a, float m_b, float l_a,
-                                             float l_b, int b, int h, int row_a, int row_b, int seq, int heads) {
-    const int lane = threadIdx.x & 31;
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    const float inv_a = 1.0f / l_a, inv_b = 1.0f / l_b;
-    const int col = 2 * (lane & 3);
-    if (row_a < seq) {
-        float* dst = out + (((u64)b * seq + row_a) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][0] * inv_a, o[j][1] * inv_a);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_a) * heads + h] = (m_a + log2f(l_a)) * fa::LN2;
-    }
-    if (row_b < seq) {
-        float* dst = out + (((u64)b * seq + row_b) * heads + h) * HD + col;
-#pragma unroll
-        for (int j = 0; j < HD / 8; j++) *reinterpret_cast<float2*>(dst + j * 8) = make_float2(o[j][2] * inv_b, o[j][3] * inv_b);
-        if ((lane & 3) == 0) lse[((u64)b * seq + row_b) * heads + h] = (m_b + log2f(l_b)) * fa::LN2;
-    }
-}
-
 // Forward: WGS warpgroups a block, each 64 query rows; BN keys a step, K/V double-buffered.
 // grid (ceil(seq / (64 WGS)), heads, batch), 128 WGS threads; shared (64 WGS + 4 BN) HD bf16.
 // SWAP (tuning aid, 0 in the backend): bit 0 swaps the K-major descriptor's byte offsets, bit 1
 // the MN-major one's; a device run then shows which reading of the PTX layout rules is right.
 template <int HD, int BN, int WGS, int SWAP = 0>
-__device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int seq,
-                                        int heads, int kv_heads, float scale) {
+__device__ __forceinline__ void forward(float* out, bf16* out_bf16, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                                        int seq, int heads, int kv_heads, float scale) {
     constexpr int BM = 64 * WGS, NT = 128 * WGS;
     extern __shared__ __align__(128) unsigned char wg_smem[];
     bf16* qs = (bf16*)wg_smem;
@@ -240,7 +214,7 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
         }
         __syncthreads();  // the next iteration's loads overwrite this buffer
     }
-    store_output<HD>(out, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
+    fa::store_output<HD>(out, out_bf16, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
 }
 
 // The forward with FlashAttention-3's intra-warpgroup overlap: step j issues S_j = Q K_jᵀ and
@@ -248,8 +222,8 @@ __device__ __forceinline__ void forward(float* out, float* lse, const bf16* q, c
 // K and V have separate double buffers: K_j's buffer is refilled (with K_{j+2}) once S_j is
 // done, V_{j-1}'s (with V_{j+1}) once P_{j-1} V_{j-1} is. One warpgroup a block (64 queries).
 template <int HD, int BN>
-__device__ __forceinline__ void forward_overlap(float* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
-                                                int seq, int heads, int kv_heads, float scale) {
+__device__ __forceinline__ void forward_overlap(float* out, bf16* out_bf16, float* lse, const bf16* q, const bf16* k,
+                                                const bf16* v, int seq, int heads, int kv_heads, float scale) {
     constexpr int NT = 128;
     extern __shared__ __align__(128) unsigned char wg_smem[];
     bf16* qs = (bf16*)wg_smem;
@@ -326,7 +300,7 @@ __device__ __forceinline__ void forward_overlap(float* out, float* lse, const bf
     wait_all();
     pin<HD / 2>(&o[0][0]);
 
-    store_output<HD>(out, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
+    fa::store_output<HD>(out, out_bf16, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
 }
 
 // dQ = scale · dS K with dS = P ∘ (dP − D), P = exp(S − lse), dP = dO Vᵀ, per 64 queries (one
@@ -528,8 +502,9 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
 #define WG_FORWARD(NAME, HD, BN, WGS)                                                                                 \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* out, float* lse, const __nv_bfloat16* q,      \
                                                                  const __nv_bfloat16* k, const __nv_bfloat16* v,      \
-                                                                 int seq, int heads, int kv_heads, float scale) {     \
-        WG_BODY((wg::forward<HD, BN, WGS>(out, lse, q, k, v, seq, heads, kv_heads, scale)));                          \
+                                                                 int seq, int heads, int kv_heads, float scale,       \
+                                                                 __nv_bfloat16* out_bf16) {                           \
+        WG_BODY((wg::forward<HD, BN, WGS>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));                \
     }
 #define WG_DQ(NAME, HD, BN)                                                                                           \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* d_q, const float* lse, const float* row_dot,         \
@@ -557,8 +532,9 @@ WG_FORWARD(attention_forward_wg128_bn32, 128, 32, 1)
 #define WG_FORWARD_SWAP(NAME, HD, SWAP)                                                                               \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
-                                                           int heads, int kv_heads, float scale) {                    \
-        WG_BODY((wg::forward<HD, 64, 1, SWAP>(out, lse, q, k, v, seq, heads, kv_heads, scale)));                      \
+                                                           int heads, int kv_heads, float scale,                      \
+                                                           __nv_bfloat16* out_bf16) {                                 \
+        WG_BODY((wg::forward<HD, 64, 1, SWAP>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));            \
     }
 WG_FORWARD_SWAP(attention_forward_wg64_kswap, 64, 1)
 WG_FORWARD_SWAP(attention_forward_wg64_mnswap, 64, 2)
@@ -567,8 +543,9 @@ WG_FORWARD_SWAP(attention_forward_wg128_mnswap, 128, 2)
 #define WG_FORWARD_OVERLAP(NAME, HD, BN)                                                                              \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
-                                                           int heads, int kv_heads, float scale) {                    \
-        WG_BODY((wg::forward_overlap<HD, BN>(out, lse, q, k, v, seq, heads, kv_heads, scale)));                       \
+                                                           int heads, int kv_heads, float scale,                      \
+                                                           __nv_bfloat16* out_bf16) {                                 \
+        WG_BODY((wg::forward_overlap<HD, BN>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));             \
     }
 WG_FORWARD_OVERLAP(attention_forward_wg64_ov, 64, 64)
 WG_FORWARD_OVERLAP(attention_forward_wg128_ov, 128, 64)

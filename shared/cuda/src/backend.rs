@@ -925,9 +925,14 @@ impl Backend for CudaBackend {
                 block_dim: (flash.forward_threads, 1, 1),
                 shared_mem_bytes: flash.shared.0 as u32,
             };
+            // Mixed precision: O in bf16 alone (the output projection and the row dot read it).
+            let (out_f32, out_bf16) = match self.bf16_out(out, batch * seq * heads * head_dim) {
+                Some(values) => (0, values),
+                None => (self.ptr(self.f32_out(out)), 0),
+            };
             self.launch(flash.forward, config, |b| {
-                b.arg(self.f32_out(out)).arg(self.f32_out(lse)).arg(&qb).arg(&kb).arg(&vb);
-                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
+                b.arg(&out_f32).arg(self.f32_out(lse)).arg(&qb).arg(&kb).arg(&vb);
+                b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale).arg(&out_bf16);
             });
             return;
         }
@@ -965,10 +970,12 @@ impl Backend for CudaBackend {
         if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let rows = (batch * seq * heads) as u64;
             let (qb, kb, vb, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(d_out));
-            if d_out.holds_bf16_only() {
-                // dO straight from its product in bf16 (Store::OverwriteLowPrecision).
-                self.launch(&self.kernels.attention_row_dot_bf16, grid_for_u64(batch * seq * heads * 32), |b| {
-                    b.arg(&mut *row_dot).arg(&gb).arg(self.f32_in(out)).arg(&rows).arg(&hd32);
+            if d_out.holds_bf16_only() || out.holds_bf16_only() {
+                // dO from its product (Store::OverwriteLowPrecision) or O from the forward, in bf16.
+                let (d_out_f32, d_out_bf16) = if d_out.holds_bf16_only() { (0, gb) } else { (self.ptr(self.f32_in(d_out)), 0) };
+                let (out_f32, out_bf16) = if out.holds_bf16_only() { (0, self.bf16_ptr(out)) } else { (self.ptr(self.f32_in(out)), 0) };
+                self.launch(&self.kernels.attention_row_dot_mixed, grid_for_u64(batch * seq * heads * 32), |b| {
+                    b.arg(&mut *row_dot).arg(&d_out_f32).arg(&d_out_bf16).arg(&out_f32).arg(&out_bf16).arg(&rows).arg(&hd32);
                 });
             } else {
                 self.launch(&self.kernels.attention_row_dot, grid_for_u64(batch * seq * heads * 32), |b| {

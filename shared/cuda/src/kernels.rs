@@ -152,7 +152,7 @@ kernel_table!(
     attention_backward_dq,
     attention_backward_dkdv,
     attention_row_dot,
-    attention_row_dot_bf16,
+    attention_row_dot_mixed,
     attention_forward_tc64,
     attention_backward_dq_tc64,
     attention_backward_dkdv_tc64,
