@@ -355,12 +355,15 @@ impl CudaBackend {
 
     /// The device address of `buf`'s bf16 copy, converting first if `buf` changed since.
     fn bf16_ptr(&self, buf: &GpuBuffer) -> u64 {
+        // fp32 values to convert from, if the copy is out of date: taken before the copy's lock
+        // (f32_in locks it to widen). A buffer holding bf16 only has a current copy, so this
+        // never widens what it is about to narrow again.
+        let data = (!buf.holds_bf16_only()).then(|| self.f32_in(buf));
         let mut shadow = buf.shadow.lock().expect("bf16 copy lock");
         let fresh = matches!(&*shadow, Some((version, _)) if *version == buf.version);
         if !fresh {
             let n = buf.len;
-            // Not stale here: a buffer holding bf16 only has a fresh copy by construction.
-            let data = self.f32_in(buf);
+            let data = data.expect("a buffer holding bf16 only has a current copy");
             let mut copy = match shadow.take() {
                 Some((_, copy)) => copy,
                 None => self.alloc_bf16(n),
