@@ -303,14 +303,14 @@ __device__ __forceinline__ void forward_overlap(float* out, bf16* out_bf16, floa
     fa::store_output<HD>(out, out_bf16, lse, o, m_a, m_b, l_a, l_b, b, h, row_a, row_b, seq, heads);
 }
 
-// dQ = scale · dS K with dS = P ∘ (dP − D), P = exp(S − lse), dP = dO Vᵀ, per 64 queries (one
-// warpgroup), BN keys a step. grid (ceil(seq / 64), heads, batch), 128 threads; shared
-// (2 · 64 + 4 BN) HD bf16.
-template <int HD, int BN>
+// dQ = scale · dS K with dS = P ∘ (dP − D), P = exp(S − lse), dP = dO Vᵀ, per 64 queries a
+// warpgroup (WGS of them a block share each K/V tile), BN keys a step. grid (ceil(seq / (64 WGS)),
+// heads, batch), 128 WGS threads; shared (2 · 64 WGS + 4 BN) HD bf16.
+template <int HD, int BN, int WGS = 1>
 __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const float* row_dot, const bf16* q,
                                             const bf16* k, const bf16* v, const bf16* d_out, int seq, int heads,
                                             int kv_heads, float scale) {
-    constexpr int BM = 64, NT = 128;
+    constexpr int BM = 64 * WGS, NT = 128 * WGS;
     extern __shared__ __align__(128) unsigned char wg_smem[];
     bf16* qs = (bf16*)wg_smem;
     bf16* dos = qs + BM * HD;
@@ -328,6 +328,9 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
 
     const float sl2 = scale * fa::LOG2E;
     const int row_a = q0 + warp * 16 + (lane >> 2), row_b = row_a + 8;
+    const int first_row = q0 + (warp >> 2) * 64;  // this warpgroup's first query
+    const bf16* qg = qs + (warp >> 2) * 64 * HD;
+    const bf16* dog = dos + (warp >> 2) * 64 * HD;
     const float lse_a = row_a < seq ? lse[((u64)b * seq + row_a) * heads + h] * fa::LOG2E : 0.0f;
     const float lse_b = row_b < seq ? lse[((u64)b * seq + row_b) * heads + h] * fa::LOG2E : 0.0f;
     const float d_a = row_a < seq ? row_dot[((u64)b * seq + row_a) * heads + h] : 0.0f;
@@ -338,20 +341,24 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
 
     for (int kt = 0; kt < n_kt; kt++) {
         next_kv_tile<BN, HD, NT>(ks, vs, k, v, b, kt, n_kt, seq, kv_heads, g);
+        const int k0 = kt * BN;
+        if (WGS > 1 && k0 > first_row + 63) {  // every key of the tile is after this warpgroup's rows
+            __syncthreads();
+            continue;
+        }
         const bf16* kb = ks + (kt & 1) * BN * HD;
         const bf16* vb = vs + (kt & 1) * BN * HD;
         float s[BN / 8][4], dp[BN / 8][4];
         fence();
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD>(qs, kk), k_major<HD>(kb, kk), kk);
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD>(qg, kk), k_major<HD>(kb, kk), kk);
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&dp[0][0], k_major<HD>(dos, kk), k_major<HD>(vb, kk), kk);
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&dp[0][0], k_major<HD>(dog, kk), k_major<HD>(vb, kk), kk);
         commit();
         wait_all();
         pin<BN / 2>(&s[0][0]);
         pin<BN / 2>(&dp[0][0]);
-        const int k0 = kt * BN;
-        const bool edge = k0 + BN - 1 > q0 || k0 + BN > seq;
+        const bool edge = k0 + BN - 1 > first_row || k0 + BN > seq;
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
 #pragma unroll
@@ -386,14 +393,15 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
     }
 }
 
-// dV = Pᵀ dO and dK = scale · dSᵀ Q for 64 keys (one warpgroup), BM queries a step; the
-// `split_heads` layout of attention_fa.cu's backward_dkdv. grid (ceil(seq / 64), kv_heads or
-// heads, batch), 128 threads; shared (2 · 64 + 4 BM) HD bf16 + 4 BM floats.
-template <int HD, int BM>
+// dV = Pᵀ dO and dK = scale · dSᵀ Q for 64 keys a warpgroup (WGS of them a block share each
+// Q/dO tile), BM queries a step; the `split_heads` layout of attention_fa.cu's backward_dkdv.
+// grid (ceil(seq / (64 WGS)), kv_heads or heads, batch), 128 WGS threads; shared
+// (2 · 64 WGS + 4 BM) HD bf16 + 4 BM floats.
+template <int HD, int BM, int WGS = 1>
 __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const float* lse, const float* row_dot,
                                               const bf16* q, const bf16* k, const bf16* v, const bf16* d_out, int seq,
                                               int heads, int kv_heads, float scale, int split_heads) {
-    constexpr int BN = 64, NT = 128;
+    constexpr int BN = 64 * WGS, NT = 128 * WGS;
     extern __shared__ __align__(128) unsigned char wg_smem[];
     bf16* ks = (bf16*)wg_smem;
     bf16* vs = ks + BN * HD;
@@ -424,6 +432,9 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
 
     const float sl2 = scale * fa::LOG2E;
     const int key_a = k0 + warp * 16 + (lane >> 2), key_b = key_a + 8;
+    const int first_key = k0 + (warp >> 2) * 64;  // this warpgroup's first key
+    const bf16* kg = ks + (warp >> 2) * 64 * HD;
+    const bf16* vg = vs + (warp >> 2) * 64 * HD;
     float dk[HD / 8][4], dv[HD / 8][4];
 #pragma unroll
     for (int j = 0; j < HD / 8; j++) {
@@ -437,17 +448,21 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         const bf16* dob = dos + buf * BM * HD;
         const float* lb = lses + buf * BM;
         const float* db = dots + buf * BM;
+        if (WGS > 1 && q0 + BM - 1 < first_key) {  // every query of the step is before this warpgroup's keys
+            __syncthreads();
+            continue;
+        }
         float st[BM / 8][4], dpt[BM / 8][4];
         fence();
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&st[0][0], k_major<HD>(ks, kk), k_major<HD>(qb, kk), kk);  // Sᵀ = K Qᵀ
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&st[0][0], k_major<HD>(kg, kk), k_major<HD>(qb, kk), kk);  // Sᵀ = K Qᵀ
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&dpt[0][0], k_major<HD>(vs, kk), k_major<HD>(dob, kk), kk);  // dPᵀ = V dOᵀ
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&dpt[0][0], k_major<HD>(vg, kk), k_major<HD>(dob, kk), kk);  // dPᵀ = V dOᵀ
         commit();
         wait_all();
         pin<BM / 2>(&st[0][0]);
         pin<BM / 2>(&dpt[0][0]);
-        const bool edge = q0 < k0 + BN - 1 || q0 + BM > seq;
+        const bool edge = q0 < first_key + 63 || q0 + BM > seq;
 #pragma unroll
         for (int j = 0; j < BM / 8; j++) {
 #pragma unroll
@@ -506,20 +521,20 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
                                                                  __nv_bfloat16* out_bf16) {                           \
         WG_BODY((wg::forward<HD, BN, WGS>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));                \
     }
-#define WG_DQ(NAME, HD, BN)                                                                                           \
-    extern "C" __global__ void __launch_bounds__(128) NAME(float* d_q, const float* lse, const float* row_dot,         \
+#define WG_DQ(NAME, HD, BN, WGS)                                                                                      \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_q, const float* lse, const float* row_dot,         \
                                                            const __nv_bfloat16* q, const __nv_bfloat16* k,            \
                                                            const __nv_bfloat16* v, const __nv_bfloat16* d_out, int seq, \
                                                            int heads, int kv_heads, float scale) {                    \
-        WG_BODY((wg::backward_dq<HD, BN>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale)));           \
+        WG_BODY((wg::backward_dq<HD, BN, WGS>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale)));      \
     }
-#define WG_DKDV(NAME, HD, BM)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(128) NAME(float* d_k, float* d_v, const float* lse,                   \
+#define WG_DKDV(NAME, HD, BM, WGS)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_k, float* d_v, const float* lse,                   \
                                                            const float* row_dot, const __nv_bfloat16* q,              \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v,            \
                                                            const __nv_bfloat16* d_out, int seq, int heads,            \
                                                            int kv_heads, float scale, int split_heads) {              \
-        WG_BODY((wg::backward_dkdv<HD, BM>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale,        \
+        WG_BODY((wg::backward_dkdv<HD, BM, WGS>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale,   \
                                            split_heads)));                                                            \
     }
 
@@ -549,9 +564,13 @@ WG_FORWARD_SWAP(attention_forward_wg128_mnswap, 128, 2)
     }
 WG_FORWARD_OVERLAP(attention_forward_wg64_ov, 64, 64)
 WG_FORWARD_OVERLAP(attention_forward_wg128_ov, 128, 64)
-WG_DQ(attention_backward_dq_wg64, 64, 64)
-WG_DQ(attention_backward_dq_wg128, 128, 64)
-WG_DQ(attention_backward_dq_wg128_bn32, 128, 32)
-WG_DKDV(attention_backward_dkdv_wg64, 64, 64)
-WG_DKDV(attention_backward_dkdv_wg128, 128, 64)
-WG_DKDV(attention_backward_dkdv_wg128_bm32, 128, 32)
+WG_DQ(attention_backward_dq_wg64, 64, 64, 1)
+WG_DQ(attention_backward_dq_wg64_w2, 64, 64, 2)
+WG_DQ(attention_backward_dq_wg128, 128, 64, 1)
+WG_DQ(attention_backward_dq_wg128_w2, 128, 64, 2)
+WG_DQ(attention_backward_dq_wg128_bn32, 128, 32, 1)
+WG_DKDV(attention_backward_dkdv_wg64, 64, 64, 1)
+WG_DKDV(attention_backward_dkdv_wg64_w2, 64, 64, 2)
+WG_DKDV(attention_backward_dkdv_wg128, 128, 64, 1)
+WG_DKDV(attention_backward_dkdv_wg128_w2, 128, 64, 2)
+WG_DKDV(attention_backward_dkdv_wg128_bm32, 128, 32, 1)
