@@ -328,9 +328,10 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
 
     const float sl2 = scale * fa::LOG2E;
     const int row_a = q0 + warp * 16 + (lane >> 2), row_b = row_a + 8;
-    const int first_row = q0 + (warp >> 2) * 64;  // this warpgroup's first query
-    const bf16* qg = qs + (warp >> 2) * 64 * HD;
-    const bf16* dog = dos + (warp >> 2) * 64 * HD;
+    const int wg = WGS > 1 ? warp >> 2 : 0;  // (a constant 0 keeps the one-warpgroup code as it was)
+    const int first_row = q0 + wg * 64;      // this warpgroup's first query
+    const bf16* qg = qs + wg * 64 * HD;
+    const bf16* dog = dos + wg * 64 * HD;
     const float lse_a = row_a < seq ? lse[((u64)b * seq + row_a) * heads + h] * fa::LOG2E : 0.0f;
     const float lse_b = row_b < seq ? lse[((u64)b * seq + row_b) * heads + h] * fa::LOG2E : 0.0f;
     const float d_a = row_a < seq ? row_dot[((u64)b * seq + row_a) * heads + h] : 0.0f;
@@ -432,9 +433,10 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
 
     const float sl2 = scale * fa::LOG2E;
     const int key_a = k0 + warp * 16 + (lane >> 2), key_b = key_a + 8;
-    const int first_key = k0 + (warp >> 2) * 64;  // this warpgroup's first key
-    const bf16* kg = ks + (warp >> 2) * 64 * HD;
-    const bf16* vg = vs + (warp >> 2) * 64 * HD;
+    const int wg = WGS > 1 ? warp >> 2 : 0;  // (a constant 0 keeps the one-warpgroup code as it was)
+    const int first_key = k0 + wg * 64;      // this warpgroup's first key
+    const bf16* kg = ks + wg * 64 * HD;
+    const bf16* vg = vs + wg * 64 * HD;
     float dk[HD / 8][4], dv[HD / 8][4];
 #pragma unroll
     for (int j = 0; j < HD / 8; j++) {

@@ -85,11 +85,78 @@ extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_b
 }
 
 // bf16 logits, as the GEMM rounds them in mixed precision (PyTorch's autocast does the same):
-// half the bytes written and read.
+// half the bytes written and read. Rows whose length is a multiple of 8 (every padded
+// vocabulary) are read and written 8 values (16 bytes) a thread at a time: the scalar loop
+// moved 2 bytes per load and ran at a third of the memory bandwidth.
 extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, __nv_bfloat16* grad,
                                                     const __nv_bfloat16* logits, const u32* targets, int vocab,
                                                     float scale) {
-    cross_entropy_chunk_rows(losses, lse, grad, logits, targets, vocab, scale);
+    if (vocab % 8 != 0) {
+        cross_entropy_chunk_rows(losses, lse, grad, logits, targets, vocab, scale);
+        return;
+    }
+    __shared__ float shared_m[32], shared_s[32];
+    __shared__ float result;
+    const u64 row = blockIdx.x;
+    const uint4* x = reinterpret_cast<const uint4*>(logits + row * vocab);
+    const int packs = vocab / 8;
+    float m = -INFINITY, s = 0.0f;
+    for (int p = threadIdx.x; p < packs; p += blockDim.x) {
+        const uint4 raw = x[p];
+        const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+        float v[8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float2 f = __bfloat1622float2(pairs[j]);
+            v[2 * j] = f.x;
+            v[2 * j + 1] = f.y;
+        }
+        float local = v[0];
+#pragma unroll
+        for (int j = 1; j < 8; j++) local = fmaxf(local, v[j]);
+        const float mm = fmaxf(m, local);
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) sum += __expf(v[j] - mm);
+        s = (m == -INFINITY ? 0.0f : s * __expf(m - mm)) + sum;
+        m = mm;
+    }
+    for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    if (lane == 0) { shared_m[warp] = m; shared_s[warp] = s; }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < warps ? shared_m[lane] : -INFINITY;
+        s = lane < warps ? shared_s[lane] : 0.0f;
+        for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
+        if (lane == 0) result = m + logf(s);
+    }
+    __syncthreads();
+    const float l = result;
+    const u32 t = targets[row];
+    if (threadIdx.x == 0) {
+        lse[row] = l;
+        losses[row] = t == IGNORE_TARGET ? 0.0f : l - __bfloat162float(logits[row * vocab + t]);
+    }
+    if (!grad) return;
+    uint4* g = reinterpret_cast<uint4*>(grad + row * vocab);
+    for (int p = threadIdx.x; p < packs; p += blockDim.x) {
+        uint4 out = make_uint4(0, 0, 0, 0);
+        if (t != IGNORE_TARGET) {
+            const uint4 raw = x[p];
+            const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+            __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float2 f = __bfloat1622float2(pairs[j]);
+                const int col = 8 * p + 2 * j;
+                const float a = scale * __expf(f.x - l) - (col == (int)t ? scale : 0.0f);
+                const float b = scale * __expf(f.y - l) - (col + 1 == (int)t ? scale : 0.0f);
+                o[j] = __floats2bfloat162_rn(a, b);
+            }
+        }
+        g[p] = out;
+    }
 }
 
 // `shadow` (may be null): the gradient rounded to bf16 as well, the lm_head GEMMs' operand.

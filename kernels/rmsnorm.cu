@@ -69,11 +69,11 @@ extern "C" __global__ void column_sum_add(float* out, const float* partial, int 
 // a block takes `rows_per_block` rows, each thread keeps its columns' d_out, inp and weight in
 // registers for the row (one read of each from memory) and sums d_out · inp · rstd over the
 // block's rows for those columns, in row order. dim <= 256 · RMS_COLS (the backend checks).
+// `d_inp_shadow` (may be null) gets the updated d_inp in bf16: the next products' operand.
 #define RMS_COLS 16
-extern "C" __global__ void rmsnorm_backward_fused(float* d_inp, float* partial, const float* d_out,
-                                                                         const float* inp, const float* weight,
-                                                                         const float* rstd, int rows, int dim,
-                                                                         int rows_per_block) {
+extern "C" __global__ void rmsnorm_backward_fused(float* d_inp, float* partial, const float* d_out, const float* inp,
+                                                  const float* weight, const float* rstd, int rows, int dim,
+                                                  int rows_per_block, __nv_bfloat16* d_inp_shadow) {
     __shared__ float scratch[32];
     float w[RMS_COLS], acc[RMS_COLS];
 #pragma unroll
@@ -101,7 +101,9 @@ extern "C" __global__ void rmsnorm_backward_fused(float* d_inp, float* partial, 
         for (int c = 0; c < RMS_COLS; c++) {
             const int j = threadIdx.x + c * 256;
             if (j < dim) {
-                dx[j] += r * w[c] * gv[c] - correction * xv[c];
+                const float updated = dx[j] + (r * w[c] * gv[c] - correction * xv[c]);
+                dx[j] = updated;
+                if (d_inp_shadow) d_inp_shadow[(u64)row * dim + j] = __float2bfloat16_rn(updated);
                 acc[c] += gv[c] * xv[c] * r;
             }
         }

@@ -2,7 +2,7 @@
 //! `cargo run --release -p dsllm-cuda --example parity`; exits 1 if any check fails, 0 with a
 //! message when there is no GPU.
 
-use dsllm_cuda::parity::{check_attention, check_elementwise, check_ops, check_products, check_training, print_checks};
+use dsllm_cuda::parity::{check_attention, check_elementwise, check_ops, check_output_loss, check_products, check_training, print_checks};
 use dsllm_cuda::{gpu_unavailable_reason, AttentionKernels, CudaBackend, Precision};
 
 fn main() -> anyhow::Result<()> {
@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     checks.extend(check_products(&gpu));
     checks.extend(check_attention(&gpu));
     checks.extend(check_elementwise(&gpu));
+    checks.extend(check_output_loss(&gpu));
     gpu.precision = Precision::Mixed;
     gpu.attention = default_attention;
     checks.extend(check_training(|| CudaBackend::new(0), 3)?);

@@ -872,9 +872,12 @@ impl Backend for CudaBackend {
             let chunks = rows.div_ceil(FUSED_NORM_ROWS_PER_BLOCK);
             let mut partial = self.scratch(&self.norm_partials, chunks * dim);
             let per_block = FUSED_NORM_ROWS_PER_BLOCK as i32;
+            // The residual gradient feeds the next products too: its bf16 copy in the same pass.
+            let d_inp_at = self.ptr(self.f32_inout(d_inp));
+            let shadow = if self.precision == Precision::Mixed { self.fused_bf16_ptr(d_inp, rows * dim) } else { 0 };
             self.launch(&self.kernels.rmsnorm_backward_fused, rows_grid(chunks, BLOCK), |b| {
-                b.arg(self.f32_inout(d_inp)).arg(&mut *partial).arg(d_out).arg(inp).arg(weight).arg(rstd);
-                b.arg(&rows32).arg(&dim32).arg(&per_block);
+                b.arg(&d_inp_at).arg(&mut *partial).arg(d_out).arg(inp).arg(weight).arg(rstd);
+                b.arg(&rows32).arg(&dim32).arg(&per_block).arg(&shadow);
             });
             let chunks32 = chunks as i32;
             self.launch(&self.kernels.column_sum_add, grid_for(dim as u32), |b| {
@@ -1316,7 +1319,7 @@ impl Backend for CudaBackend {
         let whole = range.start == 0 && n == param.len && self.precision == Precision::Mixed;
         let shadow = if whole { self.fused_bf16_ptr(param, n) } else { 0 };
         let grad_at = self.ptr(self.f32_in(grad)) + offset;
-        self.launch(&self.kernels.adamw_update, grid_for_u64(n), |b| {
+        self.launch(&self.kernels.adamw_update, grid_for_u64(n.div_ceil(4)), |b| {
             b.arg(&param_at).arg(&grad_at).arg(self.f32_inout(m)).arg(self.f32_inout(v)).arg(&n64);
             b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&shadow);
         });

@@ -4,7 +4,7 @@
 //! ops a tight one.
 
 use anyhow::Result;
-use dsllm_model::{AttentionShape, Backend, CpuBackend, Llama, Store, LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource, IGNORE_TARGET};
+use dsllm_model::{AttentionShape, Backend, CpuBackend, Llama, OutputGrad, Store, LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource, IGNORE_TARGET};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -193,6 +193,11 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
     gpu.rmsnorm_backward(&mut g_dx, &mut g_dw, &up(&d_out), &up(&x), &up(&w), &g_rstd, rows, dim);
     pair.compare("rmsnorm_backward d_inp", &g_dx, &d_x, F32_TOLERANCE);
     pair.compare("rmsnorm_backward d_weight", &g_dw, &d_w, F32_TOLERANCE);
+    if gpu.precision == Precision::Mixed {
+        // The bf16 copy of d_inp the fused kernel writes for the next products.
+        let copy: Vec<f32> = gpu.download_bf16(&g_dx).iter().map(|x| x.to_f32()).collect();
+        pair.checks.push(Check::new("rmsnorm_backward d_inp's bf16 copy", relative_error(&copy, &round_bf16(&d_x)), ROUNDED_TOLERANCE));
+    }
 
     // RoPE: on fp32 values (dQ from attention), then on the result as stored (bf16 alone in
     // mixed precision, as q and k come from their products).
@@ -258,6 +263,40 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
     pair.checks
 }
 
+/// The output layer (`output_loss`: chunked logits, loss, lse and both gradients) against the
+/// CPU's unchunked composition: a vocabulary the vectorised bf16 kernel takes (1000), one it
+/// does not (5003), and a 102,400-token one over several chunks; ignored targets; the weight
+/// gradient added to existing values and written over them.
+pub fn check_output_loss(gpu: &CudaBackend) -> Vec<Check> {
+    let cpu = CpuBackend;
+    let mut pair = Pair { gpu, checks: Vec::new() };
+    let up = |v: &[f32]| gpu.upload(v);
+    let tolerance = if gpu.precision == Precision::Fp32 { F32_TOLERANCE } else { BF16_TOLERANCE };
+    for (rows, dim, vocab) in [(300, 96, 1000), (300, 96, 5003), (1300, 64, 102_400)] {
+        let tag = format!("{rows}x{dim}->{vocab} {}", gpu.precision.name());
+        let (hidden, weight) = (random_vec(90, rows * dim, 1.0), random_vec(91, vocab * dim, 0.2));
+        let mut rng = ChaCha8Rng::seed_from_u64(92);
+        let targets: Vec<u32> = (0..rows).map(|r| if r % 11 == 5 { IGNORE_TARGET } else { rng.random_range(0..vocab as u32) }).collect();
+        for store in [Store::Add, Store::Overwrite] {
+            let (mut losses, mut lse, mut scratch) = (vec![0.0; rows], vec![0.0; rows], vec![0.0; rows * vocab]);
+            let (mut d_hidden, mut d_weight) = (vec![0.0; rows * dim], random_vec(93, vocab * dim, 0.01));
+            let grad = OutputGrad { d_hidden: &mut d_hidden, d_weight: &mut d_weight, scale: 0.01, weight_store: store };
+            cpu.output_loss(&mut losses, &mut lse, &mut scratch, &hidden, &weight, &targets, rows, dim, vocab, Some(grad));
+            let chunk = gpu.output_chunk_rows(rows, vocab);
+            let (mut g_losses, mut g_lse, mut g_scratch) = (gpu.alloc(rows), gpu.alloc(rows), gpu.alloc(chunk * vocab));
+            let (mut g_d_hidden, mut g_d_weight) = (gpu.alloc(rows * dim), up(&random_vec(93, vocab * dim, 0.01)));
+            let grad = OutputGrad { d_hidden: &mut g_d_hidden, d_weight: &mut g_d_weight, scale: 0.01, weight_store: store };
+            gpu.output_loss(&mut g_losses, &mut g_lse, &mut g_scratch, &up(&hidden), &up(&weight), &gpu.upload_tokens(&targets), rows, dim, vocab, Some(grad));
+            pair.compare(&format!("output_loss losses {tag} ({} rows a chunk)", chunk), &g_losses, &losses, tolerance);
+            pair.compare(&format!("output_loss lse {tag}"), &g_lse, &lse, tolerance);
+            // The gradients pass through the bf16 logit gradient in either precision.
+            pair.compare(&format!("output_loss d_hidden {tag}"), &g_d_hidden, &d_hidden, BF16_TOLERANCE);
+            pair.compare(&format!("output_loss d_weight ({store:?}) {tag}"), &g_d_weight, &d_weight, BF16_TOLERANCE);
+        }
+    }
+    pair.checks
+}
+
 /// Every op of the backend trait, on shapes that exercise partial tiles and GQA.
 pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     let cpu = CpuBackend;
@@ -267,6 +306,7 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     pair.checks.extend(check_products(gpu));
 
     pair.checks.extend(check_elementwise(gpu));
+    pair.checks.extend(check_output_loss(gpu));
     pair.checks.extend(check_attention(gpu));
     pair.checks.extend(check_packed_attention(gpu));
 
