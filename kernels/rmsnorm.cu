@@ -26,8 +26,10 @@ extern "C" __global__ void rmsnorm_forward(float* out, float* rstd, const float*
     }
 }
 
+// `d_inp_shadow` (may be null) gets the updated d_inp in bf16: the next products' operand.
 extern "C" __global__ void rmsnorm_backward_input(float* d_inp, const float* d_out, const float* inp,
-                                                  const float* weight, const float* rstd, int dim) {
+                                                  const float* weight, const float* rstd, int dim,
+                                                  __nv_bfloat16* d_inp_shadow) {
     __shared__ float scratch[32];
     const u64 row = blockIdx.x;
     const float *g = d_out + row * dim, *x = inp + row * dim;
@@ -38,7 +40,11 @@ extern "C" __global__ void rmsnorm_backward_input(float* d_inp, const float* d_o
     // y = w x r with r = (mean(x^2) + eps)^-1/2, so dx = r w g - r^3 / dim * x * sum(g w x).
     const float correction = gwx * r * r * r / dim;
     float* dx = d_inp + row * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) dx[j] += r * weight[j] * g[j] - correction * x[j];
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) {
+        const float updated = dx[j] + (r * weight[j] * g[j] - correction * x[j]);
+        dx[j] = updated;
+        if (d_inp_shadow) d_inp_shadow[row * dim + j] = __float2bfloat16_rn(updated);
+    }
 }
 
 // partial[chunk, col] = sum over the chunk's rows of d_out * inp * rstd.

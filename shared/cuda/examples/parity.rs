@@ -16,6 +16,10 @@ fn main() -> anyhow::Result<()> {
     let default_attention = gpu.attention;
     println!("attention kernels by default: {}", default_attention.name());
     let mut checks = check_ops(&gpu);
+    // The other RMSNorm backward (DSLLM_NORM_BACKWARD) too.
+    gpu.fused_norm_backward = !gpu.fused_norm_backward;
+    checks.extend(check_elementwise(&gpu));
+    gpu.fused_norm_backward = !gpu.fused_norm_backward;
     // The fused flash-attention backward with atomics (check_ops ran the deterministic one).
     gpu.attention = AttentionKernels::Fa2;
     gpu.deterministic = false;

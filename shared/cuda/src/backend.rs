@@ -104,6 +104,9 @@ pub struct CudaBackend {
     /// in bf16 alone, as autocast does (default; `DSLLM_BF16_ACTIVATIONS=0` keeps fp32 copies:
     /// v7's behaviour, for comparison). See [`GpuBuffer`].
     pub bf16_activations: bool,
+    /// RMSNorm's backward as one pass per 16-row block (`DSLLM_NORM_BACKWARD=fused`) or as a
+    /// block per row plus a column-sum pass (`rows`, default): see BENCHMARKS.md v9.
+    pub fused_norm_backward: bool,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -279,6 +282,7 @@ impl CudaBackend {
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
+            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").is_ok_and(|v| v == "fused"),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             attention_k_shares: RefCell::new(empty_f32()?),
@@ -867,14 +871,14 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "rmsnorm_backward".into());
         let (rows32, dim32) = (rows as i32, dim as i32);
         let (d_out, inp, weight, rstd) = (self.f32_in(d_out), self.f32_in(inp), self.f32_in(weight), self.f32_in(rstd));
-        if dim <= FUSED_NORM_MAX_DIM {
+        // The residual gradient feeds the next products too: its bf16 copy in the same pass.
+        let d_inp_at = self.ptr(self.f32_inout(d_inp));
+        let shadow = if self.precision == Precision::Mixed { self.fused_bf16_ptr(d_inp, rows * dim) } else { 0 };
+        if dim <= FUSED_NORM_MAX_DIM && self.fused_norm_backward {
             // One pass: the input gradient and the weight gradient's partials per block of rows.
             let chunks = rows.div_ceil(FUSED_NORM_ROWS_PER_BLOCK);
             let mut partial = self.scratch(&self.norm_partials, chunks * dim);
             let per_block = FUSED_NORM_ROWS_PER_BLOCK as i32;
-            // The residual gradient feeds the next products too: its bf16 copy in the same pass.
-            let d_inp_at = self.ptr(self.f32_inout(d_inp));
-            let shadow = if self.precision == Precision::Mixed { self.fused_bf16_ptr(d_inp, rows * dim) } else { 0 };
             self.launch(&self.kernels.rmsnorm_backward_fused, rows_grid(chunks, BLOCK), |b| {
                 b.arg(&d_inp_at).arg(&mut *partial).arg(d_out).arg(inp).arg(weight).arg(rstd);
                 b.arg(&rows32).arg(&dim32).arg(&per_block).arg(&shadow);
@@ -886,7 +890,7 @@ impl Backend for CudaBackend {
             return;
         }
         self.launch(&self.kernels.rmsnorm_backward_input, rows_grid(rows, BLOCK), |b| {
-            b.arg(self.f32_inout(d_inp)).arg(d_out).arg(inp).arg(weight).arg(rstd).arg(&dim32);
+            b.arg(&d_inp_at).arg(d_out).arg(inp).arg(weight).arg(rstd).arg(&dim32).arg(&shadow);
         });
         let chunks = rows.div_ceil(NORM_ROWS_PER_CHUNK);
         let mut partial = self.scratch(&self.norm_partials, chunks * dim);
