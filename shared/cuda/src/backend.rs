@@ -104,8 +104,8 @@ pub struct CudaBackend {
     /// in bf16 alone, as autocast does (default; `DSLLM_BF16_ACTIVATIONS=0` keeps fp32 copies:
     /// v7's behaviour, for comparison). See [`GpuBuffer`].
     pub bf16_activations: bool,
-    /// RMSNorm's backward as one pass per 16-row block (`DSLLM_NORM_BACKWARD=fused`) or as a
-    /// block per row plus a column-sum pass (`rows`, default): see BENCHMARKS.md v9.
+    /// RMSNorm's backward as one pass per 16-row block (default: what BENCHMARKS.md v9 measured)
+    /// or as a block per row plus a column-sum pass (`DSLLM_NORM_BACKWARD=rows`, v7's kernels).
     pub fused_norm_backward: bool,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -282,7 +282,7 @@ impl CudaBackend {
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
-            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").is_ok_and(|v| v == "fused"),
+            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").map_or(true, |v| v != "rows"),
             norm_partials: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             attention_k_shares: RefCell::new(empty_f32()?),
