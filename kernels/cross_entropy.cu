@@ -13,22 +13,10 @@ __device__ __forceinline__ void merge_max_sum(float& m, float& s, float m2, floa
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
-// The log-sum-exp of row `x`, returned to every thread of the block. Each thread keeps a
-// running (max, sum), so the row is read once.
-template <typename T>
-__device__ float block_row_lse(const T* x, int vocab) {
+// The block's log-sum-exp from each thread's running (max, sum), returned to every thread.
+__device__ float block_lse(float m, float s) {
     __shared__ float shared_m[32], shared_s[32];
     __shared__ float result;
-    float m = -INFINITY, s = 0.0f;
-    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
-        const float v = to_float(x[j]);
-        if (v > m) {
-            s = s * __expf(m - v) + 1.0f;
-            m = v;
-        } else {
-            s += __expf(v - m);
-        }
-    }
     for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     if (lane == 0) { shared_m[warp] = m; shared_s[warp] = s; }
@@ -41,6 +29,23 @@ __device__ float block_row_lse(const T* x, int vocab) {
     }
     __syncthreads();
     return result;
+}
+
+// The log-sum-exp of row `x`, returned to every thread of the block. Each thread keeps a
+// running (max, sum), so the row is read once.
+template <typename T>
+__device__ float block_row_lse(const T* x, int vocab) {
+    float m = -INFINITY, s = 0.0f;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+        const float v = to_float(x[j]);
+        if (v > m) {
+            s = s * __expf(m - v) + 1.0f;
+            m = v;
+        } else {
+            s += __expf(v - m);
+        }
+    }
+    return block_lse(m, s);
 }
 
 extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, const float* logits, const u32* targets,
@@ -95,8 +100,6 @@ extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, _
         cross_entropy_chunk_rows(losses, lse, grad, logits, targets, vocab, scale);
         return;
     }
-    __shared__ float shared_m[32], shared_s[32];
-    __shared__ float result;
     const u64 row = blockIdx.x;
     const uint4* x = reinterpret_cast<const uint4*>(logits + row * vocab);
     const int packs = vocab / 8;
@@ -121,18 +124,7 @@ extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, _
         s = (m == -INFINITY ? 0.0f : s * __expf(m - mm)) + sum;
         m = mm;
     }
-    for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    if (lane == 0) { shared_m[warp] = m; shared_s[warp] = s; }
-    __syncthreads();
-    if (warp == 0) {
-        m = lane < warps ? shared_m[lane] : -INFINITY;
-        s = lane < warps ? shared_s[lane] : 0.0f;
-        for (int o = 16; o > 0; o >>= 1) merge_max_sum(m, s, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, s, o));
-        if (lane == 0) result = m + logf(s);
-    }
-    __syncthreads();
-    const float l = result;
+    const float l = block_lse(m, s);
     const u32 t = targets[row];
     if (threadIdx.x == 0) {
         lse[row] = l;
