@@ -29,7 +29,7 @@ ours = [json.loads(l) for l in open(f"{out}/bench.jsonl") if l.startswith("{")]
 torch = [json.loads(l) for l in open(f"{out}/torch.log") if l.startswith("{")]
 for o in ours:
     print(f"{o['config']}: phases fwd {o['forward_ms']:.1f} / bwd {o['backward_ms']:.1f} / opt {o['optimizer_ms']:.1f} ms, warmup {o['warmup_s']:.1f} s")
-    total = sum(p["total_ms"] for p in o.get("profile", []))
+    total = sum(p["total_ms"] for p in o.get("profile", []) if not p["op"].startswith("·"))  # "·" rows are parts
     for p in o.get("profile", [])[:14]:
         print(f"    {p['total_ms']:8.2f} ms  {p['calls']:4d}x  {p['op']}")
     if total:
