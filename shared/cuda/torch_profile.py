@@ -1,5 +1,6 @@
-# Per-kernel GPU time of one torch.compile training step (torch_llama.py's model), grouped into
-# categories comparable with DSLLM_PROFILE's ops.
+# Per-kernel GPU time of one torch.compile training step (torch_llama.py's model), the kernels
+# listed by total time, to set beside DSLLM_PROFILE's ops. Run it next to torch_llama.py (copied
+# from ../shared/bench into .devbin/): python3 .devbin/torch_profile.py ds-1b
 import sys, os, json, torch
 sys.path.insert(0, os.path.dirname(__file__))
 import torch_llama as tl
