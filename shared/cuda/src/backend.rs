@@ -422,6 +422,16 @@ impl CudaBackend {
         buf.data.get_mut().expect("just allocated")
     }
 
+    /// `buf`'s fp32 values for an op that writes the first `n` of them: [`Self::f32_out`] when
+    /// that is all of them, else [`Self::f32_inout`] (the rest must stay current).
+    fn f32_out_first<'b>(&self, buf: &'b mut GpuBuffer, n: usize) -> &'b mut CudaSlice<f32> {
+        if n >= buf.len {
+            self.f32_out(buf)
+        } else {
+            self.f32_inout(buf)
+        }
+    }
+
     /// Whether mixed-precision activations are stored in bf16 alone (see [`GpuBuffer`]).
     fn bf16_outputs(&self) -> bool {
         self.precision == Precision::Mixed && self.bf16_activations
@@ -759,7 +769,7 @@ impl Backend for CudaBackend {
         // Mixed precision: the product rounded to bf16 and stored so alone (autocast's output).
         let (c, operands) = match self.bf16_out(out, rows * out_dim) {
             Some(c) => (c, Operands::Bf16WithBf16Output),
-            None => (self.ptr(self.f32_out(out)), self.operands()),
+            None => (self.ptr(self.f32_out_first(out, rows * out_dim)), self.operands()),
         };
         unsafe { self.gemm.run(forward_shape(operands, rows, in_dim, out_dim), w, x, c, 1.0, 0.0) }.expect("matmul_forward");
     }
@@ -780,7 +790,7 @@ impl Backend for CudaBackend {
         // product and add gave, without storing the product or reading it back.
         let (w, x) = (self.operand_ptr(weight), self.operand_ptr(inp));
         let c = self.ptr(self.f32_in(residual));
-        let d = self.ptr(self.f32_out(out));
+        let d = self.ptr(self.f32_out_first(out, rows * out_dim));
         unsafe { self.gemm.run_to(forward_shape(self.operands(), rows, in_dim, out_dim), w, x, c, d, 1.0, 1.0) }.expect("matmul_forward_residual");
     }
 
@@ -807,7 +817,7 @@ impl Backend for CudaBackend {
         let (beta, c, operands) = match (d_inp_store, low_precision) {
             (_, Some(c)) => (0.0, c, Operands::Bf16WithBf16Output),
             (Store::Add, None) => (1.0, self.ptr(self.f32_inout(d_inp)), self.operands()),
-            (_, None) => (0.0, self.ptr(self.f32_out(d_inp)), self.operands()),
+            (_, None) => (0.0, self.ptr(self.f32_out_first(d_inp, rows * in_dim)), self.operands()),
         };
         let shape = GemmShape {
             operands,
@@ -847,13 +857,13 @@ impl Backend for CudaBackend {
         let (out_ptr, shadow) = match self.bf16_out(out, rows * dim) {
             Some(shadow) => (0, shadow),
             None => {
-                let out_ptr = self.ptr(self.f32_out(out));
+                let out_ptr = self.ptr(self.f32_out_first(out, rows * dim));
                 (out_ptr, self.fused_bf16_ptr(out, rows * dim))
             }
         };
         let (inp, weight) = (self.f32_in(inp), self.f32_in(weight));
         self.launch(&self.kernels.rmsnorm_forward, rows_grid(rows, BLOCK), |b| {
-            b.arg(&out_ptr).arg(self.f32_out(rstd)).arg(inp).arg(weight).arg(&dim32).arg(&eps).arg(&shadow);
+            b.arg(&out_ptr).arg(self.f32_out_first(rstd, rows)).arg(inp).arg(weight).arg(&dim32).arg(&eps).arg(&shadow);
         });
     }
 
@@ -938,10 +948,10 @@ impl Backend for CudaBackend {
             // Mixed precision: O in bf16 alone (the output projection and the row dot read it).
             let (out_f32, out_bf16) = match self.bf16_out(out, batch * seq * heads * head_dim) {
                 Some(values) => (0, values),
-                None => (self.ptr(self.f32_out(out)), 0),
+                None => (self.ptr(self.f32_out_first(out, batch * seq * heads * head_dim)), 0),
             };
             self.launch(flash.forward, config, |b| {
-                b.arg(&out_f32).arg(self.f32_out(lse)).arg(&qb).arg(&kb).arg(&vb);
+                b.arg(&out_f32).arg(self.f32_out_first(lse, batch * seq * heads)).arg(&qb).arg(&kb).arg(&vb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale).arg(&out_bf16);
             });
             return;
@@ -950,7 +960,8 @@ impl Backend for CudaBackend {
             let (forward, _, _) = tensor_core_kernels(&self.kernels, head_dim);
             let config = tensor_core_grid(seq, heads, batch, tensor_core_shared_bytes(head_dim).0);
             self.launch(forward, config, |b| {
-                b.arg(self.f32_inout(out)).arg(self.f32_inout(lse)).arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v));
+                b.arg(self.f32_out_first(out, batch * seq * heads * head_dim)).arg(self.f32_out_first(lse, batch * seq * heads));
+                b.arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v));
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             return;
@@ -973,6 +984,7 @@ impl Backend for CudaBackend {
     ) {
         let _op = self.op(|| "attention_backward".into());
         let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let (q_len, kv_len) = (batch * seq * heads * head_dim, batch * seq * kv_heads * head_dim);
         let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut row_dot = self.scratch(&self.attention_row_dot, batch * seq * heads);
@@ -997,7 +1009,7 @@ impl Backend for CudaBackend {
                 self.stream.memset_zeros(self.f32_out(d_q)).expect("cannot clear GPU memory");
                 let fused = fa_fused_kernel(&self.kernels, head_dim);
                 self.launch(fused, tensor_core_grid(seq, kv_heads, batch, fa_fused_shared_bytes(head_dim)), |b| {
-                    b.arg(self.f32_inout(d_q)).arg(self.f32_out(d_k)).arg(self.f32_out(d_v)).arg(self.f32_in(lse)).arg(&*row_dot);
+                    b.arg(self.f32_inout(d_q)).arg(self.f32_out_first(d_k, kv_len)).arg(self.f32_out_first(d_v, kv_len)).arg(self.f32_in(lse)).arg(&*row_dot);
                     b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                     b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
                 });
@@ -1005,14 +1017,14 @@ impl Backend for CudaBackend {
             }
             let FlashKernels { dq, dkdv, shared: bytes, .. } = flash_kernels(&self.kernels, which, head_dim, self.wgmma);
             self.launch(dq, tensor_core_grid(seq, heads, batch, bytes.1), |b| {
-                b.arg(self.f32_out(d_q)).arg(self.f32_in(lse)).arg(&*row_dot);
+                b.arg(self.f32_out_first(d_q, q_len)).arg(self.f32_in(lse)).arg(&*row_dot);
                 b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                 b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale);
             });
             if kv_heads == heads {
                 let split = 0i32;
                 self.launch(dkdv, tensor_core_grid(seq, kv_heads, batch, bytes.2), |b| {
-                    b.arg(self.f32_out(d_k)).arg(self.f32_out(d_v)).arg(self.f32_in(lse)).arg(&*row_dot);
+                    b.arg(self.f32_out_first(d_k, kv_len)).arg(self.f32_out_first(d_v, kv_len)).arg(self.f32_in(lse)).arg(&*row_dot);
                     b.arg(&qb).arg(&kb).arg(&vb).arg(&gb);
                     b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&scale).arg(&split);
                 });
@@ -1032,7 +1044,7 @@ impl Backend for CudaBackend {
             let (rows, group) = ((batch * seq) as u64, (heads / kv_heads) as i32);
             for (out, shares) in [(&mut *d_k, &*k_shares), (&mut *d_v, &*v_shares)] {
                 self.launch(&self.kernels.attention_sum_head_groups, grid_for_u64(batch * seq * kv_heads * head_dim), |b| {
-                    b.arg(self.f32_out(out)).arg(shares).arg(&rows).arg(&kv32).arg(&group).arg(&hd32);
+                    b.arg(self.f32_out_first(out, kv_len)).arg(shares).arg(&rows).arg(&kv32).arg(&group).arg(&hd32);
                 });
             }
             return;
@@ -1101,7 +1113,7 @@ impl Backend for CudaBackend {
             });
             return;
         }
-        let out_ptr = self.ptr(self.f32_out(out));
+        let out_ptr = self.ptr(self.f32_out_first(out, n));
         let shadow = self.fused_bf16_ptr(out, n);
         self.launch(&self.kernels.swiglu_forward, grid_for_u64(n), |b| {
             b.arg(&out_ptr).arg(self.f32_in(gate)).arg(self.f32_in(up)).arg(&n64).arg(&shadow);
@@ -1122,7 +1134,7 @@ impl Backend for CudaBackend {
             });
             return;
         }
-        let (gate_ptr, up_ptr) = (self.ptr(self.f32_out(d_gate)), self.ptr(self.f32_out(d_up)));
+        let (gate_ptr, up_ptr) = (self.ptr(self.f32_out_first(d_gate, n)), self.ptr(self.f32_out_first(d_up, n)));
         let (gate_shadow, up_shadow) = (self.fused_bf16_ptr(d_gate, n), self.fused_bf16_ptr(d_up, n));
         self.launch(&self.kernels.swiglu_backward, grid_for_u64(n), |b| {
             b.arg(&gate_ptr).arg(&up_ptr).arg(self.f32_in(d_out)).arg(self.f32_in(gate)).arg(self.f32_in(up)).arg(&n64).arg(&gate_shadow).arg(&up_shadow);
@@ -1133,7 +1145,7 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "embedding_forward".into());
         let (dim32, n64) = (dim as i32, (n_tokens * dim) as u64);
         self.launch(&self.kernels.embedding_forward, grid_for_u64(n_tokens * dim), |b| {
-            b.arg(self.f32_inout(out)).arg(&tokens.ids).arg(self.f32_in(table)).arg(&dim32).arg(&n64);
+            b.arg(self.f32_out_first(out, n_tokens * dim)).arg(&tokens.ids).arg(self.f32_in(table)).arg(&dim32).arg(&n64);
         });
     }
 
@@ -1271,7 +1283,7 @@ impl Backend for CudaBackend {
             Precision::Fp32 => (operands, &self.kernels.cross_entropy_chunk),
         };
         let logits = self.ptr(self.f32_inout(scratch));
-        let (losses_at, lse_at, targets_at) = (self.ptr(self.f32_inout(losses)), self.ptr(self.f32_inout(lse)), self.ptr(&targets.ids));
+        let (losses_at, lse_at, targets_at) = (self.ptr(self.f32_out_first(losses, rows)), self.ptr(self.f32_out_first(lse, rows)), self.ptr(&targets.ids));
         let grad_logits = grad.is_some().then(|| self.scratch(&self.output_grad, rows * vocab));
         let grad_at = grad_logits.as_ref().map_or(0, |g| self.ptr(&**g));
         let scale = grad.as_ref().map_or(0.0, |g| g.scale);
@@ -1293,7 +1305,7 @@ impl Backend for CudaBackend {
             // The logit gradient is bf16, so these two products are bf16 in either precision.
             let (h, w) = (self.bf16_ptr(hidden), self.bf16_ptr(weight));
             // d_hiddenᵀ[dim, rows] = Wᵀ[dim, vocab] · d_logitsᵀ[vocab, rows], overwriting.
-            let d_hidden = self.ptr(self.f32_out(grad.d_hidden));
+            let d_hidden = self.ptr(self.f32_out_first(grad.d_hidden, rows * dim));
             let part = self.op(|| "· output_loss d_hidden GEMM".into());
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: false, m: dim as u64, n: rows as u64, k: vocab as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
             unsafe { self.gemm.run(shape, w, grad_at, d_hidden, 1.0, 0.0) }.expect("output_loss (d_hidden)");
@@ -1392,7 +1404,8 @@ impl CudaBackend {
             shared_mem_bytes: ((2 * ATTENTION_TILE * head_dim + ATTENTION_TILE) * 4) as u32,
         };
         self.launch(&self.kernels.attention_forward, config, |b| {
-            b.arg(self.f32_inout(out)).arg(self.f32_inout(lse)).arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v)).arg(&segments_at);
+            b.arg(self.f32_out_first(out, batch * seq * heads * head_dim)).arg(self.f32_out_first(lse, batch * seq * heads));
+            b.arg(self.f32_in(q)).arg(self.f32_in(k)).arg(self.f32_in(v)).arg(&segments_at);
             b.arg(&seq32).arg(&heads32).arg(&kv32).arg(&hd32).arg(&scale);
         });
     }

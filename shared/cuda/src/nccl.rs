@@ -106,12 +106,14 @@ impl NcclCollective {
         uneven: impl Fn(*mut c_void, usize, i32, sys::cudaStream_t, sys::ncclComm_t) -> Result<result::NcclStatus, result::NcclError>,
         what: &str,
     ) -> Result<()> {
+        // Addresses first: taking one may queue work on the compute stream (allocating a buffer
+        // not used yet, widening one held in bf16), which the ordering below must cover.
+        let bases: Vec<u64> = tensors.iter_mut().map(|(buf, _)| backend.address_for_writing(buf)).collect();
         Self::order(&self.comm_stream, backend.stream())?;
         let (world_size, rank, stream, comm) = (self.world.world_size, self.world.rank, self.raw_stream(), self.comm);
         let at = |base: u64, index: usize| (base + (index * std::mem::size_of::<f32>()) as u64) as *mut c_void;
         result::group_start().map_err(|e| anyhow::anyhow!("ncclGroupStart: {e:?}"))?;
-        for (buf, n) in tensors.iter_mut() {
-            let base = backend.address_for_writing(buf);
+        for ((_, n), &base) in tensors.iter().zip(&bases) {
             let outcome = if *n % world_size == 0 {
                 let chunk = *n / world_size;
                 even(at(base, 0), at(base, rank * chunk), chunk, stream, comm)
