@@ -84,6 +84,16 @@ template <> __device__ __forceinline__ void mma_rs<64>(float* d, const u32* a, u
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
+// d[64 x N] (+)= A[64 x 16] (registers, as mma_rs) . B[16 x N], B K-major (no transpose): Q Kᵀ
+// with Q's fragments held in registers.
+template <int N>
+__device__ __forceinline__ void mma_rs_k(float* d, const u32* a, u64 b, int accumulate);
+template <> __device__ __forceinline__ void mma_rs_k<64>(float* d, const u32* a, u64 b, int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
+}
 template <> __device__ __forceinline__ void mma_ss<128>(float* d, u64 a, u64 b, int accumulate) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
@@ -122,6 +132,21 @@ __device__ __forceinline__ void a_fragment(u32* a, const float (*p)[4], int kc) 
     a[3] = fa::pack(p[2 * kc + 1][2], p[2 * kc + 1][3]);
 }
 
+// The A fragments (mma.sync layout, one per 16-column k-step) of this warp's 16 rows of a
+// warpgroup's 64-row tile in the core-matrix layout, by ldmatrix: matrix m of the x4 load is
+// rows 8 (m & 1) .. +7, columns 8 (m >> 1) .. +7 of the k-step, i.e. a0 .. a3.
+template <int HD>
+__device__ __forceinline__ void tile_fragments(u32 (*a)[4], const bf16* tile64) {
+    constexpr int CB = HD / 8;
+    const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
+    const int row_block = ((threadIdx.x >> 5) & 3) * 2 + (m & 1);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        const bf16* row = tile64 + (row_block * CB + 2 * kk + (m >> 1)) * 64 + r * 8;
+        fa::ldsm_x4(a[kk][0], a[kk][1], a[kk][2], a[kk][3], fa::smem_addr(row));
+    }
+}
+
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
 // One step of a double-buffered loop over `steps` tiles: `issue(i + 1, buffer)` starts the next
@@ -154,7 +179,9 @@ __device__ __forceinline__ void next_kv_tile(bf16* ks, bf16* vs, const bf16* k, 
 // grid (ceil(seq / (64 WGS)), heads, batch), 128 WGS threads; shared (64 WGS + 4 BN) HD bf16.
 // SWAP (tuning aid, 0 in the backend): bit 0 swaps the K-major descriptor's byte offsets, bit 1
 // the MN-major one's; a device run then shows which reading of the PTX layout rules is right.
-template <int HD, int BN, int WGS, int SWAP = 0>
+// QREG (a variant for attention_bench): this warp's Q fragments are loaded into registers once
+// and S = Q Kᵀ reads only K from shared memory (half the shared-memory reads of that product).
+template <int HD, int BN, int WGS, int SWAP = 0, bool QREG = false>
 __device__ __forceinline__ void forward(float* out, bf16* out_bf16, float* lse, const bf16* q, const bf16* k, const bf16* v,
                                         int seq, int heads, int kv_heads, float scale) {
     constexpr int BM = 64 * WGS, NT = 128 * WGS;
@@ -178,17 +205,24 @@ __device__ __forceinline__ void forward(float* out, bf16* out_bf16, float* lse, 
 #pragma unroll
     for (int j = 0; j < HD / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
+    u32 qa[QREG ? HD / 16 : 1][4];
 
     for (int kt = 0; kt < n_kt; kt++) {
         next_kv_tile<BN, HD, NT>(ks, vs, k, v, b, kt, n_kt, seq, kv_heads, g);
+        if (QREG && kt == 0) tile_fragments<HD>(qa, qg);  // Q arrived with the first K/V tile
         const int k0 = kt * BN;
         if (k0 <= first_row + 63) {  // else every key of the tile is after this warpgroup's rows
             const bf16* kb = ks + (kt & 1) * BN * HD;
             const bf16* vb = vs + (kt & 1) * BN * HD;
             float s[BN / 8][4];
             fence();
+            if constexpr (QREG) {
 #pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD, SWAP & 1>(qg, kk), k_major<HD, SWAP & 1>(kb, kk), kk);
+                for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BN>(&s[0][0], qa[kk], k_major<HD>(kb, kk), kk);
+            } else {
+#pragma unroll
+                for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD, SWAP & 1>(qg, kk), k_major<HD, SWAP & 1>(kb, kk), kk);
+            }
             commit();
             wait_all();
             pin<BN / 2>(&s[0][0]);
@@ -557,6 +591,17 @@ WG_FORWARD_SWAP(attention_forward_wg64_kswap, 64, 1)
 WG_FORWARD_SWAP(attention_forward_wg64_mnswap, 64, 2)
 WG_FORWARD_SWAP(attention_forward_wg128_kswap, 128, 1)
 WG_FORWARD_SWAP(attention_forward_wg128_mnswap, 128, 2)
+#define WG_FORWARD_QREG(NAME, HD, WGS)                                                                                \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* out, float* lse, const __nv_bfloat16* q,      \
+                                                                 const __nv_bfloat16* k, const __nv_bfloat16* v,      \
+                                                                 int seq, int heads, int kv_heads, float scale,       \
+                                                                 __nv_bfloat16* out_bf16) {                           \
+        WG_BODY((wg::forward<HD, 64, WGS, 0, true>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));       \
+    }
+WG_FORWARD_QREG(attention_forward_wg64_q, 64, 1)
+WG_FORWARD_QREG(attention_forward_wg64_w2q, 64, 2)
+WG_FORWARD_QREG(attention_forward_wg128_q, 128, 1)
+WG_FORWARD_QREG(attention_forward_wg128_w2q, 128, 2)
 #define WG_FORWARD_OVERLAP(NAME, HD, BN)                                                                              \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
