@@ -340,7 +340,9 @@ __device__ __forceinline__ void forward_overlap(float* out, bf16* out_bf16, floa
 // dQ = scale · dS K with dS = P ∘ (dP − D), P = exp(S − lse), dP = dO Vᵀ, per 64 queries a
 // warpgroup (WGS of them a block share each K/V tile), BN keys a step. grid (ceil(seq / (64 WGS)),
 // heads, batch), 128 WGS threads; shared (2 · 64 WGS + 4 BN) HD bf16.
-template <int HD, int BN, int WGS = 1>
+// QREG (a variant for attention_bench): Q's and dO's fragments are loaded into registers once,
+// so S = Q Kᵀ and dP = dO Vᵀ read only K and V from shared memory.
+template <int HD, int BN, int WGS = 1, bool QREG = false>
 __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const float* row_dot, const bf16* q,
                                             const bf16* k, const bf16* v, const bf16* d_out, int seq, int heads,
                                             int kv_heads, float scale) {
@@ -373,9 +375,14 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
     float dq[HD / 8][4];
 #pragma unroll
     for (int j = 0; j < HD / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
+    u32 qa[QREG ? HD / 16 : 1][4], oa[QREG ? HD / 16 : 1][4];
 
     for (int kt = 0; kt < n_kt; kt++) {
         next_kv_tile<BN, HD, NT>(ks, vs, k, v, b, kt, n_kt, seq, kv_heads, g);
+        if (QREG && kt == 0) {  // Q and dO arrived with the first K/V tile
+            tile_fragments<HD>(qa, qg);
+            tile_fragments<HD>(oa, dog);
+        }
         const int k0 = kt * BN;
         if (WGS > 1 && k0 > first_row + 63) {  // every key of the tile is after this warpgroup's rows
             __syncthreads();
@@ -385,10 +392,17 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
         const bf16* vb = vs + (kt & 1) * BN * HD;
         float s[BN / 8][4], dp[BN / 8][4];
         fence();
+        if constexpr (QREG) {
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD>(qg, kk), k_major<HD>(kb, kk), kk);
+            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BN>(&s[0][0], qa[kk], k_major<HD>(kb, kk), kk);
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&dp[0][0], k_major<HD>(dog, kk), k_major<HD>(vb, kk), kk);
+            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BN>(&dp[0][0], oa[kk], k_major<HD>(vb, kk), kk);
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD>(qg, kk), k_major<HD>(kb, kk), kk);
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&dp[0][0], k_major<HD>(dog, kk), k_major<HD>(vb, kk), kk);
+        }
         commit();
         wait_all();
         pin<BN / 2>(&s[0][0]);
@@ -564,6 +578,13 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
                                                            int heads, int kv_heads, float scale) {                    \
         WG_BODY((wg::backward_dq<HD, BN, WGS>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale)));      \
     }
+#define WG_DQ_QREG(NAME, HD, WGS)                                                                                     \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_q, const float* lse, const float* row_dot,   \
+                                                                 const __nv_bfloat16* q, const __nv_bfloat16* k,      \
+                                                                 const __nv_bfloat16* v, const __nv_bfloat16* d_out,  \
+                                                                 int seq, int heads, int kv_heads, float scale) {     \
+        WG_BODY((wg::backward_dq<HD, 64, WGS, true>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale))); \
+    }
 #define WG_DKDV(NAME, HD, BM, WGS)                                                                                    \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_k, float* d_v, const float* lse,                   \
                                                            const float* row_dot, const __nv_bfloat16* q,              \
@@ -616,6 +637,10 @@ WG_DQ(attention_backward_dq_wg64_w2, 64, 64, 2)
 WG_DQ(attention_backward_dq_wg128, 128, 64, 1)
 WG_DQ(attention_backward_dq_wg128_w2, 128, 64, 2)
 WG_DQ(attention_backward_dq_wg128_bn32, 128, 32, 1)
+WG_DQ_QREG(attention_backward_dq_wg64_q, 64, 1)
+WG_DQ_QREG(attention_backward_dq_wg64_w2q, 64, 2)
+WG_DQ_QREG(attention_backward_dq_wg128_q, 128, 1)
+WG_DQ_QREG(attention_backward_dq_wg128_w2q, 128, 2)
 WG_DKDV(attention_backward_dkdv_wg64, 64, 64, 1)
 WG_DKDV(attention_backward_dkdv_wg64_w2, 64, 64, 2)
 WG_DKDV(attention_backward_dkdv_wg128, 128, 64, 1)
