@@ -446,7 +446,10 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
 // Q/dO tile), BM queries a step; the `split_heads` layout of attention_fa.cu's backward_dkdv.
 // grid (ceil(seq / (64 WGS)), kv_heads or heads, batch), 128 WGS threads; shared
 // (2 · 64 WGS + 4 BM) HD bf16 + 4 BM floats.
-template <int HD, int BM, int WGS = 1>
+// KREG (a variant for attention_bench; head size 64, as at 128 the fragments spill): this warp's
+// K and V fragments are loaded into registers once, so Sᵀ = K Qᵀ and dPᵀ = V dOᵀ read only Q and
+// dO from shared memory.
+template <int HD, int BM, int WGS = 1, bool KREG = false>
 __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const float* lse, const float* row_dot,
                                               const bf16* q, const bf16* k, const bf16* v, const bf16* d_out, int seq,
                                               int heads, int kv_heads, float scale, int split_heads) {
@@ -491,8 +494,13 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         dk[j][0] = dk[j][1] = dk[j][2] = dk[j][3] = 0.0f;
         dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.0f;
     }
+    u32 ka[KREG ? HD / 16 : 1][4], va[KREG ? HD / 16 : 1][4];
     for (int i = 0; i < steps; i++) {
         next_stage(i, steps, issue);
+        if (KREG && i == 0) {  // K and V arrived with the first Q/dO step
+            tile_fragments<HD>(ka, kg);
+            tile_fragments<HD>(va, vg);
+        }
         const int buf = i & 1, q0 = (qt_first + i % n_qt) * BM;
         const bf16* qb = qs + buf * BM * HD;
         const bf16* dob = dos + buf * BM * HD;
@@ -504,10 +512,17 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         }
         float st[BM / 8][4], dpt[BM / 8][4];
         fence();
+        if constexpr (KREG) {
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&st[0][0], k_major<HD>(kg, kk), k_major<HD>(qb, kk), kk);  // Sᵀ = K Qᵀ
+            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BM>(&st[0][0], ka[kk], k_major<HD>(qb, kk), kk);
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&dpt[0][0], k_major<HD>(vg, kk), k_major<HD>(dob, kk), kk);  // dPᵀ = V dOᵀ
+            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BM>(&dpt[0][0], va[kk], k_major<HD>(dob, kk), kk);
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&st[0][0], k_major<HD>(kg, kk), k_major<HD>(qb, kk), kk);  // Sᵀ = K Qᵀ
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&dpt[0][0], k_major<HD>(vg, kk), k_major<HD>(dob, kk), kk);  // dPᵀ = V dOᵀ
+        }
         commit();
         wait_all();
         pin<BM / 2>(&st[0][0]);
@@ -641,6 +656,17 @@ WG_DQ_QREG(attention_backward_dq_wg64_q, 64, 1)
 WG_DQ_QREG(attention_backward_dq_wg64_w2q, 64, 2)
 WG_DQ_QREG(attention_backward_dq_wg128_q, 128, 1)
 WG_DQ_QREG(attention_backward_dq_wg128_w2q, 128, 2)
+#define WG_DKDV_KREG(NAME, HD, WGS)                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_k, float* d_v, const float* lse,             \
+                                                                 const float* row_dot, const __nv_bfloat16* q,        \
+                                                                 const __nv_bfloat16* k, const __nv_bfloat16* v,      \
+                                                                 const __nv_bfloat16* d_out, int seq, int heads,      \
+                                                                 int kv_heads, float scale, int split_heads) {        \
+        WG_BODY((wg::backward_dkdv<HD, 64, WGS, true>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads,   \
+                                                      scale, split_heads)));                                          \
+    }
+WG_DKDV_KREG(attention_backward_dkdv_wg64_k, 64, 1)
+WG_DKDV_KREG(attention_backward_dkdv_wg64_w2k, 64, 2)
 WG_DKDV(attention_backward_dkdv_wg64, 64, 64, 1)
 WG_DKDV(attention_backward_dkdv_wg64_w2, 64, 64, 2)
 WG_DKDV(attention_backward_dkdv_wg128, 128, 64, 1)
