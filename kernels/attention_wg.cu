@@ -578,44 +578,42 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
 }  // namespace wg
 
 // Entry points: forward with BN keys a step and WGS warpgroups (64 rows each) a block; dQ with
-// BN keys a step; dK/dV with BM queries a step. Shared memory per launch: see the kernels above.
-#define WG_FORWARD(NAME, HD, BN, WGS)                                                                                 \
+// BN keys a step; dK/dV with BM queries a step; QREG / KREG pick the register-operand variants.
+// Shared memory per launch: see the kernels above.
+#define WG_FORWARD(NAME, HD, BN, WGS, QREG)                                                                               \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* out, float* lse, const __nv_bfloat16* q,      \
                                                                  const __nv_bfloat16* k, const __nv_bfloat16* v,      \
                                                                  int seq, int heads, int kv_heads, float scale,       \
                                                                  __nv_bfloat16* out_bf16) {                           \
-        WG_BODY((wg::forward<HD, BN, WGS>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));                \
+        WG_BODY((wg::forward<HD, BN, WGS, 0, QREG>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));      \
     }
-#define WG_DQ(NAME, HD, BN, WGS)                                                                                      \
+#define WG_DQ(NAME, HD, BN, WGS, QREG)                                                                                   \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_q, const float* lse, const float* row_dot,         \
                                                            const __nv_bfloat16* q, const __nv_bfloat16* k,            \
                                                            const __nv_bfloat16* v, const __nv_bfloat16* d_out, int seq, \
                                                            int heads, int kv_heads, float scale) {                    \
-        WG_BODY((wg::backward_dq<HD, BN, WGS>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale)));      \
+        WG_BODY((wg::backward_dq<HD, BN, WGS, QREG>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale))); \
     }
-#define WG_DQ_QREG(NAME, HD, WGS)                                                                                     \
-    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_q, const float* lse, const float* row_dot,   \
-                                                                 const __nv_bfloat16* q, const __nv_bfloat16* k,      \
-                                                                 const __nv_bfloat16* v, const __nv_bfloat16* d_out,  \
-                                                                 int seq, int heads, int kv_heads, float scale) {     \
-        WG_BODY((wg::backward_dq<HD, 64, WGS, true>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale))); \
-    }
-#define WG_DKDV(NAME, HD, BM, WGS)                                                                                    \
+#define WG_DKDV(NAME, HD, BM, WGS, KREG)                                                                                 \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_k, float* d_v, const float* lse,                   \
                                                            const float* row_dot, const __nv_bfloat16* q,              \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v,            \
                                                            const __nv_bfloat16* d_out, int seq, int heads,            \
                                                            int kv_heads, float scale, int split_heads) {              \
-        WG_BODY((wg::backward_dkdv<HD, BM, WGS>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale,   \
+        WG_BODY((wg::backward_dkdv<HD, BM, WGS, KREG>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale, \
                                            split_heads)));                                                            \
     }
 
-WG_FORWARD(attention_forward_wg64, 64, 64, 1)
-WG_FORWARD(attention_forward_wg64_w2, 64, 64, 2)
-WG_FORWARD(attention_forward_wg64_bn128, 64, 128, 1)
-WG_FORWARD(attention_forward_wg128, 128, 64, 1)
-WG_FORWARD(attention_forward_wg128_w2, 128, 64, 2)
-WG_FORWARD(attention_forward_wg128_bn32, 128, 32, 1)
+WG_FORWARD(attention_forward_wg64, 64, 64, 1, false)
+WG_FORWARD(attention_forward_wg64_w2, 64, 64, 2, false)
+WG_FORWARD(attention_forward_wg64_bn128, 64, 128, 1, false)
+WG_FORWARD(attention_forward_wg128, 128, 64, 1, false)
+WG_FORWARD(attention_forward_wg128_w2, 128, 64, 2, false)
+WG_FORWARD(attention_forward_wg128_bn32, 128, 32, 1, false)
+WG_FORWARD(attention_forward_wg64_q, 64, 64, 1, true)
+WG_FORWARD(attention_forward_wg64_w2q, 64, 64, 2, true)
+WG_FORWARD(attention_forward_wg128_q, 128, 64, 1, true)
+WG_FORWARD(attention_forward_wg128_w2q, 128, 64, 2, true)
 #define WG_FORWARD_SWAP(NAME, HD, SWAP)                                                                               \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
@@ -627,17 +625,6 @@ WG_FORWARD_SWAP(attention_forward_wg64_kswap, 64, 1)
 WG_FORWARD_SWAP(attention_forward_wg64_mnswap, 64, 2)
 WG_FORWARD_SWAP(attention_forward_wg128_kswap, 128, 1)
 WG_FORWARD_SWAP(attention_forward_wg128_mnswap, 128, 2)
-#define WG_FORWARD_QREG(NAME, HD, WGS)                                                                                \
-    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* out, float* lse, const __nv_bfloat16* q,      \
-                                                                 const __nv_bfloat16* k, const __nv_bfloat16* v,      \
-                                                                 int seq, int heads, int kv_heads, float scale,       \
-                                                                 __nv_bfloat16* out_bf16) {                           \
-        WG_BODY((wg::forward<HD, 64, WGS, 0, true>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));       \
-    }
-WG_FORWARD_QREG(attention_forward_wg64_q, 64, 1)
-WG_FORWARD_QREG(attention_forward_wg64_w2q, 64, 2)
-WG_FORWARD_QREG(attention_forward_wg128_q, 128, 1)
-WG_FORWARD_QREG(attention_forward_wg128_w2q, 128, 2)
 #define WG_FORWARD_OVERLAP(NAME, HD, BN)                                                                              \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
@@ -647,28 +634,19 @@ WG_FORWARD_QREG(attention_forward_wg128_w2q, 128, 2)
     }
 WG_FORWARD_OVERLAP(attention_forward_wg64_ov, 64, 64)
 WG_FORWARD_OVERLAP(attention_forward_wg128_ov, 128, 64)
-WG_DQ(attention_backward_dq_wg64, 64, 64, 1)
-WG_DQ(attention_backward_dq_wg64_w2, 64, 64, 2)
-WG_DQ(attention_backward_dq_wg128, 128, 64, 1)
-WG_DQ(attention_backward_dq_wg128_w2, 128, 64, 2)
-WG_DQ(attention_backward_dq_wg128_bn32, 128, 32, 1)
-WG_DQ_QREG(attention_backward_dq_wg64_q, 64, 1)
-WG_DQ_QREG(attention_backward_dq_wg64_w2q, 64, 2)
-WG_DQ_QREG(attention_backward_dq_wg128_q, 128, 1)
-WG_DQ_QREG(attention_backward_dq_wg128_w2q, 128, 2)
-#define WG_DKDV_KREG(NAME, HD, WGS)                                                                                   \
-    extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_k, float* d_v, const float* lse,             \
-                                                                 const float* row_dot, const __nv_bfloat16* q,        \
-                                                                 const __nv_bfloat16* k, const __nv_bfloat16* v,      \
-                                                                 const __nv_bfloat16* d_out, int seq, int heads,      \
-                                                                 int kv_heads, float scale, int split_heads) {        \
-        WG_BODY((wg::backward_dkdv<HD, 64, WGS, true>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads,   \
-                                                      scale, split_heads)));                                          \
-    }
-WG_DKDV_KREG(attention_backward_dkdv_wg64_k, 64, 1)
-WG_DKDV_KREG(attention_backward_dkdv_wg64_w2k, 64, 2)
-WG_DKDV(attention_backward_dkdv_wg64, 64, 64, 1)
-WG_DKDV(attention_backward_dkdv_wg64_w2, 64, 64, 2)
-WG_DKDV(attention_backward_dkdv_wg128, 128, 64, 1)
-WG_DKDV(attention_backward_dkdv_wg128_w2, 128, 64, 2)
-WG_DKDV(attention_backward_dkdv_wg128_bm32, 128, 32, 1)
+WG_DQ(attention_backward_dq_wg64, 64, 64, 1, false)
+WG_DQ(attention_backward_dq_wg64_w2, 64, 64, 2, false)
+WG_DQ(attention_backward_dq_wg128, 128, 64, 1, false)
+WG_DQ(attention_backward_dq_wg128_w2, 128, 64, 2, false)
+WG_DQ(attention_backward_dq_wg128_bn32, 128, 32, 1, false)
+WG_DQ(attention_backward_dq_wg64_q, 64, 64, 1, true)
+WG_DQ(attention_backward_dq_wg64_w2q, 64, 64, 2, true)
+WG_DQ(attention_backward_dq_wg128_q, 128, 64, 1, true)
+WG_DQ(attention_backward_dq_wg128_w2q, 128, 64, 2, true)
+WG_DKDV(attention_backward_dkdv_wg64, 64, 64, 1, false)
+WG_DKDV(attention_backward_dkdv_wg64_w2, 64, 64, 2, false)
+WG_DKDV(attention_backward_dkdv_wg128, 128, 64, 1, false)
+WG_DKDV(attention_backward_dkdv_wg128_w2, 128, 64, 2, false)
+WG_DKDV(attention_backward_dkdv_wg128_bm32, 128, 32, 1, false)
+WG_DKDV(attention_backward_dkdv_wg64_k, 64, 64, 1, true)
+WG_DKDV(attention_backward_dkdv_wg64_w2k, 64, 64, 2, true)
