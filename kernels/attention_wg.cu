@@ -149,6 +149,25 @@ __device__ __forceinline__ void tile_fragments(u32 (*a)[4], const bf16* tile64) 
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
+// The backward's two first products, d1 = A1 B1ᵀ and d2 = A2 B2ᵀ over the head dimension (B
+// tiles K-major): the A operands from registers (REG, fragments r1 / r2) or from shared tiles
+// a1 / a2. Issued, not committed.
+template <int N, int HD, bool REG>
+__device__ __forceinline__ void two_products(float* d1, float* d2, const u32 (*r1)[4], const u32 (*r2)[4], const bf16* a1,
+                                             const bf16* a2, const bf16* b1, const bf16* b2) {
+    if constexpr (REG) {
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<N>(d1, r1[kk], k_major<HD>(b1, kk), kk);
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<N>(d2, r2[kk], k_major<HD>(b2, kk), kk);
+    } else {
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<N>(d1, k_major<HD>(a1, kk), k_major<HD>(b1, kk), kk);
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<N>(d2, k_major<HD>(a2, kk), k_major<HD>(b2, kk), kk);
+    }
+}
+
 // One step of a double-buffered loop over `steps` tiles: `issue(i + 1, buffer)` starts the next
 // tile's cp.async loads into the other buffer, then this waits for tile i and makes it visible to
 // the tensor cores' async proxy and to every thread.
@@ -392,17 +411,7 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
         const bf16* vb = vs + (kt & 1) * BN * HD;
         float s[BN / 8][4], dp[BN / 8][4];
         fence();
-        if constexpr (QREG) {
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BN>(&s[0][0], qa[kk], k_major<HD>(kb, kk), kk);
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BN>(&dp[0][0], oa[kk], k_major<HD>(vb, kk), kk);
-        } else {
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD>(qg, kk), k_major<HD>(kb, kk), kk);
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&dp[0][0], k_major<HD>(dog, kk), k_major<HD>(vb, kk), kk);
-        }
+        two_products<BN, HD, QREG>(&s[0][0], &dp[0][0], qa, oa, qg, dog, kb, vb);  // S = Q Kᵀ, dP = dO Vᵀ
         commit();
         wait_all();
         pin<BN / 2>(&s[0][0]);
@@ -512,17 +521,7 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         }
         float st[BM / 8][4], dpt[BM / 8][4];
         fence();
-        if constexpr (KREG) {
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BM>(&st[0][0], ka[kk], k_major<HD>(qb, kk), kk);
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BM>(&dpt[0][0], va[kk], k_major<HD>(dob, kk), kk);
-        } else {
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&st[0][0], k_major<HD>(kg, kk), k_major<HD>(qb, kk), kk);  // Sᵀ = K Qᵀ
-#pragma unroll
-            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&dpt[0][0], k_major<HD>(vg, kk), k_major<HD>(dob, kk), kk);  // dPᵀ = V dOᵀ
-        }
+        two_products<BM, HD, KREG>(&st[0][0], &dpt[0][0], ka, va, kg, vg, qb, dob);  // Sᵀ = K Qᵀ, dPᵀ = V dOᵀ
         commit();
         wait_all();
         pin<BM / 2>(&st[0][0]);
