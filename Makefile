@@ -39,12 +39,16 @@ include pipelines/scaling.mk
 include pipelines/eval.mk
 include pipelines/align.mk
 
-test: test-rust test-python
+test: test-rust test-python test-cudnn
 
 # Builds the binaries first: the end-to-end tests in tests/ run them.
 test-rust:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+# cuDNN attention's graphs against the cuDNN the GPU machine runs (fetched once; no GPU needed).
+test-cudnn:
+	CARGO="$(CARGO)" bash shared/cuda/cudnn-cpu-test.sh
 
 # Interop: what the stages write opens unchanged in pyarrow, polars and duckdb.
 TEST_WORK := $(TARGET_DIR)/python-interop

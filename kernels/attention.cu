@@ -228,3 +228,14 @@ extern "C" __global__ void attention_backward_dkdv(float* d_k, float* d_v, const
         d_v[krow * head_dim + s + i * tpr] += dv[i];
     }
 }
+
+// The row log-sum-exp between our layout [batch, seq, heads] and cuDNN's Stats layout
+// [batch, heads, seq]: out[b, c, r] = in[b, r, c] for in of shape [batch, rows, cols].
+extern "C" __global__ void transpose_last_two(float* __restrict__ out, const float* __restrict__ in, int batch, int rows, int cols) {
+    const u64 per = (u64)rows * cols;
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (u64)batch * per) return;
+    const u64 b = i / per, at = i % per;
+    const u64 c = at / rows, r = at % rows;
+    out[i] = in[b * per + r * cols + c];
+}

@@ -1,13 +1,14 @@
 //! Attention kernels alone, on the GPU benchmark's shapes: each forward, dQ and dK/dV variant
 //! against the flash-attention-2 kernels (relative error; NaN fails) and its time (median of
 //! 20 launches, CUDA events), TFLOP/s on the causal FLOPs. For choosing kernels on the device:
-//! `attention_bench [variant-substring]`.
+//! `attention_bench [variant-substring]`. Then cuDNN's fused attention (`cudnn`, and
+//! `cudnn-det` without atomics) on the same inputs, and the cuDNN plans it built.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use half::bf16;
 use rand::{RngExt, SeedableRng};
 
@@ -145,6 +146,14 @@ fn main() -> Result<()> {
     };
     let row_dot_kernel = module.load_function("attention_row_dot")?;
     let sum_groups = module.load_function("attention_sum_head_groups")?;
+    // cuDNN's fused attention, fast (atomics) and deterministic, where cuDNN loads.
+    let cudnn = match dsllm_cuda::cudnn_attention::cudnn_unavailable_reason() {
+        Some(reason) => {
+            println!("no cuDNN attention: {reason}");
+            None
+        }
+        None => Some(dsllm_cuda::cudnn_attention::CudnnAttention::new(stream.clone())?),
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     for shape in SHAPES {
         let Shape { name, batch, seq, heads, kv_heads, head_dim: hd } = *shape;
@@ -261,6 +270,78 @@ fn main() -> Result<()> {
                 reference.push((variant.kind, outputs));
             }
         }
+        if let Some(cudnn) = &cudnn {
+            let cudnn_shape = dsllm_cuda::cudnn_attention::Shape { batch, seq, heads, kv_heads, head_dim: hd };
+            for deterministic in [false, true] {
+                if let Err(e) = time_cudnn(&stream, cudnn, cudnn_shape, deterministic, &b, &reference, product, name) {
+                    println!("{name:10} cudnn{} failed: {e:#}", if deterministic { " (deterministic)" } else { "" });
+                }
+            }
+        }
+    }
+    if let Some(cudnn) = &cudnn {
+        println!("cuDNN {} plans:", cudnn.version());
+        for line in cudnn.log.borrow().iter() {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
+
+/// cuDNN's fused attention on the same inputs: forward against the fa2 forward's O and lse,
+/// backward (from cuDNN's own O and Stats) against fa2's dQ, dK, dV.
+#[allow(clippy::too_many_arguments)]
+fn time_cudnn(
+    stream: &Arc<CudaStream>,
+    cudnn: &dsllm_cuda::cudnn_attention::CudnnAttention,
+    shape: dsllm_cuda::cudnn_attention::Shape,
+    deterministic: bool,
+    b: &Bufs,
+    reference: &[(&str, Vec<Vec<f32>>)],
+    product: f64,
+    name: &str,
+) -> Result<()> {
+    let dsllm_cuda::cudnn_attention::Shape { batch, seq, heads, kv_heads, head_dim } = shape;
+    let (nq, nkv, rows) = (batch * seq * heads * head_dim, batch * seq * kv_heads * head_dim, batch * seq * heads);
+    let tag = if deterministic { "cudnn-det" } else { "cudnn" };
+    let (o, stats) = (stream.alloc_zeros::<bf16>(nq)?, stream.alloc_zeros::<f32>(rows)?);
+    let (d_q, d_k, d_v) = (stream.alloc_zeros::<bf16>(nq)?, stream.alloc_zeros::<bf16>(nkv)?, stream.alloc_zeros::<bf16>(nkv)?);
+    let p = |s: &CudaSlice<bf16>| s.device_ptr(stream).0;
+    let (q, k, v, d_out, o_ptr, stats_ptr) = (p(&b.q), p(&b.k), p(&b.v), p(&b.d_out), p(&o), stats.device_ptr(stream).0);
+    let find = |kind: &str| reference.iter().find(|(k, _)| *k == kind).map(|(_, r)| r);
+    let widen = |s: &CudaSlice<bf16>| -> Result<Vec<f32>> { Ok(stream.clone_dtoh(s)?.iter().map(|x| x.to_f32()).collect()) };
+    if !deterministic && cudnn.has_plan(shape, false, false) {
+        let ms = time_ms(stream, 20, || cudnn.forward(shape, o_ptr, stats_ptr, q, k, v).expect("cuDNN forward"))?;
+        let errors = match find("fwd") {
+            Some(r) => {
+                // Stats is [batch, heads, seq]; the reference lse [batch, seq, heads].
+                let stats_host = stream.clone_dtoh(&stats)?;
+                let lse: Vec<f32> = (0..rows).map(|i| { let (bt, rest) = (i / (seq * heads), i % (seq * heads)); stats_host[bt * seq * heads + (rest % heads) * seq + rest / heads] }).collect();
+                format!("{:.2e} {:.2e}", rel_err(&widen(&o)?, &r[0]), rel_err(&lse, &r[1]))
+            }
+            None => "no reference".into(),
+        };
+        println!("{name:10} fwd   {tag:40} {ms:8.3} ms {:6.1} TFLOP/s  err {errors}  [{}]", 2.0 * product / ms / 1e9, cudnn.describe(shape, false, false).unwrap_or_default());
+    }
+    if deterministic {
+        // The deterministic backward reads the forward's outputs: run it once.
+        cudnn.forward(shape, o_ptr, stats_ptr, q, k, v)?;
+    }
+    if cudnn.has_plan(shape, true, deterministic) {
+        let ms = time_ms(stream, 20, || {
+            cudnn.backward(shape, deterministic, p(&d_q), p(&d_k), p(&d_v), d_out, o_ptr, stats_ptr, q, k, v).expect("cuDNN backward")
+        })?;
+        let dq_err = find("dq").map(|r| rel_err(&widen(&d_q).unwrap_or_default(), &r[0]));
+        let dkdv_err = find("dkdv").map(|r| (rel_err(&widen(&d_k).unwrap_or_default(), &r[0]), rel_err(&widen(&d_v).unwrap_or_default(), &r[1])));
+        // Backward FLOPs as PyTorch counts them: five products (2.5x the forward).
+        println!(
+            "{name:10} bwd   {tag:40} {ms:8.3} ms {:6.1} TFLOP/s  err dq {:.2e} dk {:.2e} dv {:.2e}  [{}]",
+            5.0 * product / ms / 1e9,
+            dq_err.unwrap_or(f64::NAN),
+            dkdv_err.map_or(f64::NAN, |e| e.0),
+            dkdv_err.map_or(f64::NAN, |e| e.1),
+            cudnn.describe(shape, true, deterministic).unwrap_or_default()
+        );
     }
     Ok(())
 }

@@ -27,10 +27,17 @@ fn main() -> anyhow::Result<()> {
     gpu.deterministic = true;
     // The other attention kernels too (check_ops ran the default).
     let hopper = gpu.compute_capability() == (9, 0);
-    let others = [AttentionKernels::Fa2, AttentionKernels::Wgmma, AttentionKernels::Wmma, AttentionKernels::Fp32];
+    let others = [AttentionKernels::Cudnn, AttentionKernels::Fa2, AttentionKernels::Wgmma, AttentionKernels::Wmma, AttentionKernels::Fp32];
     for kernels in others.into_iter().filter(|&k| k != default_attention && (hopper || k != AttentionKernels::Wgmma)) {
         gpu.attention = kernels;
         checks.extend(check_attention(&gpu));
+    }
+    // cuDNN's backward with atomics too (the default run is deterministic).
+    if gpu.cudnn_attention().is_some() {
+        gpu.attention = AttentionKernels::Cudnn;
+        gpu.deterministic = false;
+        checks.extend(check_attention(&gpu));
+        gpu.deterministic = true;
     }
     // Mixed precision with fp32 activations (DSLLM_BF16_ACTIVATIONS=0), if check_ops ran bf16 ones.
     if gpu.bf16_activations {

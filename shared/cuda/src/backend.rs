@@ -104,14 +104,19 @@ pub struct CudaBackend {
     /// in bf16 alone, as autocast does (default; `DSLLM_BF16_ACTIVATIONS=0` keeps fp32 copies:
     /// v7's behaviour, for comparison). See [`GpuBuffer`].
     pub bf16_activations: bool,
-    /// RMSNorm's backward as one pass per 16-row block (default: what BENCHMARKS.md v9 measured)
-    /// or as a block per row plus a column-sum pass (`DSLLM_NORM_BACKWARD=rows`, v7's kernels).
+    /// RMSNorm's backward as a block per row plus a column-sum pass (default: 2.6% faster
+    /// ds-160m steps on the H100, BENCHMARKS.md v10) or as one pass per 16-row block
+    /// (`DSLLM_NORM_BACKWARD=fused`).
     pub fused_norm_backward: bool,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
     gemm: Gemm,
     norm_partials: RefCell<CudaSlice<f32>>,
+    /// cuDNN attention, opened on first use (`None`: unavailable, said once).
+    cudnn: std::cell::OnceCell<Option<crate::cudnn_attention::CudnnAttention>>,
+    /// cuDNN's Stats (`[batch, heads, seq]`), transposed to and from `lse`.
+    attention_stats: RefCell<CudaSlice<f32>>,
     attention_row_dot: RefCell<CudaSlice<f32>>,
     /// Per-query-head dK and dV shares of the grouped-query attention backward.
     attention_k_shares: RefCell<CudaSlice<f32>>,
@@ -129,6 +134,9 @@ pub enum AttentionKernels {
     /// Flash-attention-2 style: mma.sync m16n8k16 with ldmatrix, register accumulators
     /// (kernels/attention_fa.cu). Head sizes 64 and 128.
     Fa2,
+    /// cuDNN's fused flash attention (what PyTorch's SDPA runs), see [`crate::cudnn_attention`];
+    /// falls back to `Fa2` (with one message) where cuDNN or a plan for the shape is missing.
+    Cudnn,
     /// Hopper's warpgroup MMA reading K/V (Q/dO) straight from shared memory
     /// (kernels/attention_wg.cu, sm_90a). Head sizes 64 and 128, compute capability 9.0 only.
     Wgmma,
@@ -142,6 +150,7 @@ impl AttentionKernels {
     pub fn name(self) -> &'static str {
         match self {
             Self::Fa2 => "fa2",
+            Self::Cudnn => "cudnn",
             Self::Wgmma => "wgmma",
             Self::Wmma => "wmma",
             Self::Fp32 => "fp32",
@@ -154,6 +163,7 @@ impl AttentionKernels {
             Ok("fp32") => Self::Fp32,
             Ok("wmma") | Ok("tc") => Self::Wmma,
             Ok("fa2") => Self::Fa2,
+            Ok("cudnn") => Self::Cudnn,
             Ok("wgmma") if hopper => Self::Wgmma,
             _ if hopper && DEFAULT_WGMMA => Self::Wgmma,
             _ => Self::Fa2,
@@ -282,8 +292,10 @@ impl CudaBackend {
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
-            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").map_or(true, |v| v != "rows"),
+            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").is_ok_and(|v| v == "fused"),
             norm_partials: RefCell::new(empty_f32()?),
+            cudnn: std::cell::OnceCell::new(),
+            attention_stats: RefCell::new(empty_f32()?),
             attention_row_dot: RefCell::new(empty_f32()?),
             attention_k_shares: RefCell::new(empty_f32()?),
             attention_v_shares: RefCell::new(empty_f32()?),
@@ -450,6 +462,14 @@ impl CudaBackend {
         if !self.bf16_outputs() || n != buf.len {
             return None;
         }
+        Some(self.bf16_store(buf))
+    }
+
+    /// The device address of `buf`'s bf16 copy for an op that overwrites all of it and can
+    /// only write bf16 (cuDNN attention), whatever [`CudaBackend::bf16_activations`] says: the
+    /// fp32 values are widened from it if something reads them.
+    fn bf16_store(&self, buf: &mut GpuBuffer) -> u64 {
+        let n = buf.len;
         buf.version += 1;
         *buf.f32_stale.get_mut() = true;
         let shadow = buf.shadow.get_mut().expect("bf16 copy lock");
@@ -459,7 +479,7 @@ impl CudaBackend {
         };
         let pointer = self.ptr(&copy);
         *shadow = Some((buf.version, copy));
-        Some(pointer)
+        pointer
     }
 
     /// The device address of the bf16 values of a buffer that holds bf16 only, for an op that
@@ -936,7 +956,13 @@ impl Backend for CudaBackend {
         let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
         let (seq32, heads32, kv32) = (seq as i32, heads as i32, kv_heads as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let which = self.attention_kernels(head_dim);
+        let mut which = self.attention_kernels(head_dim);
+        if which == AttentionKernels::Cudnn {
+            if self.cudnn_attention_forward(out, lse, q, k, v, shape) {
+                return;
+            }
+            which = AttentionKernels::Fa2;
+        }
         if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let (qb, kb, vb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v));
             let flash = flash_kernels(&self.kernels, which, head_dim, self.wgmma);
@@ -987,8 +1013,14 @@ impl Backend for CudaBackend {
         let (q_len, kv_len) = (batch * seq * heads * head_dim, batch * seq * kv_heads * head_dim);
         let (seq32, heads32, kv32, hd32) = (seq as i32, heads as i32, kv_heads as i32, head_dim as i32);
         let scale = 1.0 / (head_dim as f32).sqrt();
+        let mut which = self.attention_kernels(head_dim);
+        if which == AttentionKernels::Cudnn {
+            if self.cudnn_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, shape) {
+                return;
+            }
+            which = AttentionKernels::Fa2;
+        }
         let mut row_dot = self.scratch(&self.attention_row_dot, batch * seq * heads);
-        let which = self.attention_kernels(head_dim);
         if matches!(which, AttentionKernels::Fa2 | AttentionKernels::Wgmma) {
             let rows = (batch * seq * heads) as u64;
             let (qb, kb, vb, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(d_out));
@@ -1349,6 +1381,82 @@ fn tensor_core_grid(seq: usize, heads: usize, batch: usize, shared_bytes: usize)
 
 impl CudaBackend {
     /// The kernels that run attention of this head size.
+    /// cuDNN attention, opened on first use; `None` (said once on stderr) where it cannot be.
+    pub fn cudnn_attention(&self) -> Option<&crate::cudnn_attention::CudnnAttention> {
+        self.cudnn
+            .get_or_init(|| match crate::cudnn_attention::CudnnAttention::new(self.stream.clone()) {
+                Ok(cudnn) => Some(cudnn),
+                Err(e) => {
+                    eprintln!("dsllm-cuda: {e:#}; attention runs on the fa2 kernels");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn cudnn_shape(shape: AttentionShape) -> crate::cudnn_attention::Shape {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        crate::cudnn_attention::Shape { batch, seq, heads, kv_heads, head_dim }
+    }
+
+    /// `lse[batch, seq, heads]` to or from cuDNN's Stats `[batch, heads, seq]`.
+    fn transpose_lse(&self, to: u64, from: u64, batch: usize, rows: usize, cols: usize) {
+        let (b32, r32, c32) = (batch as i32, rows as i32, cols as i32);
+        self.launch(&self.kernels.transpose_last_two, grid_for_u64(batch * rows * cols), |b| {
+            b.arg(&to).arg(&from).arg(&b32).arg(&r32).arg(&c32);
+        });
+    }
+
+    /// The forward on cuDNN; false (nothing written) where there is no cuDNN plan for it.
+    fn cudnn_attention_forward(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, shape: AttentionShape) -> bool {
+        let AttentionShape { batch, seq, heads, head_dim, .. } = shape;
+        let rows = batch * seq * heads;
+        let Some(cudnn) = self.cudnn_attention() else { return false };
+        if out.len() != rows * head_dim || !cudnn.has_plan(Self::cudnn_shape(shape), false, false) {
+            return false;
+        }
+        let (qb, kb, vb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v));
+        let o = self.bf16_store(out);
+        let stats = self.scratch(&self.attention_stats, rows);
+        let stats = self.ptr(&*stats);
+        cudnn.forward(Self::cudnn_shape(shape), o, stats, qb, kb, vb).expect("cuDNN attention forward failed");
+        let lse = self.ptr(self.f32_out_first(lse, rows));
+        self.transpose_lse(lse, stats, batch, heads, seq);
+        true
+    }
+
+    /// The backward on cuDNN; false (nothing written) where there is no cuDNN plan for it.
+    #[allow(clippy::too_many_arguments)]
+    fn cudnn_attention_backward(
+        &self,
+        d_q: &mut GpuBuffer,
+        d_k: &mut GpuBuffer,
+        d_v: &mut GpuBuffer,
+        d_out: &GpuBuffer,
+        out: &GpuBuffer,
+        lse: &GpuBuffer,
+        q: &GpuBuffer,
+        k: &GpuBuffer,
+        v: &GpuBuffer,
+        shape: AttentionShape,
+    ) -> bool {
+        let AttentionShape { batch, seq, heads, kv_heads, head_dim } = shape;
+        let rows = batch * seq * heads;
+        let Some(cudnn) = self.cudnn_attention() else { return false };
+        let lengths_fit = d_q.len() == rows * head_dim && d_k.len() == batch * seq * kv_heads * head_dim && d_v.len() == d_k.len();
+        if !lengths_fit || !cudnn.has_plan(Self::cudnn_shape(shape), true, self.deterministic) {
+            return false;
+        }
+        let stats = self.scratch(&self.attention_stats, rows);
+        let stats = self.ptr(&*stats);
+        let lse = self.ptr(self.f32_in(lse));
+        self.transpose_lse(stats, lse, batch, seq, heads);
+        let (qb, kb, vb, ob, gb) = (self.bf16_ptr(q), self.bf16_ptr(k), self.bf16_ptr(v), self.bf16_ptr(out), self.bf16_ptr(d_out));
+        let (dq, dk, dv) = (self.bf16_store(d_q), self.bf16_store(d_k), self.bf16_store(d_v));
+        cudnn.backward(Self::cudnn_shape(shape), self.deterministic, dq, dk, dv, gb, ob, stats, qb, kb, vb).expect("cuDNN attention backward failed");
+        true
+    }
+
     pub fn attention_kernels(&self, head_dim: usize) -> AttentionKernels {
         if self.precision == Precision::Mixed && (head_dim == 64 || head_dim == 128) {
             self.attention

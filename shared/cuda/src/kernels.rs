@@ -178,6 +178,7 @@ kernel_table!(
     attention_backward_dq_wg128,
     attention_backward_dkdv_wg128,
     attention_sum_head_groups,
+    transpose_last_two,
     embedding_forward,
     embedding_backward,
     cross_entropy_forward,

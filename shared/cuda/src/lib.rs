@@ -5,6 +5,8 @@
 //!   compiled by NVRTC at start for the GPU present ([`kernels`]).
 //! - Matrix products go through cuBLASLt with bf16 operands and fp32 accumulation ([`gemm`]);
 //!   weights, gradients, optimizer state and activations stay fp32 ([`backend`]).
+//! - [`cudnn_attention`]: causal attention on cuDNN's fused flash-attention engines (the
+//!   default where cuDNN 9 loads), built through cuDNN's backend graph API.
 //! - [`nccl`]: the collectives of data-parallel training (ZeRO-1) between GPUs.
 //! - [`parity`] checks every op and whole training steps against the CPU backend;
 //!   [`bench`](mod@bench) measures training throughput.
@@ -14,6 +16,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cudnn_attention;
 pub mod gemm;
 pub mod kernels;
 pub mod nccl;
