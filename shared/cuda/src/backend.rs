@@ -1457,6 +1457,20 @@ impl CudaBackend {
         true
     }
 
+    /// What ran the attention of this head size: [`CudaBackend::attention_kernels`]' name, and
+    /// for cuDNN whether it fell back to fa2 (no cuDNN, or no plan for a shape used so far).
+    pub fn attention_in_use(&self, head_dim: usize) -> String {
+        let kernels = self.attention_kernels(head_dim);
+        if kernels != AttentionKernels::Cudnn {
+            return kernels.name().to_string();
+        }
+        match self.cudnn.get() {
+            Some(None) => "fa2 (cuDNN unavailable)".into(),
+            Some(Some(cudnn)) if cudnn.fell_back() => "cudnn (fa2 for some shapes)".into(),
+            _ => format!("cudnn {}", crate::cudnn_attention::cudnn_version_name()),
+        }
+    }
+
     pub fn attention_kernels(&self, head_dim: usize) -> AttentionKernels {
         if self.precision == Precision::Mixed && (head_dim == 64 || head_dim == 128) {
             self.attention

@@ -21,6 +21,10 @@ pub const PEAK_FLOPS: f64 = 989e12;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {
     pub config: String,
+    /// The attention kernels that ran ([`CudaBackend::attention_in_use`]) and whether the
+    /// backward was bit-reproducible (`DSLLM_DETERMINISTIC`).
+    pub attention: String,
+    pub deterministic: bool,
     pub micro_batch: usize,
     pub seq_len: usize,
     pub tokens_per_s: f64,
@@ -111,11 +115,15 @@ pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_ba
         Vec::new()
     };
 
+    let attention = trainer.model.backend.attention_in_use(config.head_dim());
+    let deterministic = trainer.model.backend.deterministic;
     let tokens = (seq_len * micro_batch) as f64;
     let tokens_per_s = tokens / step_s;
     let flops = tokens_per_s * training_flops_per_token(config, seq_len);
     Ok(BenchResult {
         config: name.to_string(),
+        attention,
+        deterministic,
         micro_batch,
         seq_len,
         tokens_per_s,

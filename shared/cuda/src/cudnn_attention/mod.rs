@@ -347,6 +347,12 @@ pub fn cudnn_unavailable_reason() -> Option<String> {
     None
 }
 
+/// The loaded cuDNN's version as "9.19.0".
+pub fn cudnn_version_name() -> String {
+    let v = unsafe { sys::cudnnGetVersion() };
+    format!("{}.{}.{}", v / 10000, v % 10000 / 100, v % 100)
+}
+
 fn round_up(bytes: usize) -> usize {
     bytes.div_ceil(256) * 256
 }
@@ -419,6 +425,11 @@ impl CudnnAttention {
             }
         }
         bail!("cuDNN {} built no attention {direction} plan for {shape:?}:\n  {}", self.version, failures.join("\n  "))
+    }
+
+    /// Whether some shape had no plan (its attention ran on the fa2 kernels).
+    pub fn fell_back(&self) -> bool {
+        self.plans.borrow().values().any(Option::is_none)
     }
 
     /// Whether cuDNN has a plan for `shape` in this direction (built now if not yet tried).
