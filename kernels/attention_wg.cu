@@ -84,16 +84,6 @@ template <> __device__ __forceinline__ void mma_rs<64>(float* d, const u32* a, u
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b));
 }
-// d[64 x N] (+)= A[64 x 16] (registers, as mma_rs) . B[16 x N], B K-major (no transpose): Q Kᵀ
-// with Q's fragments held in registers.
-template <int N>
-__device__ __forceinline__ void mma_rs_k(float* d, const u32* a, u64 b, int accumulate);
-template <> __device__ __forceinline__ void mma_rs_k<64>(float* d, const u32* a, u64 b, int accumulate) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate));
-}
 template <> __device__ __forceinline__ void mma_ss<128>(float* d, u64 a, u64 b, int accumulate) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
@@ -132,41 +122,7 @@ __device__ __forceinline__ void a_fragment(u32* a, const float (*p)[4], int kc) 
     a[3] = fa::pack(p[2 * kc + 1][2], p[2 * kc + 1][3]);
 }
 
-// The A fragments (mma.sync layout, one per 16-column k-step) of this warp's 16 rows of a
-// warpgroup's 64-row tile in the core-matrix layout, by ldmatrix: matrix m of the x4 load is
-// rows 8 (m & 1) .. +7, columns 8 (m >> 1) .. +7 of the k-step, i.e. a0 .. a3.
-template <int HD>
-__device__ __forceinline__ void tile_fragments(u32 (*a)[4], const bf16* tile64) {
-    constexpr int CB = HD / 8;
-    const int lane = threadIdx.x & 31, m = lane >> 3, r = lane & 7;
-    const int row_block = ((threadIdx.x >> 5) & 3) * 2 + (m & 1);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-        const bf16* row = tile64 + (row_block * CB + 2 * kk + (m >> 1)) * 64 + r * 8;
-        fa::ldsm_x4(a[kk][0], a[kk][1], a[kk][2], a[kk][3], fa::smem_addr(row));
-    }
-}
-
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-
-// The backward's two first products, d1 = A1 B1ᵀ and d2 = A2 B2ᵀ over the head dimension (B
-// tiles K-major): the A operands from registers (REG, fragments r1 / r2) or from shared tiles
-// a1 / a2. Issued, not committed.
-template <int N, int HD, bool REG>
-__device__ __forceinline__ void two_products(float* d1, float* d2, const u32 (*r1)[4], const u32 (*r2)[4], const bf16* a1,
-                                             const bf16* a2, const bf16* b1, const bf16* b2) {
-    if constexpr (REG) {
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<N>(d1, r1[kk], k_major<HD>(b1, kk), kk);
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<N>(d2, r2[kk], k_major<HD>(b2, kk), kk);
-    } else {
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<N>(d1, k_major<HD>(a1, kk), k_major<HD>(b1, kk), kk);
-#pragma unroll
-        for (int kk = 0; kk < HD / 16; kk++) mma_ss<N>(d2, k_major<HD>(a2, kk), k_major<HD>(b2, kk), kk);
-    }
-}
 
 // One step of a double-buffered loop over `steps` tiles: `issue(i + 1, buffer)` starts the next
 // tile's cp.async loads into the other buffer, then this waits for tile i and makes it visible to
@@ -198,9 +154,7 @@ __device__ __forceinline__ void next_kv_tile(bf16* ks, bf16* vs, const bf16* k, 
 // grid (ceil(seq / (64 WGS)), heads, batch), 128 WGS threads; shared (64 WGS + 4 BN) HD bf16.
 // SWAP (tuning aid, 0 in the backend): bit 0 swaps the K-major descriptor's byte offsets, bit 1
 // the MN-major one's; a device run then shows which reading of the PTX layout rules is right.
-// QREG (a variant for attention_bench): this warp's Q fragments are loaded into registers once
-// and S = Q Kᵀ reads only K from shared memory (half the shared-memory reads of that product).
-template <int HD, int BN, int WGS, int SWAP = 0, bool QREG = false>
+template <int HD, int BN, int WGS, int SWAP = 0>
 __device__ __forceinline__ void forward(float* out, bf16* out_bf16, float* lse, const bf16* q, const bf16* k, const bf16* v,
                                         int seq, int heads, int kv_heads, float scale) {
     constexpr int BM = 64 * WGS, NT = 128 * WGS;
@@ -224,24 +178,17 @@ __device__ __forceinline__ void forward(float* out, bf16* out_bf16, float* lse, 
 #pragma unroll
     for (int j = 0; j < HD / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
-    u32 qa[QREG ? HD / 16 : 1][4];
 
     for (int kt = 0; kt < n_kt; kt++) {
         next_kv_tile<BN, HD, NT>(ks, vs, k, v, b, kt, n_kt, seq, kv_heads, g);
-        if (QREG && kt == 0) tile_fragments<HD>(qa, qg);  // Q arrived with the first K/V tile
         const int k0 = kt * BN;
         if (k0 <= first_row + 63) {  // else every key of the tile is after this warpgroup's rows
             const bf16* kb = ks + (kt & 1) * BN * HD;
             const bf16* vb = vs + (kt & 1) * BN * HD;
             float s[BN / 8][4];
             fence();
-            if constexpr (QREG) {
 #pragma unroll
-                for (int kk = 0; kk < HD / 16; kk++) mma_rs_k<BN>(&s[0][0], qa[kk], k_major<HD>(kb, kk), kk);
-            } else {
-#pragma unroll
-                for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD, SWAP & 1>(qg, kk), k_major<HD, SWAP & 1>(kb, kk), kk);
-            }
+            for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD, SWAP & 1>(qg, kk), k_major<HD, SWAP & 1>(kb, kk), kk);
             commit();
             wait_all();
             pin<BN / 2>(&s[0][0]);
@@ -359,9 +306,7 @@ __device__ __forceinline__ void forward_overlap(float* out, bf16* out_bf16, floa
 // dQ = scale · dS K with dS = P ∘ (dP − D), P = exp(S − lse), dP = dO Vᵀ, per 64 queries a
 // warpgroup (WGS of them a block share each K/V tile), BN keys a step. grid (ceil(seq / (64 WGS)),
 // heads, batch), 128 WGS threads; shared (2 · 64 WGS + 4 BN) HD bf16.
-// QREG (a variant for attention_bench): Q's and dO's fragments are loaded into registers once,
-// so S = Q Kᵀ and dP = dO Vᵀ read only K and V from shared memory.
-template <int HD, int BN, int WGS = 1, bool QREG = false>
+template <int HD, int BN, int WGS = 1>
 __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const float* row_dot, const bf16* q,
                                             const bf16* k, const bf16* v, const bf16* d_out, int seq, int heads,
                                             int kv_heads, float scale) {
@@ -394,14 +339,9 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
     float dq[HD / 8][4];
 #pragma unroll
     for (int j = 0; j < HD / 8; j++) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.0f;
-    u32 qa[QREG ? HD / 16 : 1][4], oa[QREG ? HD / 16 : 1][4];
 
     for (int kt = 0; kt < n_kt; kt++) {
         next_kv_tile<BN, HD, NT>(ks, vs, k, v, b, kt, n_kt, seq, kv_heads, g);
-        if (QREG && kt == 0) {  // Q and dO arrived with the first K/V tile
-            tile_fragments<HD>(qa, qg);
-            tile_fragments<HD>(oa, dog);
-        }
         const int k0 = kt * BN;
         if (WGS > 1 && k0 > first_row + 63) {  // every key of the tile is after this warpgroup's rows
             __syncthreads();
@@ -411,7 +351,10 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
         const bf16* vb = vs + (kt & 1) * BN * HD;
         float s[BN / 8][4], dp[BN / 8][4];
         fence();
-        two_products<BN, HD, QREG>(&s[0][0], &dp[0][0], qa, oa, qg, dog, kb, vb);  // S = Q Kᵀ, dP = dO Vᵀ
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&s[0][0], k_major<HD>(qg, kk), k_major<HD>(kb, kk), kk);
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BN>(&dp[0][0], k_major<HD>(dog, kk), k_major<HD>(vb, kk), kk);
         commit();
         wait_all();
         pin<BN / 2>(&s[0][0]);
@@ -455,10 +398,7 @@ __device__ __forceinline__ void backward_dq(float* d_q, const float* lse, const 
 // Q/dO tile), BM queries a step; the `split_heads` layout of attention_fa.cu's backward_dkdv.
 // grid (ceil(seq / (64 WGS)), kv_heads or heads, batch), 128 WGS threads; shared
 // (2 · 64 WGS + 4 BM) HD bf16 + 4 BM floats.
-// KREG (a variant for attention_bench; head size 64, as at 128 the fragments spill): this warp's
-// K and V fragments are loaded into registers once, so Sᵀ = K Qᵀ and dPᵀ = V dOᵀ read only Q and
-// dO from shared memory.
-template <int HD, int BM, int WGS = 1, bool KREG = false>
+template <int HD, int BM, int WGS = 1>
 __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const float* lse, const float* row_dot,
                                               const bf16* q, const bf16* k, const bf16* v, const bf16* d_out, int seq,
                                               int heads, int kv_heads, float scale, int split_heads) {
@@ -503,13 +443,8 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         dk[j][0] = dk[j][1] = dk[j][2] = dk[j][3] = 0.0f;
         dv[j][0] = dv[j][1] = dv[j][2] = dv[j][3] = 0.0f;
     }
-    u32 ka[KREG ? HD / 16 : 1][4], va[KREG ? HD / 16 : 1][4];
     for (int i = 0; i < steps; i++) {
         next_stage(i, steps, issue);
-        if (KREG && i == 0) {  // K and V arrived with the first Q/dO step
-            tile_fragments<HD>(ka, kg);
-            tile_fragments<HD>(va, vg);
-        }
         const int buf = i & 1, q0 = (qt_first + i % n_qt) * BM;
         const bf16* qb = qs + buf * BM * HD;
         const bf16* dob = dos + buf * BM * HD;
@@ -521,7 +456,10 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
         }
         float st[BM / 8][4], dpt[BM / 8][4];
         fence();
-        two_products<BM, HD, KREG>(&st[0][0], &dpt[0][0], ka, va, kg, vg, qb, dob);  // Sᵀ = K Qᵀ, dPᵀ = V dOᵀ
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&st[0][0], k_major<HD>(kg, kk), k_major<HD>(qb, kk), kk);  // Sᵀ = K Qᵀ
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; kk++) mma_ss<BM>(&dpt[0][0], k_major<HD>(vg, kk), k_major<HD>(dob, kk), kk);  // dPᵀ = V dOᵀ
         commit();
         wait_all();
         pin<BM / 2>(&st[0][0]);
@@ -577,42 +515,37 @@ __device__ __forceinline__ void backward_dkdv(float* d_k, float* d_v, const floa
 }  // namespace wg
 
 // Entry points: forward with BN keys a step and WGS warpgroups (64 rows each) a block; dQ with
-// BN keys a step; dK/dV with BM queries a step; QREG / KREG pick the register-operand variants.
-// Shared memory per launch: see the kernels above.
-#define WG_FORWARD(NAME, HD, BN, WGS, QREG)                                                                               \
+// BN keys a step; dK/dV with BM queries a step. Shared memory per launch: see the kernels above.
+#define WG_FORWARD(NAME, HD, BN, WGS)                                                                                 \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* out, float* lse, const __nv_bfloat16* q,      \
                                                                  const __nv_bfloat16* k, const __nv_bfloat16* v,      \
                                                                  int seq, int heads, int kv_heads, float scale,       \
                                                                  __nv_bfloat16* out_bf16) {                           \
-        WG_BODY((wg::forward<HD, BN, WGS, 0, QREG>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));      \
+        WG_BODY((wg::forward<HD, BN, WGS>(out, out_bf16, lse, q, k, v, seq, heads, kv_heads, scale)));                \
     }
-#define WG_DQ(NAME, HD, BN, WGS, QREG)                                                                                   \
+#define WG_DQ(NAME, HD, BN, WGS)                                                                                      \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_q, const float* lse, const float* row_dot,         \
                                                            const __nv_bfloat16* q, const __nv_bfloat16* k,            \
                                                            const __nv_bfloat16* v, const __nv_bfloat16* d_out, int seq, \
                                                            int heads, int kv_heads, float scale) {                    \
-        WG_BODY((wg::backward_dq<HD, BN, WGS, QREG>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale))); \
+        WG_BODY((wg::backward_dq<HD, BN, WGS>(d_q, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale)));      \
     }
-#define WG_DKDV(NAME, HD, BM, WGS, KREG)                                                                                 \
+#define WG_DKDV(NAME, HD, BM, WGS)                                                                                    \
     extern "C" __global__ void __launch_bounds__(128 * WGS) NAME(float* d_k, float* d_v, const float* lse,                   \
                                                            const float* row_dot, const __nv_bfloat16* q,              \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v,            \
                                                            const __nv_bfloat16* d_out, int seq, int heads,            \
                                                            int kv_heads, float scale, int split_heads) {              \
-        WG_BODY((wg::backward_dkdv<HD, BM, WGS, KREG>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale, \
+        WG_BODY((wg::backward_dkdv<HD, BM, WGS>(d_k, d_v, lse, row_dot, q, k, v, d_out, seq, heads, kv_heads, scale,   \
                                            split_heads)));                                                            \
     }
 
-WG_FORWARD(attention_forward_wg64, 64, 64, 1, false)
-WG_FORWARD(attention_forward_wg64_w2, 64, 64, 2, false)
-WG_FORWARD(attention_forward_wg64_bn128, 64, 128, 1, false)
-WG_FORWARD(attention_forward_wg128, 128, 64, 1, false)
-WG_FORWARD(attention_forward_wg128_w2, 128, 64, 2, false)
-WG_FORWARD(attention_forward_wg128_bn32, 128, 32, 1, false)
-WG_FORWARD(attention_forward_wg64_q, 64, 64, 1, true)
-WG_FORWARD(attention_forward_wg64_w2q, 64, 64, 2, true)
-WG_FORWARD(attention_forward_wg128_q, 128, 64, 1, true)
-WG_FORWARD(attention_forward_wg128_w2q, 128, 64, 2, true)
+WG_FORWARD(attention_forward_wg64, 64, 64, 1)
+WG_FORWARD(attention_forward_wg64_w2, 64, 64, 2)
+WG_FORWARD(attention_forward_wg64_bn128, 64, 128, 1)
+WG_FORWARD(attention_forward_wg128, 128, 64, 1)
+WG_FORWARD(attention_forward_wg128_w2, 128, 64, 2)
+WG_FORWARD(attention_forward_wg128_bn32, 128, 32, 1)
 #define WG_FORWARD_SWAP(NAME, HD, SWAP)                                                                               \
     extern "C" __global__ void __launch_bounds__(128) NAME(float* out, float* lse, const __nv_bfloat16* q,             \
                                                            const __nv_bfloat16* k, const __nv_bfloat16* v, int seq,   \
@@ -633,19 +566,13 @@ WG_FORWARD_SWAP(attention_forward_wg128_mnswap, 128, 2)
     }
 WG_FORWARD_OVERLAP(attention_forward_wg64_ov, 64, 64)
 WG_FORWARD_OVERLAP(attention_forward_wg128_ov, 128, 64)
-WG_DQ(attention_backward_dq_wg64, 64, 64, 1, false)
-WG_DQ(attention_backward_dq_wg64_w2, 64, 64, 2, false)
-WG_DQ(attention_backward_dq_wg128, 128, 64, 1, false)
-WG_DQ(attention_backward_dq_wg128_w2, 128, 64, 2, false)
-WG_DQ(attention_backward_dq_wg128_bn32, 128, 32, 1, false)
-WG_DQ(attention_backward_dq_wg64_q, 64, 64, 1, true)
-WG_DQ(attention_backward_dq_wg64_w2q, 64, 64, 2, true)
-WG_DQ(attention_backward_dq_wg128_q, 128, 64, 1, true)
-WG_DQ(attention_backward_dq_wg128_w2q, 128, 64, 2, true)
-WG_DKDV(attention_backward_dkdv_wg64, 64, 64, 1, false)
-WG_DKDV(attention_backward_dkdv_wg64_w2, 64, 64, 2, false)
-WG_DKDV(attention_backward_dkdv_wg128, 128, 64, 1, false)
-WG_DKDV(attention_backward_dkdv_wg128_w2, 128, 64, 2, false)
-WG_DKDV(attention_backward_dkdv_wg128_bm32, 128, 32, 1, false)
-WG_DKDV(attention_backward_dkdv_wg64_k, 64, 64, 1, true)
-WG_DKDV(attention_backward_dkdv_wg64_w2k, 64, 64, 2, true)
+WG_DQ(attention_backward_dq_wg64, 64, 64, 1)
+WG_DQ(attention_backward_dq_wg64_w2, 64, 64, 2)
+WG_DQ(attention_backward_dq_wg128, 128, 64, 1)
+WG_DQ(attention_backward_dq_wg128_w2, 128, 64, 2)
+WG_DQ(attention_backward_dq_wg128_bn32, 128, 32, 1)
+WG_DKDV(attention_backward_dkdv_wg64, 64, 64, 1)
+WG_DKDV(attention_backward_dkdv_wg64_w2, 64, 64, 2)
+WG_DKDV(attention_backward_dkdv_wg128, 128, 64, 1)
+WG_DKDV(attention_backward_dkdv_wg128_w2, 128, 64, 2)
+WG_DKDV(attention_backward_dkdv_wg128_bm32, 128, 32, 1)

@@ -7,11 +7,7 @@ cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 export PYTHONUNBUFFERED=1 DSLLM_KERNEL_CACHE=/tmp/dsllm-kernels DSLLM_KERNELS_DIR=kernels
 t0=$(date +%s)
-# Variants not in attention_bench's own list: Q (and in dQ also dO; in dK/dV, K and V, head size
-# 64) held in registers, so the first products read one operand from shared memory, one and two
-# warpgroups; two-warpgroup dQ and dK/dV.
-ATTENTION_VARIANTS="fwd:attention_forward_wg{hd}_q:64:128:320,fwd:attention_forward_wg{hd}_w2q:128:256:384,dq:attention_backward_dq_wg{hd}_q:64:128:384,dq:attention_backward_dq_wg{hd}_w2q:128:256:512,dq:attention_backward_dq_wg{hd}_w2:128:256:512,dkdv:attention_backward_dkdv_wg{hd}_w2:128:256:512+1024,dkdv:attention_backward_dkdv_wg{hd}_k:64:128:384+1024,dkdv:attention_backward_dkdv_wg{hd}_w2k:128:256:512+1024" \
-  timeout 60 .devbin/attention_bench 2>&1 | tee $OUT/attention_bench.log
+timeout 60 .devbin/attention_bench 2>&1 | tee $OUT/attention_bench.log
 echo "attention_bench: $(( $(date +%s) - t0 )) s"; t0=$(date +%s)
 DSLLM_ATTENTION=wgmma DSLLM_WG_KERNELS=fwd,dq,dkdv timeout 60 .devbin/parity 2>&1 | tee $OUT/parity.log | grep -v "^ok "
 # Parts whose wgmma kernel is correct and faster than fa2's on ds-1b.
