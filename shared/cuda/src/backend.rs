@@ -90,13 +90,15 @@ pub struct GpuTokens {
 /// The CUDA backend: a context, one stream, the compiled kernels and a cuBLASLt handle.
 pub struct CudaBackend {
     /// Which attention kernels run where the head size allows (64 or 128; other sizes always
-    /// run the fp32 reference). `DSLLM_ATTENTION=fa2|wmma|fp32` picks at start; default fa2.
+    /// run the fp32 reference). `DSLLM_ATTENTION=cudnn|fa2|wgmma|wmma|fp32` picks at start;
+    /// default cudnn where cuDNN 9 loads, else fa2.
     pub attention: AttentionKernels,
     /// What the matrix products and attention compute in; `DSLLM_PRECISION=fp32` picks at start.
     pub precision: Precision,
     /// Bit-identical reruns (default): no atomics, so the flash-attention backward computes dQ
-    /// in a kernel of its own. `DSLLM_DETERMINISTIC=0` allows the fused backward that adds dQ
-    /// with atomics instead: 0.5-1% faster steps on the H200 (BENCHMARKS.md, v7), order-dependent sums.
+    /// in a kernel of its own, and cuDNN's backward writes dQ without its atomic accumulator.
+    /// `DSLLM_DETERMINISTIC=0` allows the atomics instead: ds-160m steps 3% faster with cuDNN on
+    /// the H100 (BENCHMARKS.md v10), 0.5-1% with fa2 (v7), order-dependent sums.
     pub deterministic: bool,
     /// Which kernels run on wgmma when `attention` is `Wgmma` (see [`WgmmaChoice`]).
     pub wgmma: WgmmaChoice,
@@ -156,8 +158,8 @@ impl AttentionKernels {
             Self::Fp32 => "fp32",
         }
     }
-    /// `DSLLM_ATTENTION` names the kernels; by default wgmma where the GPU has it (Hopper),
-    /// else fa2.
+    /// `DSLLM_ATTENTION` names the kernels; by default cuDNN's where cuDNN 9 loads (1.5-3x
+    /// fa2's speed, BENCHMARKS.md v10), else fa2.
     fn from_env(hopper: bool) -> Self {
         match std::env::var("DSLLM_ATTENTION").as_deref() {
             Ok("fp32") => Self::Fp32,
@@ -165,7 +167,7 @@ impl AttentionKernels {
             Ok("fa2") => Self::Fa2,
             Ok("cudnn") => Self::Cudnn,
             Ok("wgmma") if hopper => Self::Wgmma,
-            _ if hopper && DEFAULT_WGMMA => Self::Wgmma,
+            _ if crate::cudnn_attention::cudnn_unavailable_reason().is_none() => Self::Cudnn,
             _ => Self::Fa2,
         }
     }
@@ -600,8 +602,6 @@ fn tensor_core_kernels(kernels: &Kernels, head_dim: usize) -> (&CudaFunction, &C
     }
 }
 
-/// Whether Hopper GPUs run the wgmma attention kernels unless `DSLLM_ATTENTION` says otherwise.
-const DEFAULT_WGMMA: bool = false;
 
 /// How `AttentionKernels::Wgmma` runs: which of the three flash-attention kernels use wgmma
 /// (the others are the fa2 ones; `DSLLM_WG_KERNELS`, e.g. "fwd,dq,dkdv"; default "fwd": on the
