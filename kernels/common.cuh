@@ -33,3 +33,25 @@ __device__ float block_max(float v, float* scratch) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+
+// Eight bf16 values (16 bytes) to fp32 and back: the vectorised loads of the elementwise kernels.
+__device__ __forceinline__ void load8(float* dst, const __nv_bfloat16* src) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(src);
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 f = __bfloat1622float2(pairs[j]);
+        dst[2 * j] = f.x;
+        dst[2 * j + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void store8(__nv_bfloat16* dst, const float* src) {
+    uint4 raw;
+    __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+    for (int j = 0; j < 4; j++) pairs[j] = __floats2bfloat162_rn(src[2 * j], src[2 * j + 1]);
+    *reinterpret_cast<uint4*>(dst) = raw;
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) { return ((u64)p & 15) == 0; }

@@ -38,28 +38,7 @@ extern "C" __global__ void swiglu_backward(float* d_gate, float* d_up, const flo
 
 // Mixed precision's SwiGLU: gate and up are the bf16 outputs of their products, and the results
 // are read only by products, so they are stored in bf16 alone (autocast's dtypes; fp32 math).
-// Eight values a thread with 16-byte loads where aligned.
-__device__ __forceinline__ void load8(float* dst, const __nv_bfloat16* src) {
-    const uint4 raw = *reinterpret_cast<const uint4*>(src);
-    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const float2 f = __bfloat1622float2(pairs[j]);
-        dst[2 * j] = f.x;
-        dst[2 * j + 1] = f.y;
-    }
-}
-
-__device__ __forceinline__ void store8(__nv_bfloat16* dst, const float* src) {
-    uint4 raw;
-    __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int j = 0; j < 4; j++) pairs[j] = __floats2bfloat162_rn(src[2 * j], src[2 * j + 1]);
-    *reinterpret_cast<uint4*>(dst) = raw;
-}
-
-__device__ __forceinline__ bool aligned16(const void* p) { return ((u64)p & 15) == 0; }
-
+// Eight values a thread with 16-byte loads where aligned (load8/store8: common.cuh).
 extern "C" __global__ void swiglu_forward_bf16(__nv_bfloat16* out, const __nv_bfloat16* gate, const __nv_bfloat16* up,
                                                u64 n) {
     const u64 i = 8 * ((u64)blockIdx.x * blockDim.x + threadIdx.x);

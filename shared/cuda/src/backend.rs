@@ -588,6 +588,11 @@ fn grid_for_u64(items: usize) -> LaunchConfig {
     grid_for(u32::try_from(items).expect("more than 2^32 elements in one elementwise launch"))
 }
 
+/// `column_sum_add`: blocks of 32 columns x 8 lanes over the chunks.
+fn column_sum_grid(dim: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (dim.div_ceil(32) as u32, 1, 1), block_dim: (32, 8, 1), shared_mem_bytes: 0 }
+}
+
 /// One block per row.
 fn rows_grid(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
@@ -914,7 +919,7 @@ impl Backend for CudaBackend {
                 b.arg(&rows32).arg(&dim32).arg(&per_block).arg(&shadow);
             });
             let chunks32 = chunks as i32;
-            self.launch(&self.kernels.column_sum_add, grid_for(dim as u32), |b| {
+            self.launch(&self.kernels.column_sum_add, column_sum_grid(dim), |b| {
                 b.arg(self.f32_inout(d_weight)).arg(&*partial).arg(&chunks32).arg(&dim32);
             });
             return;
@@ -925,13 +930,14 @@ impl Backend for CudaBackend {
         let chunks = rows.div_ceil(NORM_ROWS_PER_CHUNK);
         let mut partial = self.scratch(&self.norm_partials, chunks * dim);
         let per_chunk = NORM_ROWS_PER_CHUNK as i32;
-        let columns = (dim as u32).div_ceil(BLOCK);
+        // Four columns a thread (the kernel falls back to striding over single columns).
+        let columns = (dim.div_ceil(4) as u32).div_ceil(BLOCK);
         let config = LaunchConfig { grid_dim: (columns, chunks as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         self.launch(&self.kernels.rmsnorm_backward_weight_partial, config, |b| {
             b.arg(&mut *partial).arg(d_out).arg(inp).arg(rstd).arg(&rows32).arg(&dim32).arg(&per_chunk);
         });
         let chunks32 = chunks as i32;
-        self.launch(&self.kernels.column_sum_add, grid_for(dim as u32), |b| {
+        self.launch(&self.kernels.column_sum_add, column_sum_grid(dim), |b| {
             b.arg(self.f32_inout(d_weight)).arg(&*partial).arg(&chunks32).arg(&dim32);
         });
     }
@@ -1577,14 +1583,19 @@ impl CudaBackend {
 
     #[allow(clippy::too_many_arguments)]
     fn rotate(&self, x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize, direction: f32) {
-        let pairs = batch * seq * heads * head_dim / 2;
-        let (seq32, heads32, hd32, pairs64) = (seq as i32, heads as i32, head_dim as i32, pairs as u64);
+        let rows = batch * seq * heads;
+        let pairs = rows * head_dim / 2;
+        let pairs32 = u32::try_from(pairs).expect("RoPE over more than 2^32 pairs in one launch");
+        let (seq32, heads32, hd32) = (seq as i32, heads as i32, head_dim as i32);
         let table = self.f32_in(table);
         if x.holds_bf16_only() {
-            // q or k straight from its bf16 product (mixed precision).
+            // q or k straight from its bf16 product, dQ or dK from cuDNN (mixed precision):
+            // a thread per eight pairs of a row.
+            let groups = rows * (head_dim / 2).div_ceil(8);
+            let groups32 = groups as u32;
             let values = self.bf16_inout(x);
-            self.launch(&self.kernels.rope_rotate_bf16, grid_for_u64(pairs), |b| {
-                b.arg(&values).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs64).arg(&direction);
+            self.launch(&self.kernels.rope_rotate_bf16, grid_for_u64(groups), |b| {
+                b.arg(&values).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&groups32).arg(&direction);
             });
             return;
         }
@@ -1596,7 +1607,7 @@ impl CudaBackend {
             None => (self.ptr(self.f32_inout(x)), 0),
         };
         self.launch(&self.kernels.rope_rotate, grid_for_u64(pairs), |b| {
-            b.arg(&to).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs64).arg(&direction).arg(&to_bf16);
+            b.arg(&to).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs32).arg(&direction).arg(&to_bf16);
         });
     }
 }

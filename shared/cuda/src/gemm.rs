@@ -1,8 +1,9 @@
 //! Matrix products through cuBLASLt: bf16 operands (or fp32 ones, for evaluation that must
 //! match an fp32 reference), fp32 accumulation, fp32 output (with `beta = 1` the product is
 //! added to the output, which is how gradients accumulate in fp32).
-//! The plan of each shape (descriptors, layouts, the algorithm the heuristic picked) is made
-//! once and reused.
+//! The plan of each shape (descriptors, layouts, the algorithm) is made once and reused. The
+//! algorithm is the heuristic's first choice, or with `DSLLM_GEMM_AUTOTUNE=1` the fastest of its
+//! first [`CANDIDATES`] timed on the shape's first call (with that call's operands).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,6 +17,10 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 /// cuBLASLt's recommended workspace on Hopper.
 const WORKSPACE_BYTES: usize = 32 << 20;
+/// Algorithms the heuristic proposes per shape, timed when autotuning.
+const CANDIDATES: usize = 8;
+/// Timed runs per candidate (after one untimed run).
+const TUNING_RUNS: usize = 5;
 
 /// The element types of A and B, and of C (fp32 unless said).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -55,6 +60,8 @@ pub struct GemmShape {
 struct Plan {
     desc: sys::cublasLtMatmulDesc_t,
     layouts: [sys::cublasLtMatrixLayout_t; 3],
+    /// The heuristic's proposals, best first by its estimate.
+    candidates: Vec<sys::cublasLtMatmulAlgo_t>,
     algo: sys::cublasLtMatmulAlgo_t,
 }
 
@@ -75,13 +82,15 @@ pub struct Gemm {
     workspace: CudaSlice<u8>,
     stream: Arc<CudaStream>,
     plans: RefCell<HashMap<GemmShape, Plan>>,
+    autotune: bool,
 }
 
 impl Gemm {
     pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
         let handle = lt::create_handle().map_err(|e| anyhow!("cuBLASLt handle: {e:?}"))?;
         let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?;
-        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()) })
+        let autotune = std::env::var("DSLLM_GEMM_AUTOTUNE").is_ok_and(|v| v == "1");
+        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), autotune })
     }
 
     fn plan(&self, shape: GemmShape) -> Result<Plan> {
@@ -115,12 +124,106 @@ impl Gemm {
             )
             .map_err(|e| err("workspace preference", e))?;
         }
-        let heuristic = unsafe { lt::get_matmul_algo_heuristic(self.handle, desc, layouts[0], layouts[1], layouts[2], layouts[2], pref) };
+        let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> = vec![unsafe { std::mem::zeroed() }; CANDIDATES];
+        let mut count = 0;
+        let status = unsafe {
+            sys::cublasLtMatmulAlgoGetHeuristic(
+                self.handle,
+                desc,
+                layouts[0],
+                layouts[1],
+                layouts[2],
+                layouts[2],
+                pref,
+                CANDIDATES as i32,
+                results.as_mut_ptr(),
+                &mut count,
+            )
+        };
         unsafe {
             let _ = lt::destroy_matmul_pref(pref);
         }
-        let heuristic = heuristic.map_err(|e| err("algorithm heuristic", e))?;
-        Ok(Plan { desc, layouts, algo: heuristic.algo })
+        let candidates: Vec<_> = results[..count.max(0) as usize]
+            .iter()
+            .filter(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
+            .map(|r| r.algo)
+            .collect();
+        if status != sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS || candidates.is_empty() {
+            return Err(anyhow!("cuBLASLt algorithm heuristic for {shape:?}: {status:?}, {} algorithms", candidates.len()));
+        }
+        Ok(Plan { desc, layouts, algo: candidates[0], candidates })
+    }
+
+    /// One matmul with `algo` on the stream.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn launch(&self, plan: &Plan, algo: &sys::cublasLtMatmulAlgo_t, a: u64, b: u64, c: u64, d: u64, alpha: f32, beta: f32) -> Result<(), lt::CublasError> {
+        let (workspace, _sync) = self.workspace.device_ptr(&self.stream);
+        lt::matmul(
+            self.handle,
+            plan.desc,
+            (&alpha) as *const f32 as *const c_void,
+            (&beta) as *const f32 as *const c_void,
+            a as *const c_void,
+            plan.layouts[0],
+            b as *const c_void,
+            plan.layouts[1],
+            c as *const c_void,
+            plan.layouts[2],
+            d as *mut c_void,
+            plan.layouts[2],
+            algo,
+            workspace as *mut c_void,
+            WORKSPACE_BYTES,
+            self.stream.cu_stream() as sys::cudaStream_t,
+        )
+    }
+
+    /// The fastest candidate on these operands. The timing runs write D, which the real call
+    /// then overwrites; where the product is added into C = D it writes a scratch matrix
+    /// instead, so the accumulated values are untouched. Waits for the GPU (first call only).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn fastest(&self, plan: &Plan, shape: GemmShape, a: u64, b: u64, c: u64, d: u64, alpha: f32, beta: f32) -> Result<sys::cublasLtMatmulAlgo_t> {
+        let scratch = if beta != 0.0 && c == d {
+            let bytes = shape.ldc as usize * shape.n as usize * if shape.operands == Operands::Bf16WithBf16Output { 2 } else { 4 };
+            Some(self.stream.alloc_zeros::<u8>(bytes)?)
+        } else {
+            None
+        };
+        let (c, d) = match &scratch {
+            Some(buffer) => {
+                let (at, _sync) = buffer.device_ptr(&self.stream);
+                (at, at)
+            }
+            None => (c, d),
+        };
+        let mut times = Vec::new();
+        for (index, algo) in plan.candidates.iter().enumerate() {
+            // A candidate the library proposes but cannot run here is skipped.
+            if self.launch(plan, algo, a, b, c, d, alpha, beta).is_err() {
+                continue;
+            }
+            let start = self.stream.record_event(None)?;
+            for _ in 0..TUNING_RUNS {
+                self.launch(plan, algo, a, b, c, d, alpha, beta).map_err(|e| anyhow!("cuBLASLt matmul {shape:?}: {e:?}"))?;
+            }
+            let end = self.stream.record_event(None)?;
+            self.stream.synchronize()?;
+            times.push((start.elapsed_ms(&end)? / TUNING_RUNS as f32, index));
+        }
+        drop(scratch);
+        let &(best_ms, best) = times.iter().min_by(|x, y| x.0.total_cmp(&y.0)).ok_or_else(|| anyhow!("no cuBLASLt algorithm ran {shape:?}"))?;
+        let first_ms = times.iter().find(|t| t.1 == 0).map_or(f32::NAN, |t| t.0);
+        eprintln!(
+            "dsllm-cuda: GEMM autotune m={} n={} k={} {:?}{}{}: heuristic's first {first_ms:.4} ms, chosen #{best} of {} {best_ms:.4} ms",
+            shape.m,
+            shape.n,
+            shape.k,
+            shape.operands,
+            if shape.transa { " Aᵀ" } else { "" },
+            if shape.transb { " Bᵀ" } else { "" },
+            times.len()
+        );
+        Ok(plan.candidates[best])
     }
 
     /// `C = alpha · op(A) · op(B) + beta · C` with A, B of `shape.operands` and C f32
@@ -142,28 +245,15 @@ impl Gemm {
         let mut plans = self.plans.borrow_mut();
         let plan = match plans.entry(shape) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(self.plan(shape)?),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let mut plan = self.plan(shape)?;
+                if self.autotune && plan.candidates.len() > 1 {
+                    plan.algo = self.fastest(&plan, shape, a, b, c, d, alpha, beta)?;
+                }
+                entry.insert(plan)
+            }
         };
-        let (workspace, _sync) = self.workspace.device_ptr(&self.stream);
-        lt::matmul(
-            self.handle,
-            plan.desc,
-            (&alpha) as *const f32 as *const c_void,
-            (&beta) as *const f32 as *const c_void,
-            a as *const c_void,
-            plan.layouts[0],
-            b as *const c_void,
-            plan.layouts[1],
-            c as *const c_void,
-            plan.layouts[2],
-            d as *mut c_void,
-            plan.layouts[2],
-            &plan.algo,
-            workspace as *mut c_void,
-            WORKSPACE_BYTES,
-            self.stream.cu_stream() as sys::cudaStream_t,
-        )
-        .map_err(|e| anyhow!("cuBLASLt matmul {shape:?}: {e:?}"))
+        self.launch(plan, &plan.algo, a, b, c, d, alpha, beta).map_err(|e| anyhow!("cuBLASLt matmul {shape:?}: {e:?}"))
     }
 }
 

@@ -166,12 +166,15 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
     let stored = |v: &[f32]| if bf16 { round_bf16(v) } else { v.to_vec() };
     let tolerance = if bf16 { ROUNDED_TOLERANCE } else { F32_TOLERANCE };
 
-    // RMSNorm; its backward also on rows wider than the one-pass kernel takes (dim 4100).
-    {
-        let (rows, dim) = (9, 4100);
+    // RMSNorm; also on rows wider than the one-pass backward takes (dim 4100) and on rows the
+    // kernels cannot read four floats at a time (dim 770).
+    for (rows, dim) in [(9, 4100), (5, 770)] {
         let (x, w, d_out) = (random_vec(15, rows * dim, 1.0), random_vec(16, dim, 1.0), random_vec(17, rows * dim, 1.0));
         let (mut out, mut rstd) = (vec![0.0; rows * dim], vec![0.0; rows]);
         cpu.rmsnorm_forward(&mut out, &mut rstd, &x, &w, rows, dim, 1e-6);
+        let (mut g_out, mut g_rstd) = (gpu.alloc(rows * dim), gpu.alloc(rows));
+        gpu.rmsnorm_forward(&mut g_out, &mut g_rstd, &up(&x), &up(&w), rows, dim, 1e-6);
+        pair.compare(&format!("rmsnorm_forward out (dim {dim}, {mode})"), &g_out, &stored(&out), tolerance);
         let (mut d_x, mut d_w) = (random_vec(18, rows * dim, 0.1), random_vec(19, dim, 0.1));
         let (mut g_dx, mut g_dw) = (up(&d_x), up(&d_w));
         cpu.rmsnorm_backward(&mut d_x, &mut d_w, &d_out, &x, &w, &rstd, rows, dim);
@@ -201,20 +204,23 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
     }
 
     // RoPE: on fp32 values (dQ from attention), then on the result as stored (bf16 alone in
-    // mixed precision, as q and k come from their products).
-    let (batch, seq, heads, head_dim) = (2, 77, 3, 64);
-    let n = batch * seq * heads * head_dim;
-    let table = cpu.rope_table(seq, head_dim, 10000.0);
-    let g_table = gpu.rope_table(seq, head_dim, 10000.0);
-    let x = random_vec(20, n, 1.0);
-    let (mut y, mut g_y) = (x.clone(), up(&x));
-    cpu.rope_forward(&mut y, &table, batch, seq, heads, head_dim);
-    gpu.rope_forward(&mut g_y, &g_table, batch, seq, heads, head_dim);
-    let mut y = stored(&y);
-    pair.compare(&format!("rope_forward ({mode})"), &g_y, &y, tolerance);
-    cpu.rope_backward(&mut y, &table, batch, seq, heads, head_dim);
-    gpu.rope_backward(&mut g_y, &g_table, batch, seq, heads, head_dim);
-    pair.compare(&format!("rope_backward ({mode})"), &g_y, &stored(&y), tolerance);
+    // mixed precision, as q and k come from their products). Head sizes 64 and 128 take the
+    // bf16 kernel's eight-pair loads, 24 its pair-by-pair path.
+    for head_dim in [64, 128, 24] {
+        let (batch, seq, heads) = (2, 77, 3);
+        let n = batch * seq * heads * head_dim;
+        let table = cpu.rope_table(seq, head_dim, 10000.0);
+        let g_table = gpu.rope_table(seq, head_dim, 10000.0);
+        let x = random_vec(20, n, 1.0);
+        let (mut y, mut g_y) = (x.clone(), up(&x));
+        cpu.rope_forward(&mut y, &table, batch, seq, heads, head_dim);
+        gpu.rope_forward(&mut g_y, &g_table, batch, seq, heads, head_dim);
+        let mut y = stored(&y);
+        pair.compare(&format!("rope_forward head {head_dim} ({mode})"), &g_y, &y, tolerance);
+        cpu.rope_backward(&mut y, &table, batch, seq, heads, head_dim);
+        gpu.rope_backward(&mut g_y, &g_table, batch, seq, heads, head_dim);
+        pair.compare(&format!("rope_backward head {head_dim} ({mode})"), &g_y, &stored(&y), tolerance);
+    }
 
     // SwiGLU (in mixed precision its inputs are bf16 products, so the CPU starts from the
     // same rounded values) and the residual add.
