@@ -56,8 +56,18 @@ extern "C" __global__ void sum_squares_partial(double* partial, const float* x, 
     if (((u64)x & 15) == 0) {
         // 16-byte loads where the range is aligned (a whole tensor, most shards): this pass is
         // bound by memory bandwidth. The rest below, one at a time.
+        // Four loads issued before their sums, so each thread keeps 64 bytes in flight.
         const float4* x4 = reinterpret_cast<const float4*>(x);
-        for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n / 4; i += stride) {
+        const u64 n4 = n / 4;
+        u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+        for (; i + 3 * stride < n4; i += 4 * stride) {
+            float4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) v[u] = x4[i + u * stride];
+#pragma unroll
+            for (int u = 0; u < 4; u++) acc += (double)v[u].x * v[u].x + (double)v[u].y * v[u].y + (double)v[u].z * v[u].z + (double)v[u].w * v[u].w;
+        }
+        for (; i < n4; i += stride) {
             const float4 v = x4[i];
             acc += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
         }

@@ -62,11 +62,12 @@ extern "C" __global__ void cross_entropy_forward(float* losses, float* lse, cons
 
 // One chunk of the output layer's rows (Backend::output_loss): the loss and lse as
 // cross_entropy_forward, and, when `grad` is not null, the gradient scale · (softmax − onehot)
-// written in bf16 only (it feeds the lm_head GEMMs): the logits are just read.
+// written in bf16 only (it feeds the lm_head GEMMs): the logits are just read. A block takes
+// rows blockIdx.x, blockIdx.x + gridDim.x, ...: with one block an SM, the rows being read at
+// once (a vocabulary each) fit in L2, so the gradient pass re-reads its row from L2, not memory.
 template <typename T>
-__device__ void cross_entropy_chunk_rows(float* losses, float* lse, __nv_bfloat16* grad, const T* logits,
-                                         const u32* targets, int vocab, float scale) {
-    const u64 row = blockIdx.x;
+__device__ void cross_entropy_chunk_row(u64 row, float* losses, float* lse, __nv_bfloat16* grad, const T* logits,
+                                        const u32* targets, int vocab, float scale) {
     const T* x = logits + row * vocab;
     const float l = block_row_lse(x, vocab);
     const u32 t = targets[row];
@@ -83,10 +84,11 @@ __device__ void cross_entropy_chunk_rows(float* losses, float* lse, __nv_bfloat1
     }
 }
 
-// fp32 logits (fp32 precision, and the mixed one before bf16 logits).
+// fp32 logits (fp32 precision).
 extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_bfloat16* grad, const float* logits,
-                                               const u32* targets, int vocab, float scale) {
-    cross_entropy_chunk_rows(losses, lse, grad, logits, targets, vocab, scale);
+                                               const u32* targets, int vocab, float scale, int rows) {
+    for (u64 row = blockIdx.x; row < (u64)rows; row += gridDim.x)
+        cross_entropy_chunk_row(row, losses, lse, grad, logits, targets, vocab, scale);
 }
 
 // bf16 logits, as the GEMM rounds them in mixed precision (PyTorch's autocast does the same):
@@ -95,59 +97,60 @@ extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_b
 // moved 2 bytes per load and ran at a third of the memory bandwidth.
 extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, __nv_bfloat16* grad,
                                                     const __nv_bfloat16* logits, const u32* targets, int vocab,
-                                                    float scale) {
-    if (vocab % 8 != 0) {
-        cross_entropy_chunk_rows(losses, lse, grad, logits, targets, vocab, scale);
-        return;
-    }
-    const u64 row = blockIdx.x;
-    const uint4* x = reinterpret_cast<const uint4*>(logits + row * vocab);
-    const int packs = vocab / 8;
-    float m = -INFINITY, s = 0.0f;
-    for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-        const uint4 raw = x[p];
-        const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-        float v[8];
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const float2 f = __bfloat1622float2(pairs[j]);
-            v[2 * j] = f.x;
-            v[2 * j + 1] = f.y;
+                                                    float scale, int rows) {
+    for (u64 row = blockIdx.x; row < (u64)rows; row += gridDim.x) {
+        if (vocab % 8 != 0) {
+            cross_entropy_chunk_row(row, losses, lse, grad, logits, targets, vocab, scale);
+            continue;
         }
-        float local = v[0];
-#pragma unroll
-        for (int j = 1; j < 8; j++) local = fmaxf(local, v[j]);
-        const float mm = fmaxf(m, local);
-        float sum = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 8; j++) sum += __expf(v[j] - mm);
-        s = (m == -INFINITY ? 0.0f : s * __expf(m - mm)) + sum;
-        m = mm;
-    }
-    const float l = block_lse(m, s);
-    const u32 t = targets[row];
-    if (threadIdx.x == 0) {
-        lse[row] = l;
-        losses[row] = t == IGNORE_TARGET ? 0.0f : l - __bfloat162float(logits[row * vocab + t]);
-    }
-    if (!grad) return;
-    uint4* g = reinterpret_cast<uint4*>(grad + row * vocab);
-    for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-        uint4 out = make_uint4(0, 0, 0, 0);
-        if (t != IGNORE_TARGET) {
+        const uint4* x = reinterpret_cast<const uint4*>(logits + row * vocab);
+        const int packs = vocab / 8;
+        float m = -INFINITY, s = 0.0f;
+        for (int p = threadIdx.x; p < packs; p += blockDim.x) {
             const uint4 raw = x[p];
             const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-            __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+            float v[8];
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const float2 f = __bfloat1622float2(pairs[j]);
-                const int col = 8 * p + 2 * j;
-                const float a = scale * __expf(f.x - l) - (col == (int)t ? scale : 0.0f);
-                const float b = scale * __expf(f.y - l) - (col + 1 == (int)t ? scale : 0.0f);
-                o[j] = __floats2bfloat162_rn(a, b);
+                v[2 * j] = f.x;
+                v[2 * j + 1] = f.y;
             }
+            float local = v[0];
+#pragma unroll
+            for (int j = 1; j < 8; j++) local = fmaxf(local, v[j]);
+            const float mm = fmaxf(m, local);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) sum += __expf(v[j] - mm);
+            s = (m == -INFINITY ? 0.0f : s * __expf(m - mm)) + sum;
+            m = mm;
         }
-        g[p] = out;
+        const float l = block_lse(m, s);
+        const u32 t = targets[row];
+        if (threadIdx.x == 0) {
+            lse[row] = l;
+            losses[row] = t == IGNORE_TARGET ? 0.0f : l - __bfloat162float(logits[row * vocab + t]);
+        }
+        if (!grad) continue;
+        uint4* g = reinterpret_cast<uint4*>(grad + row * vocab);
+        for (int p = threadIdx.x; p < packs; p += blockDim.x) {
+            uint4 out = make_uint4(0, 0, 0, 0);
+            if (t != IGNORE_TARGET) {
+                const uint4 raw = x[p];
+                const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+                __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const float2 f = __bfloat1622float2(pairs[j]);
+                    const int col = 8 * p + 2 * j;
+                    const float a = scale * __expf(f.x - l) - (col == (int)t ? scale : 0.0f);
+                    const float b = scale * __expf(f.y - l) - (col + 1 == (int)t ? scale : 0.0f);
+                    o[j] = __floats2bfloat162_rn(a, b);
+                }
+            }
+            g[p] = out;
+        }
     }
 }
 

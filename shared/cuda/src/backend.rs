@@ -27,6 +27,8 @@ use crate::profile::{OpScope, OpTime, Profiler};
 const BLOCK: u32 = 256;
 /// Threads per block of cross-entropy rows (a row is a whole vocabulary).
 const CE_BLOCK: u32 = 512;
+/// Threads of a cross-entropy block when there is one block an SM.
+const CE_SM_BLOCK: u32 = 1024;
 /// Rows summed by one block in the first pass of RMSNorm's weight gradient.
 const NORM_ROWS_PER_CHUNK: usize = 64;
 /// Rows per block of the fused RMSNorm backward, and the widest row it takes (RMS_COLS · 256 in
@@ -110,6 +112,10 @@ pub struct CudaBackend {
     /// ds-160m steps on the H100, BENCHMARKS.md v10) or as one pass per 16-row block
     /// (`DSLLM_NORM_BACKWARD=fused`).
     pub fused_norm_backward: bool,
+    /// Blocks of the output layer's cross-entropy: one of `CE_SM_BLOCK` threads an SM looping
+    /// over rows (default: the rows read at once fit in L2 for the gradient pass) or, with
+    /// `DSLLM_CE_GRID=rows`, one block of `CE_BLOCK` threads a row (v9's launch).
+    pub cross_entropy_blocks: Option<u32>,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -295,6 +301,10 @@ impl CudaBackend {
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
             fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").is_ok_and(|v| v == "fused"),
+            cross_entropy_blocks: match std::env::var("DSLLM_CE_GRID").as_deref() {
+                Ok("rows") => None,
+                _ => Some(context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32),
+            },
             norm_partials: RefCell::new(empty_f32()?),
             cudnn: std::cell::OnceCell::new(),
             attention_stats: RefCell::new(empty_f32()?),
@@ -1335,8 +1345,13 @@ impl Backend for CudaBackend {
             let _part = self.op(|| "· output_loss cross-entropy".into());
             let (row_losses, row_lse, row_targets) = (losses_at + (first * 4) as u64, lse_at + (first * 4) as u64, targets_at + (first * 4) as u64);
             let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
-            self.launch(chunk_kernel, rows_grid(count, CE_BLOCK), |b| {
-                b.arg(&row_losses).arg(&row_lse).arg(&row_grad).arg(&logits).arg(&row_targets).arg(&vocab32).arg(&scale);
+            let count32 = count as i32;
+            let config = match self.cross_entropy_blocks {
+                Some(sms) => rows_grid(count.min(sms as usize), CE_SM_BLOCK),
+                None => rows_grid(count, CE_BLOCK),
+            };
+            self.launch(chunk_kernel, config, |b| {
+                b.arg(&row_losses).arg(&row_lse).arg(&row_grad).arg(&logits).arg(&row_targets).arg(&vocab32).arg(&scale).arg(&count32);
             });
         }
         if let Some(grad) = grad {
