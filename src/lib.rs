@@ -19,7 +19,7 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// `../shared/data` beside the repository, when present (tests using it skip otherwise).
 pub fn shared_data() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    let dir = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../shared/data");
     dir.is_dir().then_some(dir)
 }
 

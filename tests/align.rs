@@ -177,7 +177,7 @@ fn synth_sft_and_dpo_train_and_write_loadable_checkpoints() {
         println!("skipped the transformers check: {python} cannot import torch, transformers and pyarrow (set DSLLM_PYTHON)");
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_align.py");
+    let script = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("tests/python/check_align.py");
     let output = Command::new(&python)
         .arg(script)
         .args([sft_out.join("stage2").to_str().unwrap(), dpo_out.to_str().unwrap(), data.join("dpo_train.jsonl").to_str().unwrap()])

@@ -5,7 +5,6 @@ use arrow::array::{Array, Int64Array, StringArray};
 use dsllm::{binary, parquet_under};
 use dsllm_core::parquet_io::read_batches;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn run(bin: &str, args: &[&str]) {

@@ -2,7 +2,6 @@
 //! multiple-choice, cloze, code (sandbox) and bits-per-byte tasks, a task with missing data
 //! skipped with its reason, results.json / results.md / _manifest.json, and a rerun skipped.
 
-use std::path::Path;
 use std::process::Command;
 
 use dsllm::binary;
@@ -15,7 +14,7 @@ fn run(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn ds_eval_scores_a_checkpoint_and_writes_results() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()));
     let fixtures = root.join("shared/eval/tests/fixtures");
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");

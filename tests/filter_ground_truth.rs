@@ -7,7 +7,7 @@ use arrow::array::{Array, Float32Array, StringArray};
 use dsllm::{binary, parquet_under};
 use dsllm_core::parquet_io::read_batches;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// The reasons each family should be rejected with ("kept" for the clean families), from how

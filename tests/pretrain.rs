@@ -12,7 +12,7 @@ use dsllm_tokens::TokenShards;
 use serde_json::Value;
 
 fn tiny_config() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/configs/tiny.toml")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("pipelines/configs/tiny.toml")
 }
 
 /// `ds-pretrain train` on the test corpus into `output`, with `extra` arguments.

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 fn data_dir() -> PathBuf {
     std::env::var_os("DSLLM_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")))
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../../shared/data"))
         .join("text")
 }
 

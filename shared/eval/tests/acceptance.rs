@@ -14,11 +14,11 @@ use dsllm_model::{CpuBackend, HostTensor, Llama, LrSchedule, ModelConfig, Traine
 use dsllm_tokens::DsTokenizer;
 
 fn fixture_tokenizer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("tests/fixtures/tiny")
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../..")
 }
 
 fn evaluator_with(config: ModelConfig, tensors: Option<&[(String, HostTensor)]>) -> Evaluator<CpuBackend> {

@@ -3,14 +3,14 @@
 //! (lm-eval's HFLM, LlamaForCausalLM in float32 on the CPU) from `fixtures/tiny`, which
 //! `examples/write_fixture.rs` wrote. Both scoring modes must match within 1e-3 per token.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dsllm_eval::{run_task, EvalTokenizer, Evaluator, RunContext, ScoringMode, TaskSpec};
 use dsllm_model::{load_hf_model, CpuBackend, Llama};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("tests/fixtures")
 }
 
 fn evaluator(mode: ScoringMode) -> Evaluator<CpuBackend> {

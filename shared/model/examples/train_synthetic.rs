@@ -49,7 +49,7 @@ fn main() -> Result<()> {
     let steps: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
     let resume = args.iter().any(|a| a == "--resume");
 
-    let configs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/configs");
+    let configs = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../pipelines/configs");
     let model_config = ModelConfig::from_toml_file(&configs.join("tiny.toml"))?.with_vocab_size(VOCAB);
     let entropy_bits: f64 = [0.4f64, 0.3, 0.2, 0.1].iter().map(|p| -p * p.log2()).sum();
     println!(

@@ -219,7 +219,7 @@ mod tests {
     use super::*;
 
     fn configs_dir() -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/configs")
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../pipelines/configs")
     }
 
     #[test]

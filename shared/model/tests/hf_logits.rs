@@ -4,12 +4,12 @@
 //! eager attention) with `tests/fixtures/hf_logits.py`. `hf-tiny-bf16-transformers5` is the same
 //! model saved back by transformers 5 in bfloat16.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dsllm_model::{load_hf_model, CpuBackend, Llama, TokenBatch, IGNORE_TARGET};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("tests/fixtures").join(name)
 }
 
 #[test]

@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn the_papers_7b_budget_gives_a_7b_like_model() {
         // The 7B trained 2T tokens: C = M·D = 42.3e9·2e12 ≈ 8.5e22.
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/configs/7b.toml");
+        let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../pipelines/configs/7b.toml");
         let seven = ModelConfig::from_toml_file(&path).unwrap();
         let plan = plan_budget(&ScalingLaws::PAPER, 8.5e22, &seven, false, 4096, 4);
         // M_opt(8.5e22) = 0.1715·(8.5e22)^0.5243 ≈ 6.3e10, so somewhat larger than the 7B's M.

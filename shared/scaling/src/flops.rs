@@ -160,10 +160,10 @@ fn three_digits(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    
 
     fn config(name: &str) -> ModelConfig {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/configs").join(format!("{name}.toml"));
+        let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../pipelines/configs").join(format!("{name}.toml"));
         ModelConfig::from_toml_file(&path).unwrap()
     }
 

@@ -269,7 +269,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> ModelConfig {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/configs/tiny.toml");
+        let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../pipelines/configs/tiny.toml");
         ModelConfig::from_toml_file(&path).unwrap()
     }
 

@@ -88,7 +88,7 @@ mod tests {
     use super::*;
 
     fn tiny() -> ModelConfig {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/configs/tiny.toml");
+        let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../pipelines/configs/tiny.toml");
         ModelConfig::from_toml_file(&path).unwrap()
     }
 
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn paper_7b_scale_from_the_7b_template() {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/configs/7b.toml");
+        let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../pipelines/configs/7b.toml");
         let seven = ModelConfig::from_toml_file(&path).unwrap();
         let c = ShapeRule::from_template(&seven).for_model_scale(model_scale_m(&seven, 4096), 4096);
         assert_eq!((c.num_hidden_layers, c.hidden_size, c.num_attention_heads), (30, 4096, 32));

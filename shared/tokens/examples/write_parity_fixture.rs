@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: write_parity_fixture OUT_DIR [TEXT_DIR]")?
         .into();
     let text_dir: PathBuf = args.next().map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/text")
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../../shared/data/text")
     });
 
     let mut texts: Vec<String> = PARITY_TEST_STRINGS.iter().map(|s| s.to_string()).collect();

@@ -20,8 +20,8 @@ fn text_dir() -> PathBuf {
         return dir.into();
     }
     // Canonicalize first: the crate may be built through a symlink.
-    let manifest = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR"))
-        .unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    let dir = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()));
+    let manifest = std::fs::canonicalize(&dir).unwrap_or(dir);
     manifest.join("../../../shared/data/text")
 }
 

@@ -77,7 +77,7 @@ fn files_in_every_format_read_the_same() {
 #[test]
 fn the_shared_samples_parse() {
     let Some(root) = std::env::var_os("DSLLM_SHARED_DATA").map(std::path::PathBuf::from).or_else(|| {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+        let p = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())).join("../../../shared/data");
         p.exists().then_some(p)
     }) else {
         println!("skipped: ../shared/data is absent");
