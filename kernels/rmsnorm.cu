@@ -150,52 +150,64 @@ extern "C" __global__ void column_sum_add(float* out, const float* partial, int 
     out[col] += total;
 }
 
-// The input gradient (added to d_inp) and the weight gradient's per-chunk partials in one pass:
-// a block takes `rows_per_block` rows, each thread keeps its columns' d_out, inp and weight in
-// registers for the row (one read of each from memory) and sums d_out · inp · rstd over the
-// block's rows for those columns, in row order. dim <= 256 · RMS_COLS (the backend checks).
-// `d_inp_shadow` (may be null) gets the updated d_inp in bf16: the next products' operand.
-#define RMS_COLS 16
+// The input gradient (added to d_inp) and the weight gradient's per-block partials in one pass
+// over d_out and inp (the per-row kernels above read both twice): a block takes
+// `rows_per_block` consecutive rows; thread t owns the float4 columns t + c · blockDim.x
+// (c < NORM_COLS4), keeping their weights and partial sums in registers, and loads the next
+// row's values before this row's block sum so the loads overlap the reduction. Partials sum
+// the rows in order (deterministic). Needs dim % 4 == 0, dim <= 4 · NORM_COLS4 · blockDim.x
+// and a blockDim.x multiple of 32 (the backend checks). `d_inp_shadow` (may be null) gets the
+// updated d_inp in bf16: the next products' operand.
+#define NORM_COLS4 2
 extern "C" __global__ void rmsnorm_backward_fused(float* d_inp, float* partial, const float* d_out, const float* inp,
                                                   const float* weight, const float* rstd, int rows, int dim,
                                                   int rows_per_block, __nv_bfloat16* d_inp_shadow) {
     __shared__ float scratch[32];
-    float w[RMS_COLS], acc[RMS_COLS];
-#pragma unroll
-    for (int c = 0; c < RMS_COLS; c++) {
-        const int j = threadIdx.x + c * 256;
-        w[c] = j < dim ? weight[j] : 0.0f;
-        acc[c] = 0.0f;
-    }
+    const int dim4 = dim / 4;
+    const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float4 w[NORM_COLS4], acc[NORM_COLS4], g[NORM_COLS4], x[NORM_COLS4];
     const int first = blockIdx.x * rows_per_block, last = min(rows, first + rows_per_block);
-    for (int row = first; row < last; row++) {
-        const float *g = d_out + (u64)row * dim, *x = inp + (u64)row * dim;
-        float gv[RMS_COLS], xv[RMS_COLS], gwx = 0.0f;
 #pragma unroll
-        for (int c = 0; c < RMS_COLS; c++) {
-            const int j = threadIdx.x + c * 256;
-            gv[c] = j < dim ? g[j] : 0.0f;
-            xv[c] = j < dim ? x[j] : 0.0f;
-            gwx += gv[c] * w[c] * xv[c];
+    for (int c = 0; c < NORM_COLS4; c++) {
+        const int j = threadIdx.x + c * blockDim.x;
+        w[c] = j < dim4 ? reinterpret_cast<const float4*>(weight)[j] : zero;
+        acc[c] = zero;
+        g[c] = j < dim4 && first < last ? reinterpret_cast<const float4*>(d_out + (u64)first * dim)[j] : zero;
+        x[c] = j < dim4 && first < last ? reinterpret_cast<const float4*>(inp + (u64)first * dim)[j] : zero;
+    }
+    for (int row = first; row < last; row++) {
+        float gwx = 0.0f;
+        float4 g_next[NORM_COLS4], x_next[NORM_COLS4];
+#pragma unroll
+        for (int c = 0; c < NORM_COLS4; c++) {
+            gwx += g[c].x * w[c].x * x[c].x + g[c].y * w[c].y * x[c].y + g[c].z * w[c].z * x[c].z + g[c].w * w[c].w * x[c].w;
+            const int j = threadIdx.x + c * blockDim.x;
+            const bool more = j < dim4 && row + 1 < last;
+            g_next[c] = more ? reinterpret_cast<const float4*>(d_out + (u64)(row + 1) * dim)[j] : zero;
+            x_next[c] = more ? reinterpret_cast<const float4*>(inp + (u64)(row + 1) * dim)[j] : zero;
         }
         gwx = block_sum(gwx, scratch);
         const float r = rstd[row];
         const float correction = gwx * r * r * r / dim;
-        float* dx = d_inp + (u64)row * dim;
+        float4* dx4 = reinterpret_cast<float4*>(d_inp + (u64)row * dim);
 #pragma unroll
-        for (int c = 0; c < RMS_COLS; c++) {
-            const int j = threadIdx.x + c * 256;
-            if (j < dim) {
-                const float updated = dx[j] + (r * w[c] * gv[c] - correction * xv[c]);
-                dx[j] = updated;
-                if (d_inp_shadow) d_inp_shadow[(u64)row * dim + j] = __float2bfloat16_rn(updated);
-                acc[c] += gv[c] * xv[c] * r;
+        for (int c = 0; c < NORM_COLS4; c++) {
+            const int j = threadIdx.x + c * blockDim.x;
+            if (j < dim4) {
+                const float4 a = g[c], b = x[c], ww = w[c], d = dx4[j];
+                const float4 u = make_float4(d.x + (r * ww.x * a.x - correction * b.x), d.y + (r * ww.y * a.y - correction * b.y),
+                                             d.z + (r * ww.z * a.z - correction * b.z), d.w + (r * ww.w * a.w - correction * b.w));
+                dx4[j] = u;
+                if (d_inp_shadow) store4_bf16(d_inp_shadow + (u64)row * dim + 4 * j, u);
+                acc[c].x += a.x * b.x * r, acc[c].y += a.y * b.y * r, acc[c].z += a.z * b.z * r, acc[c].w += a.w * b.w * r;
             }
+            g[c] = g_next[c];
+            x[c] = x_next[c];
         }
     }
 #pragma unroll
-    for (int c = 0; c < RMS_COLS; c++) {
-        const int j = threadIdx.x + c * 256;
-        if (j < dim) partial[(u64)blockIdx.x * dim + j] = acc[c];
+    for (int c = 0; c < NORM_COLS4; c++) {
+        const int j = threadIdx.x + c * blockDim.x;
+        if (j < dim4) reinterpret_cast<float4*>(partial + (u64)blockIdx.x * dim)[j] = acc[c];
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use dsllm_model::{AdamWStep, AttentionShape, Backend, OutputGrad, Store};
 use half::bf16;
 
@@ -31,11 +31,11 @@ const CE_BLOCK: u32 = 512;
 const CE_SM_BLOCK: u32 = 1024;
 /// Rows summed by one block in the first pass of RMSNorm's weight gradient.
 const NORM_ROWS_PER_CHUNK: usize = 64;
-/// Rows per block of the fused RMSNorm backward, and the widest row it takes (RMS_COLS · 256 in
-/// kernels/rmsnorm.cu): 16 rows keep ~500 blocks for 8k-token batches while the weight
-/// gradient's partials stay small (rows / 16 · dim floats).
+/// Rows per block of the fused RMSNorm backward: 16 rows keep ~500 blocks for 8k-token batches
+/// while the weight gradient's partials stay small (rows / 16 · dim floats).
 const FUSED_NORM_ROWS_PER_BLOCK: usize = 16;
-const FUSED_NORM_MAX_DIM: usize = 16 * BLOCK as usize;
+/// 1024 threads of two float4 columns (kernels/rmsnorm.cu, NORM_COLS4).
+const FUSED_NORM_MAX_DIM: usize = 8 * 1024;
 /// Logits of one chunk of rows in [`CudaBackend::output_loss`], at most (floats): 256 MiB.
 const OUTPUT_CHUNK_FLOATS: usize = 64 << 20;
 /// Blocks of the sum-of-squares reduction (their f64 partials are summed on the host).
@@ -52,6 +52,8 @@ const ATTENTION_TILE: usize = 32;
 /// first time something reads them in fp32; until then, none is allocated (`data` is made on
 /// first fp32 use), so such buffers take half the memory.
 pub struct GpuBuffer {
+    /// Unique in the process: keys what is kept about a buffer ([`CudaBackend::prefetch_sum_squares`]).
+    id: u64,
     len: usize,
     data: OnceLock<CudaSlice<f32>>,
     /// Bumped by every mutable use, so a stale bf16 copy is never read.
@@ -59,6 +61,18 @@ pub struct GpuBuffer {
     /// The bf16 copy holds the values; `data` (if allocated) is out of date.
     f32_stale: AtomicBool,
     shadow: Mutex<Option<(u64, CudaSlice<bf16>)>>,
+    /// Work on the optimizer stream that uses this buffer and that the main stream has not yet
+    /// waited for (see [`CudaBackend::optimizer_stream`]): taken by the first access.
+    pending: Mutex<Option<Arc<CudaEvent>>>,
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        // The memory goes back to the main stream's pool: the optimizer stream must be done with it.
+        if let Some(event) = self.pending.get_mut().ok().and_then(|p| p.take()) {
+            let _ = event.synchronize();
+        }
+    }
 }
 
 impl GpuBuffer {
@@ -67,7 +81,8 @@ impl GpuBuffer {
         if let Some(data) = data {
             let _ = cell.set(data);
         }
-        Self { len, data: cell, version: 0, f32_stale: AtomicBool::new(false), shadow: Mutex::new(None) }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), len, data: cell, version: 0, f32_stale: AtomicBool::new(false), shadow: Mutex::new(None), pending: Mutex::new(None) }
     }
     /// Number of floats.
     pub fn len(&self) -> usize {
@@ -80,6 +95,14 @@ impl GpuBuffer {
     pub fn holds_bf16_only(&self) -> bool {
         self.f32_stale.load(Ordering::Relaxed)
     }
+}
+
+/// The block partials of one buffer range's sum of squares, computed on the optimizer stream.
+struct PrefetchedSquares {
+    /// The buffer's version they were computed at: any later change makes them stale.
+    version: u64,
+    partials: CudaSlice<f64>,
+    done: Arc<CudaEvent>,
 }
 
 /// Token ids on the GPU, and the host copy they were written from (the embedding backward
@@ -118,6 +141,13 @@ pub struct CudaBackend {
     pub cross_entropy_blocks: Option<u32>,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// AdamW runs on a stream of its own, so the next step's forward overlaps it (default;
+    /// `DSLLM_OPTIMIZER_STREAM=0` keeps it on the main stream, as profiling does). Each update
+    /// records an event in the buffers it touches, and the main stream waits for it at the
+    /// buffer's next use (see [`CudaBackend::settle`]): layer 0's forward starts while later
+    /// layers are still being updated. The same kernels in the same order: bit-identical weights.
+    pub overlap_optimizer: bool,
+    optimizer_stream: Arc<CudaStream>,
     kernels: Kernels,
     gemm: Gemm,
     norm_partials: RefCell<CudaSlice<f32>>,
@@ -130,6 +160,9 @@ pub struct CudaBackend {
     attention_k_shares: RefCell<CudaSlice<f32>>,
     attention_v_shares: RefCell<CudaSlice<f32>>,
     sum_partials: RefCell<CudaSlice<f64>>,
+    /// Sums of squares started early (see [`Backend::prefetch_sum_squares`]), by (buffer id,
+    /// range start, range length).
+    prefetched_squares: RefCell<std::collections::HashMap<(u64, usize, usize), PrefetchedSquares>>,
     embedding_segments: RefCell<CudaSlice<u32>>,
     /// The output layer's logit gradient for the whole batch, in bf16 (its GEMMs' operand).
     output_grad: RefCell<CudaSlice<bf16>>,
@@ -292,7 +325,8 @@ impl CudaBackend {
                     .context("cannot give the flash-attention kernels their shared memory")?;
             }
         }
-        let gemm = Gemm::new(stream.clone())?;
+        let device = format!("{} sm_{major}{minor}", context.name().unwrap_or_default());
+        let gemm = Gemm::new(stream.clone(), &device)?;
         let empty_f32 = || stream.alloc_zeros::<f32>(1);
         Ok(Self {
             attention: AttentionKernels::from_env((major, minor) == (9, 0)),
@@ -312,9 +346,12 @@ impl CudaBackend {
             attention_k_shares: RefCell::new(empty_f32()?),
             attention_v_shares: RefCell::new(empty_f32()?),
             sum_partials: RefCell::new(stream.alloc_zeros::<f64>(SUM_BLOCKS)?),
+            prefetched_squares: RefCell::new(std::collections::HashMap::new()),
             embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
             output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
             profiler: Profiler::default(),
+            overlap_optimizer: std::env::var("DSLLM_OPTIMIZER_STREAM").map_or(true, |v| v != "0"),
+            optimizer_stream: context.new_stream().context("cannot create the optimizer's CUDA stream")?,
             context,
             stream,
             kernels,
@@ -357,9 +394,26 @@ impl CudaBackend {
         self.profiler.scope(&self.stream, name)
     }
 
-    /// Waits for all queued work.
+    /// Waits for all queued work (the optimizer stream's too).
     pub fn synchronize(&self) {
         self.stream.synchronize().expect("CUDA stream failed");
+        self.optimizer_stream.synchronize().expect("CUDA optimizer stream failed");
+    }
+
+    /// The block partials of `n` floats' sum of squares at `from` into `count` f64 at `to`.
+    fn launch_sum_squares(&self, stream: &Arc<CudaStream>, to: u64, from: u64, n64: u64, count: usize) {
+        let config = LaunchConfig { grid_dim: (count as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        self.launch_on(stream, &self.kernels.sum_squares_partial, config, |b| {
+            b.arg(&to).arg(&from).arg(&n64);
+        });
+    }
+
+    /// Makes the main stream wait for optimizer-stream work on `buf` not yet waited for. Every
+    /// accessor of a buffer's memory calls it first.
+    fn settle(&self, buf: &GpuBuffer) {
+        if let Some(event) = buf.pending.lock().expect("pending event lock").take() {
+            self.stream.wait(&event).expect("cannot order the CUDA streams");
+        }
     }
 
     /// Bytes of device memory in use (total minus free), this process's and any other's.
@@ -369,7 +423,11 @@ impl CudaBackend {
     }
 
     fn launch<'a>(&'a self, function: &'a CudaFunction, config: LaunchConfig, push: impl FnOnce(&mut LaunchArgs<'a>)) {
-        let mut builder = self.stream.launch_builder(function);
+        self.launch_on(&self.stream, function, config, push)
+    }
+
+    fn launch_on<'a>(&'a self, stream: &'a Arc<CudaStream>, function: &'a CudaFunction, config: LaunchConfig, push: impl FnOnce(&mut LaunchArgs<'a>)) {
+        let mut builder = stream.launch_builder(function);
         push(&mut builder);
         // SAFETY: each op passes the argument list its kernel declares, with sizes checked by
         // the caller's slice lengths.
@@ -383,6 +441,7 @@ impl CudaBackend {
 
     /// The device address of `buf`'s bf16 copy, converting first if `buf` changed since.
     fn bf16_ptr(&self, buf: &GpuBuffer) -> u64 {
+        self.settle(buf);
         // fp32 values to convert from, if the copy is out of date: taken before the copy's lock
         // (f32_in locks it to widen). A buffer holding bf16 only has a current copy, so this
         // never widens what it is about to narrow again.
@@ -416,6 +475,7 @@ impl CudaBackend {
     /// `buf`'s fp32 values for reading: allocated (zeros) on first use, widened from the bf16
     /// copy if the last writer stored only that.
     fn f32_in<'b>(&self, buf: &'b GpuBuffer) -> &'b CudaSlice<f32> {
+        self.settle(buf);
         let data = buf.data.get_or_init(|| self.stream.alloc_zeros::<f32>(buf.len.max(1)).expect("cannot allocate GPU memory"));
         if buf.f32_stale.swap(false, Ordering::Relaxed) {
             let shadow = buf.shadow.lock().expect("bf16 copy lock");
@@ -438,6 +498,7 @@ impl CudaBackend {
 
     /// `buf`'s fp32 values for an op that overwrites all of them (nothing is widened first).
     fn f32_out<'b>(&self, buf: &'b mut GpuBuffer) -> &'b mut CudaSlice<f32> {
+        self.settle(buf);
         if buf.data.get().is_none() {
             let _ = buf.data.set(self.stream.alloc_zeros::<f32>(buf.len.max(1)).expect("cannot allocate GPU memory"));
         }
@@ -481,6 +542,7 @@ impl CudaBackend {
     /// only write bf16 (cuDNN attention), whatever [`CudaBackend::bf16_activations`] says: the
     /// fp32 values are widened from it if something reads them.
     fn bf16_store(&self, buf: &mut GpuBuffer) -> u64 {
+        self.settle(buf);
         let n = buf.len;
         buf.version += 1;
         *buf.f32_stale.get_mut() = true;
@@ -497,6 +559,7 @@ impl CudaBackend {
     /// The device address of the bf16 values of a buffer that holds bf16 only, for an op that
     /// updates them in place (they stay the only current values).
     fn bf16_inout(&self, buf: &mut GpuBuffer) -> u64 {
+        self.settle(buf);
         debug_assert!(buf.holds_bf16_only());
         buf.version += 1;
         let shadow = buf.shadow.get_mut().expect("bf16 copy lock");
@@ -553,6 +616,7 @@ impl CudaBackend {
         if n != buf.len || std::env::var_os("DSLLM_NO_FUSED_CAST").is_some() {
             return 0;
         }
+        self.settle(buf);
         let mut shadow = buf.shadow.lock().expect("bf16 copy lock");
         let copy = match shadow.take() {
             Some((_, copy)) => copy,
@@ -919,12 +983,14 @@ impl Backend for CudaBackend {
         // The residual gradient feeds the next products too: its bf16 copy in the same pass.
         let d_inp_at = self.ptr(self.f32_inout(d_inp));
         let shadow = if self.precision == Precision::Mixed { self.fused_bf16_ptr(d_inp, rows * dim) } else { 0 };
-        if dim <= FUSED_NORM_MAX_DIM && self.fused_norm_backward {
-            // One pass: the input gradient and the weight gradient's partials per block of rows.
+        if dim % 4 == 0 && dim <= FUSED_NORM_MAX_DIM && self.fused_norm_backward {
+            // One pass: the input gradient and the weight gradient's partials per block of rows
+            // (float4 columns, NORM_COLS4 = 2 a thread, whole warps).
             let chunks = rows.div_ceil(FUSED_NORM_ROWS_PER_BLOCK);
             let mut partial = self.scratch(&self.norm_partials, chunks * dim);
             let per_block = FUSED_NORM_ROWS_PER_BLOCK as i32;
-            self.launch(&self.kernels.rmsnorm_backward_fused, rows_grid(chunks, BLOCK), |b| {
+            let threads = (dim / 4).div_ceil(2).div_ceil(32) as u32 * 32;
+            self.launch(&self.kernels.rmsnorm_backward_fused, rows_grid(chunks, threads), |b| {
                 b.arg(&d_inp_at).arg(&mut *partial).arg(d_out).arg(inp).arg(weight).arg(rstd);
                 b.arg(&rows32).arg(&dim32).arg(&per_block).arg(&shadow);
             });
@@ -1258,15 +1324,7 @@ impl Backend for CudaBackend {
     }
 
     fn sum_squares(&self, x: &GpuBuffer, n: usize) -> f64 {
-        let blocks = n.div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS);
-        let mut partial = self.scratch(&self.sum_partials, SUM_BLOCKS);
-        let n64 = n as u64;
-        let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-        self.launch(&self.kernels.sum_squares_partial, config, |b| {
-            b.arg(&mut *partial).arg(self.f32_in(x)).arg(&n64);
-        });
-        let host = self.stream.clone_dtoh(&partial.slice(..blocks)).expect("cannot copy from the GPU");
-        host.iter().sum()
+        self.sum_squares_many(&[(x, 0..n)])
     }
 
     fn sum_squares_many(&self, xs: &[(&GpuBuffer, Range<usize>)]) -> f64 {
@@ -1278,18 +1336,28 @@ impl Backend for CudaBackend {
         if total == 0 {
             return 0.0;
         }
-        let partial = self.scratch(&self.sum_partials, total);
+        let mut partial = self.scratch(&self.sum_partials, total);
         let base = self.ptr(&*partial);
+        let mut prefetched = self.prefetched_squares.borrow_mut();
         let mut offset = 0;
         for ((x, range), &count) in xs.iter().zip(&blocks) {
             let (n64, at) = (range.len() as u64, base + (offset * std::mem::size_of::<f64>()) as u64);
-            let from = self.ptr(self.f32_in(x)) + (range.start * std::mem::size_of::<f32>()) as u64;
-            let config = LaunchConfig { grid_dim: (count as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-            self.launch(&self.kernels.sum_squares_partial, config, |b| {
-                b.arg(&at).arg(&from).arg(&n64);
-            });
+            match prefetched.remove(&(x.id, range.start, range.len())).filter(|p| p.version == x.version) {
+                Some(early) => {
+                    // The partials the optimizer stream computed (settle waits for them).
+                    self.settle(x);
+                    self.stream.wait(&early.done).expect("cannot order the CUDA streams");
+                    let mut to = partial.slice_mut(offset..offset + count);
+                    self.stream.memcpy_dtod(&early.partials.slice(..count), &mut to).expect("cannot copy on the GPU");
+                }
+                None => {
+                    let from = self.ptr(self.f32_in(x)) + (range.start * std::mem::size_of::<f32>()) as u64;
+                    self.launch_sum_squares(&self.stream, at, from, n64, count);
+                }
+            }
             offset += count;
         }
+        drop(prefetched);
         let host = self.stream.clone_dtoh(&partial.slice(..total)).expect("cannot copy from the GPU");
         let mut sum = 0.0;
         let mut offset = 0;
@@ -1298,6 +1366,39 @@ impl Backend for CudaBackend {
             offset += count;
         }
         sum
+    }
+
+    fn prefetch_sum_squares(&self, xs: &[(&GpuBuffer, Range<usize>)]) {
+        // Only where the optimizer stream runs beside the main one (not while profiling, whose
+        // op timer measures the main stream).
+        if !self.overlap_optimizer || self.profiler.enabled() || xs.is_empty() {
+            return;
+        }
+        let side = &self.optimizer_stream;
+        let mut jobs = Vec::with_capacity(xs.len());
+        let mut prefetched = self.prefetched_squares.borrow_mut();
+        for (x, range) in xs {
+            let count = range.len().div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS);
+            let key = (x.id, range.start, range.len());
+            let partials = match prefetched.remove(&key) {
+                Some(old) if old.partials.len() >= count => old.partials,
+                _ => self.stream.alloc_zeros::<f64>(count).expect("cannot allocate GPU memory"),
+            };
+            let from = self.ptr(self.f32_in(x)) + (range.start * std::mem::size_of::<f32>()) as u64;
+            jobs.push((key, x, partials, from, range.len() as u64, count));
+        }
+        // After the gradients' writes (and the allocations above) on the main stream.
+        let ready = self.stream.record_event(None).expect("cannot record a CUDA event");
+        side.wait(&ready).expect("cannot order the CUDA streams");
+        for (_, _, partials, from, n64, count) in &jobs {
+            self.launch_sum_squares(side, self.ptr(partials), *from, *n64, *count);
+        }
+        let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
+        for (key, x, partials, ..) in jobs {
+            // The next write of the gradient waits for this read.
+            *x.pending.lock().expect("pending event lock") = Some(done.clone());
+            prefetched.insert(key, PrefetchedSquares { version: x.version, partials, done: done.clone() });
+        }
     }
 
     fn output_chunk_rows(&self, rows: usize, vocab: usize) -> usize {
@@ -1388,10 +1489,27 @@ impl Backend for CudaBackend {
         let whole = range.start == 0 && n == param.len && self.precision == Precision::Mixed;
         let shadow = if whole { self.fused_bf16_ptr(param, n) } else { 0 };
         let grad_at = self.ptr(self.f32_in(grad)) + offset;
-        self.launch(&self.kernels.adamw_update, grid_for_u64(n.div_ceil(4)), |b| {
-            b.arg(&param_at).arg(&grad_at).arg(self.f32_inout(m)).arg(self.f32_inout(v)).arg(&n64);
+        let (m_at, v_at) = (self.ptr(self.f32_inout(m)), self.ptr(self.f32_inout(v)));
+        // Profiled steps keep AdamW on the main stream, where the op timer measures it.
+        let side = Some(&self.optimizer_stream).filter(|_| self.overlap_optimizer && !self.profiler.enabled());
+        if let Some(side) = side {
+            // After everything queued so far on the main stream (the gradients, and any
+            // allocation or cast the pointers above queued).
+            let ready = self.stream.record_event(None).expect("cannot record a CUDA event");
+            side.wait(&ready).expect("cannot order the CUDA streams");
+        }
+        let stream = side.unwrap_or(&self.stream);
+        self.launch_on(stream, &self.kernels.adamw_update, grid_for_u64(n.div_ceil(4)), |b| {
+            b.arg(&param_at).arg(&grad_at).arg(&m_at).arg(&v_at).arg(&n64);
             b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&shadow);
         });
+        if let Some(side) = side {
+            let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
+            for buf in [param, m, v] {
+                *buf.pending.get_mut().expect("pending event lock") = Some(done.clone());
+            }
+            *grad.pending.lock().expect("pending event lock") = Some(done);
+        }
     }
 }
 

@@ -2,12 +2,16 @@
 //! match an fp32 reference), fp32 accumulation, fp32 output (with `beta = 1` the product is
 //! added to the output, which is how gradients accumulate in fp32).
 //! The plan of each shape (descriptors, layouts, the algorithm) is made once and reused. The
-//! algorithm is the heuristic's first choice, or with `DSLLM_GEMM_AUTOTUNE=1` the fastest of its
-//! first [`CANDIDATES`] timed on the shape's first call (with that call's operands).
+//! algorithm is the fastest of the heuristic's first [`CANDIDATES`], timed on the shape's first
+//! call (with that call's operands) and kept on disk per GPU and cuBLASLt version
+//! ([`TuningCache`]), so later runs skip the timing and pick the same algorithm (bit-identical
+//! reruns). `DSLLM_GEMM_AUTOTUNE=0` takes the heuristic's first choice instead, untimed;
+//! `DSLLM_GEMM_AUTOTUNE=verbose` prints each timing.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
@@ -76,21 +80,129 @@ impl Drop for Plan {
     }
 }
 
+/// How each shape's algorithm is chosen (`DSLLM_GEMM_AUTOTUNE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Autotune {
+    /// `0`: the heuristic's first proposal, untimed.
+    Off,
+    /// Default: the fastest proposal, timed once per shape and kept in the [`TuningCache`].
+    On,
+    /// `verbose`: as `On`, printing every timing.
+    Verbose,
+}
+
+impl Autotune {
+    pub fn from_env() -> Self {
+        match std::env::var("DSLLM_GEMM_AUTOTUNE").as_deref() {
+            Ok("0") | Ok("off") => Self::Off,
+            Ok("verbose") => Self::Verbose,
+            _ => Self::On,
+        }
+    }
+}
+
+/// The chosen algorithm of every tuned shape, in a text file a line per shape
+/// (`gemm-<key>.tune` beside the PTX cache, the key a hash of the GPU's name, its compute
+/// capability and the cuBLASLt version: an algorithm is only valid for the library that made
+/// it). cuBLASLt documents its algorithm struct as serialisable for reuse with the same
+/// library version; each loaded one is still checked (`cublasLtMatmulAlgoCheck`) before use.
+#[derive(Debug, Default)]
+pub struct TuningCache {
+    path: Option<PathBuf>,
+    chosen: HashMap<String, [u64; 8]>,
+}
+
+impl TuningCache {
+    /// The cache of this GPU and library, read from `dir` (`None`: kept in memory only).
+    pub fn open(dir: Option<PathBuf>, device: &str) -> Self {
+        let version = unsafe { sys::cublasLtGetVersion() };
+        let key = crate::kernels::fnv1a(format!("{device}\0{version}").as_bytes());
+        let path = dir.map(|d| d.join(format!("gemm-{key:016x}.tune")));
+        let chosen = path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()).map(|text| Self::parse(&text)).unwrap_or_default();
+        Self { path, chosen }
+    }
+
+    /// The canonical text of a shape: the line's key.
+    fn key(shape: &GemmShape) -> String {
+        let GemmShape { operands, transa, transb, m, n, k, lda, ldb, ldc } = *shape;
+        format!("{operands:?} {} {} {m} {n} {k} {lda} {ldb} {ldc}", transa as u8, transb as u8)
+    }
+
+    /// Lines of `key algo0 … algo7` (hex); a malformed line is skipped (it only costs a retune).
+    fn parse(text: &str) -> HashMap<String, [u64; 8]> {
+        let mut chosen = HashMap::new();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() != 17 {
+                continue;
+            }
+            let mut algo = [0u64; 8];
+            if fields[9..].iter().zip(&mut algo).all(|(field, slot)| u64::from_str_radix(field, 16).map(|v| *slot = v).is_ok()) {
+                chosen.insert(fields[..9].join(" "), algo);
+            }
+        }
+        chosen
+    }
+
+    fn format(chosen: &HashMap<String, [u64; 8]>) -> String {
+        let mut lines: Vec<String> =
+            chosen.iter().map(|(key, algo)| format!("{key} {}", algo.iter().map(|v| format!("{v:x}")).collect::<Vec<_>>().join(" "))).collect();
+        lines.sort();
+        lines.iter().map(|l| l.clone() + "\n").collect()
+    }
+
+    fn get(&self, shape: &GemmShape) -> Option<sys::cublasLtMatmulAlgo_t> {
+        self.chosen.get(&Self::key(shape)).map(|&data| sys::cublasLtMatmulAlgo_t { data })
+    }
+
+    /// Records a choice and rewrites the file (merged with what other processes added since,
+    /// written to a temporary file renamed into place); a cache that cannot be written only
+    /// costs the timing next run.
+    fn insert(&mut self, shape: &GemmShape, algo: sys::cublasLtMatmulAlgo_t) {
+        self.chosen.insert(Self::key(shape), algo.data);
+        let Some(path) = &self.path else { return };
+        let mut merged = std::fs::read_to_string(path).map(|text| Self::parse(&text)).unwrap_or_default();
+        merged.extend(self.chosen.iter().map(|(k, v)| (k.clone(), *v)));
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, Self::format(&merged)).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+}
+
 /// A cuBLASLt handle, its workspace and the plans made so far.
 pub struct Gemm {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     stream: Arc<CudaStream>,
     plans: RefCell<HashMap<GemmShape, Plan>>,
-    autotune: bool,
+    autotune: Autotune,
+    tuning: RefCell<TuningCache>,
+    /// Whether this process has said it is timing new shapes.
+    announced: std::cell::Cell<bool>,
 }
 
 impl Gemm {
-    pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+    /// A handle on `stream`; `device` names the GPU for the tuning cache.
+    pub fn new(stream: Arc<CudaStream>, device: &str) -> Result<Self> {
         let handle = lt::create_handle().map_err(|e| anyhow!("cuBLASLt handle: {e:?}"))?;
         let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?;
-        let autotune = std::env::var("DSLLM_GEMM_AUTOTUNE").is_ok_and(|v| v == "1");
-        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), autotune })
+        let autotune = Autotune::from_env();
+        let tuning = match autotune {
+            Autotune::Off => TuningCache::default(),
+            _ => TuningCache::open(crate::kernels::cache_dir(), device),
+        };
+        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), autotune, tuning: RefCell::new(tuning), announced: Default::default() })
+    }
+
+    /// Whether `algo` can run `plan` here (a cached choice from another library build cannot).
+    fn usable(&self, plan: &Plan, algo: &sys::cublasLtMatmulAlgo_t) -> bool {
+        let mut result: sys::cublasLtMatmulHeuristicResult_t = unsafe { std::mem::zeroed() };
+        let status = unsafe { sys::cublasLtMatmulAlgoCheck(self.handle, plan.desc, plan.layouts[0], plan.layouts[1], plan.layouts[2], plan.layouts[2], algo, &mut result) };
+        status == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS && result.workspaceSize <= WORKSPACE_BYTES
     }
 
     fn plan(&self, shape: GemmShape) -> Result<Plan> {
@@ -213,6 +325,9 @@ impl Gemm {
         drop(scratch);
         let &(best_ms, best) = times.iter().min_by(|x, y| x.0.total_cmp(&y.0)).ok_or_else(|| anyhow!("no cuBLASLt algorithm ran {shape:?}"))?;
         let first_ms = times.iter().find(|t| t.1 == 0).map_or(f32::NAN, |t| t.0);
+        if self.autotune != Autotune::Verbose {
+            return Ok(plan.candidates[best]);
+        }
         eprintln!(
             "dsllm-cuda: GEMM autotune m={} n={} k={} {:?}{}{}: heuristic's first {first_ms:.4} ms, chosen #{best} of {} {best_ms:.4} ms",
             shape.m,
@@ -247,10 +362,21 @@ impl Gemm {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let mut plan = self.plan(shape)?;
-                if self.autotune && plan.candidates.len() > 1 {
+                let cached = self.tuning.borrow().get(&shape).filter(|algo| self.usable(&plan, algo));
+                if let Some(algo) = cached {
+                    plan.algo = algo;
+                } else if self.autotune != Autotune::Off && plan.candidates.len() > 1 {
+                    if !self.announced.replace(true) {
+                        let path = self.tuning.borrow().path.clone();
+                        let kept = path.map_or("kept for this run only (no cache folder)".into(), |p| format!("kept in {}", p.display()));
+                        eprintln!("dsllm-cuda: timing cuBLASLt's algorithms for new GEMM shapes (once per GPU and shape; {kept}; DSLLM_GEMM_AUTOTUNE=0 skips it)");
+                    }
                     // Timing that fails leaves the heuristic's choice (said once per shape).
                     match self.fastest(&plan, shape, a, b, c, d, alpha, beta) {
-                        Ok(algo) => plan.algo = algo,
+                        Ok(algo) => {
+                            plan.algo = algo;
+                            self.tuning.borrow_mut().insert(&shape, algo);
+                        }
                         Err(e) => eprintln!("dsllm-cuda: GEMM autotune of {shape:?} failed ({e:#}); using the heuristic's first algorithm"),
                     }
                 }
@@ -258,6 +384,45 @@ impl Gemm {
             }
         };
         self.launch(plan, &plan.algo, a, b, c, d, alpha, beta).map_err(|e| anyhow!("cuBLASLt matmul {shape:?}: {e:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuning_cache_round_trips_and_skips_bad_lines() {
+        let shape = GemmShape { operands: Operands::Bf16WithBf16Output, transa: true, transb: false, m: 102400, n: 8192, k: 2048, lda: 2048, ldb: 2048, ldc: 102400 };
+        let other = GemmShape { operands: Operands::F32, transb: true, ..shape };
+        let mut chosen = HashMap::new();
+        chosen.insert(TuningCache::key(&shape), [1, 2, 3, 4, 5, 6, 7, u64::MAX]);
+        chosen.insert(TuningCache::key(&other), [0; 8]);
+        let text = TuningCache::format(&chosen) + "Bf16 0 0 1 2 3\nnot a line at all\nBf16 0 0 1 1 1 1 1 1 0 0 0 0 0 0 0 zz\n";
+        let parsed = TuningCache::parse(&text);
+        assert_eq!(parsed, chosen);
+        let cache = TuningCache { path: None, chosen: parsed };
+        assert_eq!(cache.get(&shape).map(|a| a.data), Some([1, 2, 3, 4, 5, 6, 7, u64::MAX]));
+        assert_eq!(cache.get(&GemmShape { m: 1, ..shape }).map(|a| a.data), None);
+    }
+
+    #[test]
+    fn tuning_cache_merges_with_the_file_on_disk() {
+        let dir = std::env::temp_dir().join(format!("dsllm-tune-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("gemm-test.tune");
+        let a = GemmShape { operands: Operands::Bf16, transa: false, transb: true, m: 64, n: 128, k: 256, lda: 64, ldb: 128, ldc: 64 };
+        let b = GemmShape { m: 32, ..a };
+        // Two processes, each tuning one shape: the file ends with both.
+        let mut first = TuningCache { path: Some(path.clone()), chosen: HashMap::new() };
+        let mut second = TuningCache { path: Some(path.clone()), chosen: HashMap::new() };
+        first.insert(&a, sys::cublasLtMatmulAlgo_t { data: [7; 8] });
+        second.insert(&b, sys::cublasLtMatmulAlgo_t { data: [9; 8] });
+        let on_disk = TuningCache::parse(&std::fs::read_to_string(&path).unwrap());
+        assert_eq!(on_disk.len(), 2);
+        assert_eq!(on_disk[&TuningCache::key(&a)], [7; 8]);
+        assert_eq!(on_disk[&TuningCache::key(&b)], [9; 8]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

@@ -39,7 +39,7 @@ pub fn compile_ptx(arch: &'static str) -> Result<Ptx> {
 }
 
 /// 64-bit FNV-1a: a stable hash (the same in every build) for the PTX cache's file names.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 

@@ -40,6 +40,10 @@ impl Profiler {
         }
     }
 
+    pub(crate) fn enabled(&self) -> bool {
+        self.records.borrow().is_some()
+    }
+
     /// A scope for one op, or `None` (and no cost beyond a borrow) when profiling is off.
     pub(crate) fn scope<'a>(&'a self, stream: &'a CudaStream, name: impl FnOnce() -> String) -> Option<OpScope<'a>> {
         self.records.borrow().as_ref()?;

@@ -261,6 +261,11 @@ pub trait Backend {
     /// [`Backend::sum_squares`] sums, the pairs added in list order (the squared global gradient
     /// norm; ranges are ZeRO-1 shards).
     fn sum_squares_many(&self, xs: &[(&Self::Buffer, Range<usize>)]) -> f64;
+    /// Starts [`Backend::sum_squares_many`]'s work on gradients that are final while the caller
+    /// goes on (the backward pass of the earlier layers); a later `sum_squares_many` over the same
+    /// buffers and ranges, unchanged since, uses what was computed, with the same result. The
+    /// default does nothing (the sums are taken when asked).
+    fn prefetch_sum_squares(&self, _xs: &[(&Self::Buffer, Range<usize>)]) {}
     /// One AdamW step (PyTorch's decoupled weight decay) of `param[range]` with `grad[range]`,
     /// whose moments are `m[..range.len()]` and `v[..range.len()]` (under ZeRO-1 a rank keeps
     /// the moments of its shard only).

@@ -270,6 +270,13 @@ impl<B: Backend> Trainer<B> {
                     return Err(error.context("gradient reduce-scatter failed"));
                 }
                 micro
+            } else if collective.is_identity() && i + 1 == mine.len() {
+                // The last backward finishes each gradient: its sum of squares (the clipping
+                // norm) can start then, beside the backward of the earlier layers.
+                model.forward_backward_bucketed(batch, loss_scale, &mut |backend, bucket| {
+                    let grads: Vec<(&B::Buffer, std::ops::Range<usize>)> = bucket.iter().map(|(buf, n)| (&**buf, 0..*n)).collect();
+                    backend.prefetch_sum_squares(&grads);
+                })?
             } else {
                 model.forward_backward(batch, loss_scale)?
             };
