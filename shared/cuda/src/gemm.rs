@@ -21,8 +21,9 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 
 /// cuBLASLt's recommended workspace on Hopper.
 const WORKSPACE_BYTES: usize = 32 << 20;
-/// Algorithms the heuristic proposes per shape, timed when autotuning.
-const CANDIDATES: usize = 8;
+/// Algorithms the heuristic proposes per shape, timed when autotuning (with eight, the fastest
+/// was often the eighth: BENCHMARKS.md v11).
+const CANDIDATES: usize = 16;
 /// Timed runs per candidate (after one untimed run).
 const TUNING_RUNS: usize = 5;
 
