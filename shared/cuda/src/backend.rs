@@ -141,11 +141,14 @@ pub struct CudaBackend {
     pub cross_entropy_blocks: Option<u32>,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    /// AdamW runs on a stream of its own, so the next step's forward overlaps it (default;
-    /// `DSLLM_OPTIMIZER_STREAM=0` keeps it on the main stream, as profiling does). Each update
-    /// records an event in the buffers it touches, and the main stream waits for it at the
-    /// buffer's next use (see [`CudaBackend::settle`]): layer 0's forward starts while later
-    /// layers are still being updated. The same kernels in the same order: bit-identical weights.
+    /// With `DSLLM_OPTIMIZER_STREAM=1`, AdamW runs on a stream of its own, so the next step's
+    /// forward overlaps it, and the gradient norm's sums of squares start there during the last
+    /// backward ([`Backend::prefetch_sum_squares`]). Each update records an event in the
+    /// buffers it touches, and the main stream waits for it at the buffer's next use (see
+    /// [`CudaBackend::settle`]): layer 0's forward starts while later layers are still being
+    /// updated. The same kernels in the same order: bit-identical weights (a parity check).
+    /// Off by default until a device run has measured it (profiling always runs AdamW on the
+    /// main stream, where the op timer measures it).
     pub overlap_optimizer: bool,
     optimizer_stream: Arc<CudaStream>,
     kernels: Kernels,
@@ -350,7 +353,7 @@ impl CudaBackend {
             embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
             output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
             profiler: Profiler::default(),
-            overlap_optimizer: std::env::var("DSLLM_OPTIMIZER_STREAM").map_or(true, |v| v != "0"),
+            overlap_optimizer: std::env::var("DSLLM_OPTIMIZER_STREAM").is_ok_and(|v| v == "1"),
             optimizer_stream: context.new_stream().context("cannot create the optimizer's CUDA stream")?,
             context,
             stream,

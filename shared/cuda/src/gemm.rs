@@ -2,11 +2,11 @@
 //! match an fp32 reference), fp32 accumulation, fp32 output (with `beta = 1` the product is
 //! added to the output, which is how gradients accumulate in fp32).
 //! The plan of each shape (descriptors, layouts, the algorithm) is made once and reused. The
-//! algorithm is the fastest of the heuristic's first [`CANDIDATES`], timed on the shape's first
-//! call (with that call's operands) and kept on disk per GPU and cuBLASLt version
-//! ([`TuningCache`]), so later runs skip the timing and pick the same algorithm (bit-identical
-//! reruns). `DSLLM_GEMM_AUTOTUNE=0` takes the heuristic's first choice instead, untimed;
-//! `DSLLM_GEMM_AUTOTUNE=verbose` prints each timing.
+//! algorithm is the heuristic's first choice, or with `DSLLM_GEMM_AUTOTUNE=1` the fastest of its
+//! first [`CANDIDATES`], timed on the shape's first call (with that call's operands) and kept on
+//! disk per GPU and cuBLASLt version ([`TuningCache`]), so later runs skip the timing and pick
+//! the same algorithm (bit-identical reruns); `DSLLM_GEMM_AUTOTUNE=verbose` also prints each
+//! timing.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -81,12 +81,13 @@ impl Drop for Plan {
     }
 }
 
-/// How each shape's algorithm is chosen (`DSLLM_GEMM_AUTOTUNE`).
+/// How each shape's algorithm is chosen (`DSLLM_GEMM_AUTOTUNE`). Off by default until the
+/// kept-on-disk choice has been measured on a device (timing alone: BENCHMARKS.md v11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Autotune {
-    /// `0`: the heuristic's first proposal, untimed.
+    /// Default: the heuristic's first proposal, untimed.
     Off,
-    /// Default: the fastest proposal, timed once per shape and kept in the [`TuningCache`].
+    /// `1`: the fastest proposal, timed once per shape and kept in the [`TuningCache`].
     On,
     /// `verbose`: as `On`, printing every timing.
     Verbose,
@@ -95,9 +96,9 @@ pub enum Autotune {
 impl Autotune {
     pub fn from_env() -> Self {
         match std::env::var("DSLLM_GEMM_AUTOTUNE").as_deref() {
-            Ok("0") | Ok("off") => Self::Off,
+            Ok("1") | Ok("on") => Self::On,
             Ok("verbose") => Self::Verbose,
-            _ => Self::On,
+            _ => Self::Off,
         }
     }
 }
@@ -370,7 +371,7 @@ impl Gemm {
                     if !self.announced.replace(true) {
                         let path = self.tuning.borrow().path.clone();
                         let kept = path.map_or("kept for this run only (no cache folder)".into(), |p| format!("kept in {}", p.display()));
-                        eprintln!("dsllm-cuda: timing cuBLASLt's algorithms for new GEMM shapes (once per GPU and shape; {kept}; DSLLM_GEMM_AUTOTUNE=0 skips it)");
+                        eprintln!("dsllm-cuda: timing cuBLASLt's algorithms for new GEMM shapes (DSLLM_GEMM_AUTOTUNE; once per GPU and shape; {kept})");
                     }
                     // Timing that fails leaves the heuristic's choice (said once per shape).
                     match self.fastest(&plan, shape, a, b, c, d, alpha, beta) {
