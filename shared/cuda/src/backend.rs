@@ -172,6 +172,15 @@ pub struct CudaBackend {
     profiler: Profiler,
 }
 
+impl Drop for CudaBackend {
+    fn drop(&mut self) {
+        // Queued work (AdamW on the optimizer stream included) finishes before the kernels'
+        // module and the handles go.
+        let _ = self.stream.synchronize();
+        let _ = self.optimizer_stream.synchronize();
+    }
+}
+
 /// The attention implementations the backend carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttentionKernels {
@@ -1385,7 +1394,8 @@ impl Backend for CudaBackend {
             let key = (x.id, range.start, range.len());
             let partials = match prefetched.remove(&key) {
                 Some(old) if old.partials.len() >= count => old.partials,
-                _ => self.stream.alloc_zeros::<f64>(count).expect("cannot allocate GPU memory"),
+                // SAFETY: the kernel below writes all `count` partials before anything reads them.
+                _ => unsafe { self.stream.alloc::<f64>(count) }.expect("cannot allocate GPU memory"),
             };
             let from = self.ptr(self.f32_in(x)) + (range.start * std::mem::size_of::<f32>()) as u64;
             jobs.push((key, x, partials, from, range.len() as u64, count));

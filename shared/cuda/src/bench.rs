@@ -46,6 +46,7 @@ pub struct BenchResult {
 
 /// Trains `config` for `warmup + steps` steps of `micro_batch × seq_len` random tokens.
 pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_batch: usize, warmup: usize, steps: usize) -> Result<BenchResult> {
+    anyhow::ensure!(steps > 0, "the benchmark needs at least one timed step (BENCH_STEPS)");
     let backend = CudaBackend::new(0)?;
     backend.synchronize();
     let baseline = backend.memory_in_use();
@@ -80,7 +81,7 @@ pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_ba
         peak = peak.max(trainer.model.backend.memory_in_use());
     }
     trainer.model.backend.synchronize();
-    let step_s = timed.elapsed().as_secs_f64() / steps.max(1) as f64;
+    let step_s = timed.elapsed().as_secs_f64() / steps as f64;
 
     // One more step, phase by phase.
     let batch = TokenBatch {

@@ -310,6 +310,9 @@ impl Gemm {
             }
             None => (c, d),
         };
+        // Nothing else running while timing (another stream's work, e.g. the optimizer stream's,
+        // would skew the choice that is then kept on disk).
+        self.stream.context().synchronize()?;
         let mut times = Vec::new();
         for (index, algo) in plan.candidates.iter().enumerate() {
             // A candidate the library proposes but cannot run here is skipped.
