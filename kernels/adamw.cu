@@ -80,3 +80,12 @@ extern "C" __global__ void sum_squares_partial(double* partial, const float* x, 
     acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
+
+// Busy-waits about `cycles` clock cycles: a test launches it on the optimizer stream before each
+// update so that a missing wait between the streams reads values not yet written (the kernels
+// are otherwise too short for the streams to overlap in a small model's steps).
+extern "C" __global__ void spin_cycles(u64 cycles) {
+    const long long start = clock64();
+    while ((u64)(clock64() - start) < cycles) {
+    }
+}

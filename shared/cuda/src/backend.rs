@@ -150,6 +150,9 @@ pub struct CudaBackend {
     /// Off by default until a device run has measured it (profiling always runs AdamW on the
     /// main stream, where the op timer measures it).
     pub overlap_optimizer: bool,
+    /// Clock cycles the optimizer stream busy-waits before each update and prefetched sum (0:
+    /// none): parity sets it so that a missing wait between the streams shows as a difference.
+    pub optimizer_stream_delay: u64,
     optimizer_stream: Arc<CudaStream>,
     kernels: Kernels,
     gemm: Gemm,
@@ -363,6 +366,7 @@ impl CudaBackend {
             output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
             profiler: Profiler::default(),
             overlap_optimizer: std::env::var("DSLLM_OPTIMIZER_STREAM").is_ok_and(|v| v == "1"),
+            optimizer_stream_delay: 0,
             optimizer_stream: context.new_stream().context("cannot create the optimizer's CUDA stream")?,
             context,
             stream,
@@ -418,6 +422,16 @@ impl CudaBackend {
         self.launch_on(stream, &self.kernels.sum_squares_partial, config, |b| {
             b.arg(&to).arg(&from).arg(&n64);
         });
+    }
+
+    /// [`CudaBackend::optimizer_stream_delay`]'s busy wait on `stream`, if any.
+    fn delay(&self, stream: &Arc<CudaStream>) {
+        if self.optimizer_stream_delay > 0 {
+            let cycles = self.optimizer_stream_delay;
+            self.launch_on(stream, &self.kernels.spin_cycles, LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 }, |b| {
+                b.arg(&cycles);
+            });
+        }
     }
 
     /// Makes the main stream wait for optimizer-stream work on `buf` not yet waited for. Every
@@ -1403,6 +1417,7 @@ impl Backend for CudaBackend {
         // After the gradients' writes (and the allocations above) on the main stream.
         let ready = self.stream.record_event(None).expect("cannot record a CUDA event");
         side.wait(&ready).expect("cannot order the CUDA streams");
+        self.delay(side);
         for (_, _, partials, from, n64, count) in &jobs {
             self.launch_sum_squares(side, self.ptr(partials), *from, *n64, *count);
         }
@@ -1510,6 +1525,9 @@ impl Backend for CudaBackend {
             // allocation or cast the pointers above queued).
             let ready = self.stream.record_event(None).expect("cannot record a CUDA event");
             side.wait(&ready).expect("cannot order the CUDA streams");
+        }
+        if let Some(side) = side {
+            self.delay(side);
         }
         let stream = side.unwrap_or(&self.stream);
         self.launch_on(stream, &self.kernels.adamw_update, grid_for_u64(n.div_ceil(4)), |b| {

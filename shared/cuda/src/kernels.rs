@@ -187,6 +187,7 @@ kernel_table!(
     cross_entropy_chunk_bf16,
     adamw_update,
     sum_squares_partial,
+    spin_cycles,
 );
 
 #[cfg(test)]

@@ -535,16 +535,20 @@ pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usiz
 
     // AdamW on the optimizer stream (overlapping the next forward) against AdamW on the main
     // stream: the same kernels in the same order, so the weights must be bit-identical; a
-    // missing wait between the streams shows up here as a difference.
-    let overlap = gpu_trainer.model.backend.overlap_optimizer;
-    let mut serial_trainer = Trainer::new(gpu_factory()?, parity_model_config(), gpu_trainer.config.clone())?;
-    serial_trainer.model.backend.overlap_optimizer = !overlap;
-    let mut serial_source = VecSource::new(random_sequences(81, micro_batch * 2 * steps, seq + 1, parity_model_config().vocab_size), false);
-    for _ in 1..=steps {
-        serial_trainer.train_step(&mut serial_source)?;
-    }
-    let serial_weights: Vec<f32> = serial_trainer.model.host_tensors().into_iter().flat_map(|(_, t)| t.data).collect();
-    let differing = serial_weights.iter().zip(&gpu_weights).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    // missing wait between the streams shows up here as a difference. The optimizer stream
+    // busy-waits ~20 µs before each of its kernels, so a missing wait would read stale values.
+    let run = |overlap: bool| -> Result<Vec<f32>> {
+        let mut trainer = Trainer::new(gpu_factory()?, parity_model_config(), gpu_trainer.config.clone())?;
+        trainer.model.backend.overlap_optimizer = overlap;
+        trainer.model.backend.optimizer_stream_delay = 40_000;
+        let mut source = VecSource::new(random_sequences(81, micro_batch * 2 * steps, seq + 1, parity_model_config().vocab_size), false);
+        for _ in 1..=steps {
+            trainer.train_step(&mut source)?;
+        }
+        Ok(trainer.model.host_tensors().into_iter().flat_map(|(_, t)| t.data).collect())
+    };
+    let (with_stream, without) = (run(true)?, run(false)?);
+    let differing = with_stream.iter().zip(&without).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
     checks.push(Check::new(format!("weights after {steps} steps, optimizer stream on and off: {differing} differ"), differing as f64, 0.0));
     Ok(checks)
 }
