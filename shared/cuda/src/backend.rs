@@ -424,14 +424,25 @@ impl CudaBackend {
         });
     }
 
-    /// [`CudaBackend::optimizer_stream_delay`]'s busy wait on `stream`, if any.
-    fn delay(&self, stream: &Arc<CudaStream>) {
+    /// Makes the optimizer stream `side` start after everything queued so far on the main stream
+    /// (the gradients, and any allocation or cast that taking the pointers queued), then busy-wait
+    /// [`CudaBackend::optimizer_stream_delay`] cycles, if any.
+    fn side_after_main(&self, side: &Arc<CudaStream>) {
+        let ready = self.stream.record_event(None).expect("cannot record a CUDA event");
+        side.wait(&ready).expect("cannot order the CUDA streams");
         if self.optimizer_stream_delay > 0 {
             let cycles = self.optimizer_stream_delay;
-            self.launch_on(stream, &self.kernels.spin_cycles, LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 }, |b| {
+            self.launch_on(side, &self.kernels.spin_cycles, LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 }, |b| {
                 b.arg(&cycles);
             });
         }
+    }
+
+    /// A prefetched sum's partials, once the main stream has waited for the kernel writing them
+    /// (so they may be read, reused or freed on the main stream).
+    fn retire(&self, old: PrefetchedSquares) -> CudaSlice<f64> {
+        self.stream.wait(&old.done).expect("cannot order the CUDA streams");
+        old.partials
     }
 
     /// Makes the main stream wait for optimizer-stream work on `buf` not yet waited for. Every
@@ -1368,15 +1379,15 @@ impl Backend for CudaBackend {
         let mut offset = 0;
         for ((x, range), &count) in xs.iter().zip(&blocks) {
             let (n64, at) = (range.len() as u64, base + (offset * std::mem::size_of::<f64>()) as u64);
-            match prefetched.remove(&(x.id, range.start, range.len())).filter(|p| p.version == x.version) {
-                Some(early) => {
-                    // The partials the optimizer stream computed (settle waits for them).
+            // Partials the optimizer stream computed, where the buffer is unchanged since.
+            let early = prefetched.remove(&(x.id, range.start, range.len())).map(|old| (old.version == x.version, self.retire(old)));
+            match early {
+                Some((true, partials)) => {
                     self.settle(x);
-                    self.stream.wait(&early.done).expect("cannot order the CUDA streams");
                     let mut to = partial.slice_mut(offset..offset + count);
-                    self.stream.memcpy_dtod(&early.partials.slice(..count), &mut to).expect("cannot copy on the GPU");
+                    self.stream.memcpy_dtod(&partials.slice(..count), &mut to).expect("cannot copy on the GPU");
                 }
-                None => {
+                _ => {
                     let from = self.ptr(self.f32_in(x)) + (range.start * std::mem::size_of::<f32>()) as u64;
                     self.launch_sum_squares(&self.stream, at, from, n64, count);
                 }
@@ -1406,18 +1417,15 @@ impl Backend for CudaBackend {
         for (x, range) in xs {
             let count = range.len().div_ceil(BLOCK as usize).clamp(1, SUM_BLOCKS);
             let key = (x.id, range.start, range.len());
-            let partials = match prefetched.remove(&key) {
-                Some(old) if old.partials.len() >= count => old.partials,
+            let partials = match prefetched.remove(&key).map(|old| self.retire(old)) {
+                Some(old) if old.len() >= count => old,
                 // SAFETY: the kernel below writes all `count` partials before anything reads them.
                 _ => unsafe { self.stream.alloc::<f64>(count) }.expect("cannot allocate GPU memory"),
             };
             let from = self.ptr(self.f32_in(x)) + (range.start * std::mem::size_of::<f32>()) as u64;
             jobs.push((key, x, partials, from, range.len() as u64, count));
         }
-        // After the gradients' writes (and the allocations above) on the main stream.
-        let ready = self.stream.record_event(None).expect("cannot record a CUDA event");
-        side.wait(&ready).expect("cannot order the CUDA streams");
-        self.delay(side);
+        self.side_after_main(side);
         for (_, _, partials, from, n64, count) in &jobs {
             self.launch_sum_squares(side, self.ptr(partials), *from, *n64, *count);
         }
@@ -1521,13 +1529,7 @@ impl Backend for CudaBackend {
         // Profiled steps keep AdamW on the main stream, where the op timer measures it.
         let side = Some(&self.optimizer_stream).filter(|_| self.overlap_optimizer && !self.profiler.enabled());
         if let Some(side) = side {
-            // After everything queued so far on the main stream (the gradients, and any
-            // allocation or cast the pointers above queued).
-            let ready = self.stream.record_event(None).expect("cannot record a CUDA event");
-            side.wait(&ready).expect("cannot order the CUDA streams");
-        }
-        if let Some(side) = side {
-            self.delay(side);
+            self.side_after_main(side);
         }
         let stream = side.unwrap_or(&self.stream);
         self.launch_on(stream, &self.kernels.adamw_update, grid_for_u64(n.div_ceil(4)), |b| {

@@ -259,7 +259,8 @@ impl<B: Backend> Trainer<B> {
         let mut loss = LossSum::default();
         let (model, collective) = (&mut self.model, &mut self.collective);
         for (i, batch) in mine.iter().enumerate() {
-            let micro = if !collective.is_identity() && i + 1 == mine.len() {
+            let last = i + 1 == mine.len();
+            let micro = if last && !collective.is_identity() {
                 let mut failed = None;
                 let micro = model.forward_backward_bucketed(batch, loss_scale, &mut |backend, bucket| {
                     if failed.is_none() {
@@ -270,7 +271,7 @@ impl<B: Backend> Trainer<B> {
                     return Err(error.context("gradient reduce-scatter failed"));
                 }
                 micro
-            } else if collective.is_identity() && i + 1 == mine.len() {
+            } else if last {
                 // The last backward finishes each gradient: its sum of squares (the clipping
                 // norm) can start then, beside the backward of the earlier layers.
                 model.forward_backward_bucketed(batch, loss_scale, &mut |backend, bucket| {
