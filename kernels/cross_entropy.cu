@@ -91,10 +91,37 @@ extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_b
         cross_entropy_chunk_row(row, losses, lse, grad, logits, targets, vocab, scale);
 }
 
+// Eight bf16 logits into a thread's running (max, sum): the sum is rescaled only when the max
+// grows (one exponential a value, not two).
+__device__ __forceinline__ void add_pack_to_max_sum(const uint4 raw, float& m, float& s) {
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 f = __bfloat1622float2(pairs[j]);
+        v[2 * j] = f.x;
+        v[2 * j + 1] = f.y;
+    }
+    float local = v[0];
+#pragma unroll
+    for (int j = 1; j < 8; j++) local = fmaxf(local, v[j]);
+    if (local > m) {
+        s = m == -INFINITY ? 0.0f : s * __expf(m - local);
+        m = local;
+    }
+    if (m == -INFINITY) return;  // nothing but -inf so far
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) sum += __expf(v[j] - m);
+    s += sum;
+}
+
 // bf16 logits, as the GEMM rounds them in mixed precision (PyTorch's autocast does the same):
 // half the bytes written and read. Rows whose length is a multiple of 8 (every padded
 // vocabulary) are read and written 8 values (16 bytes) a thread at a time: the scalar loop
-// moved 2 bytes per load and ran at a third of the memory bandwidth.
+// moved 2 bytes per load and ran at a third of the memory bandwidth. With one block an SM,
+// a thread keeps four loads in flight (one at a time left the kernel waiting on memory).
+#define CE_LOADS 4
 extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, __nv_bfloat16* grad,
                                                     const __nv_bfloat16* logits, const u32* targets, int vocab,
                                                     float scale, int rows) {
@@ -104,28 +131,17 @@ extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, _
             continue;
         }
         const uint4* x = reinterpret_cast<const uint4*>(logits + row * vocab);
-        const int packs = vocab / 8;
+        const int packs = vocab / 8, step = blockDim.x;
         float m = -INFINITY, s = 0.0f;
-        for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-            const uint4 raw = x[p];
-            const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-            float v[8];
+        int p = threadIdx.x;
+        for (; p + (CE_LOADS - 1) * step < packs; p += CE_LOADS * step) {
+            uint4 raw[CE_LOADS];
 #pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const float2 f = __bfloat1622float2(pairs[j]);
-                v[2 * j] = f.x;
-                v[2 * j + 1] = f.y;
-            }
-            float local = v[0];
+            for (int u = 0; u < CE_LOADS; u++) raw[u] = x[p + u * step];
 #pragma unroll
-            for (int j = 1; j < 8; j++) local = fmaxf(local, v[j]);
-            const float mm = fmaxf(m, local);
-            float sum = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; j++) sum += __expf(v[j] - mm);
-            s = (m == -INFINITY ? 0.0f : s * __expf(m - mm)) + sum;
-            m = mm;
+            for (int u = 0; u < CE_LOADS; u++) add_pack_to_max_sum(raw[u], m, s);
         }
+        for (; p < packs; p += step) add_pack_to_max_sum(x[p], m, s);
         const float l = block_lse(m, s);
         const u32 t = targets[row];
         if (threadIdx.x == 0) {
@@ -134,22 +150,33 @@ extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, _
         }
         if (!grad) continue;
         uint4* g = reinterpret_cast<uint4*>(grad + row * vocab);
-        for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-            uint4 out = make_uint4(0, 0, 0, 0);
-            if (t != IGNORE_TARGET) {
-                const uint4 raw = x[p];
-                const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+        if (t == IGNORE_TARGET) {
+            for (int q = threadIdx.x; q < packs; q += step) g[q] = make_uint4(0, 0, 0, 0);
+            continue;
+        }
+        // The gradient pass re-reads the row (from L2), two packs in flight a thread.
+        for (int q = threadIdx.x; q < packs; q += 2 * step) {
+            uint4 raw[2];
+            const bool second = q + step < packs;
+            raw[0] = x[q];
+            if (second) raw[1] = x[q + step];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                if (u == 1 && !second) break;
+                const int at = q + u * step;
+                const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw[u]);
+                uint4 out;
                 __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const float2 f = __bfloat1622float2(pairs[j]);
-                    const int col = 8 * p + 2 * j;
+                    const int col = 8 * at + 2 * j;
                     const float a = scale * __expf(f.x - l) - (col == (int)t ? scale : 0.0f);
                     const float b = scale * __expf(f.y - l) - (col + 1 == (int)t ? scale : 0.0f);
                     o[j] = __floats2bfloat162_rn(a, b);
                 }
+                g[at] = out;
             }
-            g[p] = out;
         }
     }
 }
