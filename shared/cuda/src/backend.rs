@@ -131,9 +131,9 @@ pub struct CudaBackend {
     /// in bf16 alone, as autocast does (default; `DSLLM_BF16_ACTIVATIONS=0` keeps fp32 copies:
     /// v7's behaviour, for comparison). See [`GpuBuffer`].
     pub bf16_activations: bool,
-    /// RMSNorm's backward as a block per row plus a column-sum pass (default: 2.6% faster
-    /// ds-160m steps on the H100, BENCHMARKS.md v10) or as one pass per 16-row block
-    /// (`DSLLM_NORM_BACKWARD=fused`).
+    /// RMSNorm's backward as one pass per 16-row block (default: 1.3-1.6% faster steps on the
+    /// H100, BENCHMARKS.md v13) or as a block per row plus a column-sum pass
+    /// (`DSLLM_NORM_BACKWARD=rows`).
     pub fused_norm_backward: bool,
     /// Blocks of the output layer's cross-entropy: one of `CE_SM_BLOCK` threads an SM looping
     /// over rows (default: the rows read at once fit in L2 for the gradient pass) or, with
@@ -141,14 +141,16 @@ pub struct CudaBackend {
     pub cross_entropy_blocks: Option<u32>,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    /// With `DSLLM_OPTIMIZER_STREAM=1`, AdamW runs on a stream of its own, so the next step's
+    /// AdamW runs on a stream of its own (default; `DSLLM_OPTIMIZER_STREAM=0` keeps one stream), so the next step's
     /// forward overlaps it, and the gradient norm's sums of squares start there during the last
     /// backward ([`Backend::prefetch_sum_squares`]). Each update records an event in the
     /// buffers it touches, and the main stream waits for it at the buffer's next use (see
     /// [`CudaBackend::settle`]): layer 0's forward starts while later layers are still being
     /// updated. The same kernels in the same order: bit-identical weights (a parity check).
-    /// Off by default until a device run has measured it (profiling always runs AdamW on the
-    /// main stream, where the op timer measures it).
+    /// The optimizer stream has the lowest priority and the main stream the highest, so the
+    /// block scheduler gives the forward's kernels the SMs first and AdamW fills the gaps
+    /// (`DSLLM_STREAM_PRIORITIES=0`: both at the default priority). Profiling always runs AdamW
+    /// on the main stream, where the op timer measures it.
     pub overlap_optimizer: bool,
     /// Clock cycles the optimizer stream busy-waits before each update and prefetched sum (0:
     /// none): parity sets it so that a missing wait between the streams shows as a difference.
@@ -305,9 +307,17 @@ impl CudaBackend {
             bail!("cannot use the CUDA backend: {reason}");
         }
         let context = CudaContext::new(ordinal).with_context(|| format!("cannot open GPU {ordinal}"))?;
-        // One stream: stream order already makes every use safe, so skip cudarc's per-buffer events.
+        // Stream order, and the events kept in GpuBuffer between the two streams, make every use
+        // safe: skip cudarc's per-buffer events.
         unsafe { context.disable_event_tracking() };
-        let stream = context.default_stream();
+        let (stream, optimizer_stream) = if std::env::var("DSLLM_STREAM_PRIORITIES").is_ok_and(|v| v == "0") {
+            (context.default_stream(), context.new_stream())
+        } else {
+            // Numerically lower is more urgent: `greatest` is the highest priority.
+            let (least, greatest) = cudarc::driver::result::stream::get_priority_range().context("cannot read the CUDA stream priorities")?;
+            (context.new_stream_with_priority(greatest)?, context.new_stream_with_priority(least))
+        };
+        let optimizer_stream = optimizer_stream.context("cannot create the optimizer's CUDA stream")?;
         let (major, minor) = context.compute_capability()?;
         let arch: &'static str = match (major, minor) {
             // "a": the architecture-specific features (wgmma) of exactly this chip.
@@ -349,7 +359,7 @@ impl CudaBackend {
             deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
-            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").is_ok_and(|v| v == "fused"),
+            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").map_or(true, |v| v != "rows"),
             cross_entropy_blocks: match std::env::var("DSLLM_CE_GRID").as_deref() {
                 Ok("rows") => None,
                 _ => Some(context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32),
@@ -365,9 +375,9 @@ impl CudaBackend {
             embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
             output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
             profiler: Profiler::default(),
-            overlap_optimizer: std::env::var("DSLLM_OPTIMIZER_STREAM").is_ok_and(|v| v == "1"),
+            overlap_optimizer: std::env::var("DSLLM_OPTIMIZER_STREAM").map_or(true, |v| v != "0"),
             optimizer_stream_delay: 0,
-            optimizer_stream: context.new_stream().context("cannot create the optimizer's CUDA stream")?,
+            optimizer_stream,
             context,
             stream,
             kernels,
