@@ -135,10 +135,11 @@ pub struct CudaBackend {
     /// H100, BENCHMARKS.md v13) or as a block per row plus a column-sum pass
     /// (`DSLLM_NORM_BACKWARD=rows`).
     pub fused_norm_backward: bool,
-    /// Blocks of the output layer's cross-entropy: one of `CE_SM_BLOCK` threads an SM looping
-    /// over rows (default: the rows read at once fit in L2 for the gradient pass) or, with
-    /// `DSLLM_CE_GRID=rows`, one block of `CE_BLOCK` threads a row (v9's launch).
-    pub cross_entropy_blocks: Option<u32>,
+    /// Blocks and threads of the output layer's cross-entropy: a few blocks an SM looping over
+    /// rows (default one of `CE_SM_BLOCK` threads: the rows read at once fit in L2 for the
+    /// gradient pass; `DSLLM_CE_GRID=<blocks an SM>x<threads>`, e.g. `2x512`, to compare) or,
+    /// with `DSLLM_CE_GRID=rows`, one block of `CE_BLOCK` threads a row (v9's launch).
+    pub cross_entropy_blocks: Option<(u32, u32)>,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// AdamW runs on a stream of its own (default; `DSLLM_OPTIMIZER_STREAM=0` keeps one stream), so the next step's
@@ -360,9 +361,9 @@ impl CudaBackend {
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
             fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").map_or(true, |v| v != "rows"),
-            cross_entropy_blocks: match std::env::var("DSLLM_CE_GRID").as_deref() {
-                Ok("rows") => None,
-                _ => Some(context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32),
+            cross_entropy_blocks: {
+                let sms = context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+                cross_entropy_grid(std::env::var("DSLLM_CE_GRID").ok().as_deref(), sms)?
             },
             norm_partials: RefCell::new(empty_f32()?),
             cudnn: std::cell::OnceCell::new(),
@@ -715,6 +716,22 @@ fn column_sum_grid(dim: usize) -> LaunchConfig {
 }
 
 /// One block per row.
+/// `DSLLM_CE_GRID`'s cross-entropy launch on a GPU of `sms` SMs: `None` for a block a row.
+fn cross_entropy_grid(setting: Option<&str>, sms: u32) -> Result<Option<(u32, u32)>> {
+    let (per_sm, threads) = match setting {
+        Some("rows") => return Ok(None),
+        None | Some("") => (1, CE_SM_BLOCK),
+        Some(text) => {
+            let parsed = text.split_once('x').and_then(|(b, t)| Some((b.parse::<u32>().ok()?, t.parse::<u32>().ok()?)));
+            match parsed {
+                Some((b, t)) if b >= 1 && (32..=1024).contains(&t) && t % 32 == 0 => (b, t),
+                _ => bail!("DSLLM_CE_GRID={text:?}: expected `rows` or <blocks an SM>x<threads> (threads a multiple of 32 up to 1024, e.g. 2x512)"),
+            }
+        }
+    };
+    Ok(Some((per_sm * sms, threads)))
+}
+
 fn rows_grid(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
@@ -1494,7 +1511,7 @@ impl Backend for CudaBackend {
             let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
             let count32 = count as i32;
             let config = match self.cross_entropy_blocks {
-                Some(sms) => rows_grid(count.min(sms as usize), CE_SM_BLOCK),
+                Some((blocks, threads)) => rows_grid(count.min(blocks as usize), threads),
                 None => rows_grid(count, CE_BLOCK),
             };
             self.launch(chunk_kernel, config, |b| {
@@ -1785,5 +1802,21 @@ impl CudaBackend {
         self.launch(&self.kernels.rope_rotate, grid_for_u64(pairs), |b| {
             b.arg(&to).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs32).arg(&direction).arg(&to_bf16);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_entropy_grid_reads_the_setting() {
+        assert_eq!(cross_entropy_grid(None, 132).unwrap(), Some((132, CE_SM_BLOCK)));
+        assert_eq!(cross_entropy_grid(Some("rows"), 132).unwrap(), None);
+        assert_eq!(cross_entropy_grid(Some("2x512"), 132).unwrap(), Some((264, 512)));
+        for bad in ["2", "0x512", "2x500", "2x2048", "x512", "ax512"] {
+            let error = cross_entropy_grid(Some(bad), 132).unwrap_err().to_string();
+            assert!(error.contains("DSLLM_CE_GRID") && error.contains(bad), "{error}");
+        }
     }
 }
