@@ -1,6 +1,7 @@
 #!/bin/bash
-# RMSNorm backward A/B (issue 7, BENCHMARKS.md v9): parity, then the training bench with the default
-# per-row kernels and with DSLLM_NORM_BACKWARD=fused (one pass per 16 rows), and torch.compile, one call.
+# RMSNorm backward A/B (issue 7, BENCHMARKS.md v9, v13): parity, then the training bench with the
+# default one-pass kernel (16 rows a block) and with DSLLM_NORM_BACKWARD=rows (a block a row plus a
+# column-sum pass), and torch.compile, one call.
 # Copy it into .devbin/ with the parity and bench examples and torch_llama.py.
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -9,7 +10,7 @@ t0=$(date +%s)
 timeout 60 .devbin/parity 2>&1 | tee $OUT/parity.log | grep -v "^ok "
 echo "parity: $(( $(date +%s) - t0 )) s"; t0=$(date +%s)
 DSLLM_PROFILE=1 timeout 100 .devbin/bench ds-160m,ds-1b,ds-1b-gqa 2>&1 | tee $OUT/bench.jsonl | cut -c1-150
-DSLLM_NORM_BACKWARD=fused DSLLM_PROFILE=1 timeout 60 .devbin/bench ds-160m,ds-1b 2>&1 | tee $OUT/bench-fusednorm.jsonl | cut -c1-150
+DSLLM_NORM_BACKWARD=rows DSLLM_PROFILE=1 timeout 60 .devbin/bench ds-160m,ds-1b 2>&1 | tee $OUT/bench-rowsnorm.jsonl | cut -c1-150
 echo "bench: $(( $(date +%s) - t0 )) s"; t0=$(date +%s)
 timeout 160 python3 .devbin/torch_llama.py ds-160m,ds-1b,ds-1b-gqa compile 2>&1 | tee $OUT/torch.log | grep "^{"
 echo "torch: $(( $(date +%s) - t0 )) s"
@@ -28,7 +29,7 @@ PY
 python3 - <<'PY'
 import json, os
 out = os.environ["OUT"]
-for name in ["bench", "bench-fusednorm"]:
+for name in ["bench", "bench-rowsnorm"]:
     for o in [json.loads(l) for l in open(f"{out}/{name}.jsonl") if l.startswith("{")]:
         norm = [p for p in o.get("profile", []) if p["op"] == "rmsnorm_backward"]
         print(f"{name} {o['config']}: {o['tokens_per_s']:.0f} tok/s step {o['step_ms']:.1f} ms; rmsnorm_backward {norm[0]['total_ms'] if norm else 0:.2f} ms")
