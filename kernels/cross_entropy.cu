@@ -85,8 +85,9 @@ __device__ void cross_entropy_chunk_row(u64 row, float* losses, float* lse, __nv
 }
 
 // fp32 logits (fp32 precision).
+// `prefetch_packs` is the bf16 kernel's (below); unused here.
 extern "C" __global__ void cross_entropy_chunk(float* losses, float* lse, __nv_bfloat16* grad, const float* logits,
-                                               const u32* targets, int vocab, float scale, int rows) {
+                                               const u32* targets, int vocab, float scale, int rows, int prefetch_packs) {
     for (u64 row = blockIdx.x; row < (u64)rows; row += gridDim.x)
         cross_entropy_chunk_row(row, losses, lse, grad, logits, targets, vocab, scale);
 }
@@ -121,10 +122,12 @@ __device__ __forceinline__ void add_pack_to_max_sum(const uint4 raw, float& m, f
 // vocabulary) are read and written 8 values (16 bytes) a thread at a time: the scalar loop
 // moved 2 bytes per load and ran at a third of the memory bandwidth. With one block an SM,
 // a thread keeps four loads in flight (one at a time left the kernel waiting on memory).
+// `prefetch_packs` (0: none): the first that many packs of the block's next row are asked into
+// L2 before the gradient pass, so that memory reads go on while this row's gradient is written.
 #define CE_LOADS 4
 extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, __nv_bfloat16* grad,
                                                     const __nv_bfloat16* logits, const u32* targets, int vocab,
-                                                    float scale, int rows) {
+                                                    float scale, int rows, int prefetch_packs) {
     for (u64 row = blockIdx.x; row < (u64)rows; row += gridDim.x) {
         if (vocab % 8 != 0) {
             cross_entropy_chunk_row(row, losses, lse, grad, logits, targets, vocab, scale);
@@ -147,6 +150,12 @@ extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, _
         if (threadIdx.x == 0) {
             lse[row] = l;
             losses[row] = t == IGNORE_TARGET ? 0.0f : l - __bfloat162float(logits[row * vocab + t]);
+        }
+        const u64 next = row + gridDim.x;
+        if (prefetch_packs > 0 && next < (u64)rows) {
+            const char* ahead = reinterpret_cast<const char*>(logits + next * vocab);
+            const int lines = min(prefetch_packs, packs) / 8;  // 128-byte lines of 8 packs
+            for (int q = threadIdx.x; q < lines; q += step) asm volatile("prefetch.global.L2 [%0];" ::"l"(ahead + (u64)q * 128));
         }
         if (!grad) continue;
         uint4* g = reinterpret_cast<uint4*>(grad + row * vocab);

@@ -20,6 +20,20 @@ fn main() -> anyhow::Result<()> {
     gpu.fused_norm_backward = !gpu.fused_norm_backward;
     checks.extend(check_elementwise(&gpu));
     gpu.fused_norm_backward = !gpu.fused_norm_backward;
+    // The one-pass kernel with blocks of a few rows (DSLLM_NORM_ROWS), the last one partial.
+    let default_norm_rows = std::mem::replace(&mut gpu.fused_norm_rows, 3);
+    checks.extend(check_elementwise(&gpu).into_iter().filter(|c| c.name.contains("rmsnorm_backward")).map(|mut c| {
+        c.name += " (3 rows a block)";
+        c
+    }));
+    gpu.fused_norm_rows = default_norm_rows;
+    // The cross-entropy with its next rows prefetched (DSLLM_CE_PREFETCH): a hint, same values.
+    let default_prefetch = std::mem::replace(&mut gpu.cross_entropy_prefetch, 1.0);
+    checks.extend(check_output_loss(&gpu).into_iter().map(|mut c| {
+        c.name += " (next rows prefetched)";
+        c
+    }));
+    gpu.cross_entropy_prefetch = default_prefetch;
     // The fused flash-attention backward with atomics (check_ops ran the deterministic one).
     gpu.attention = AttentionKernels::Fa2;
     gpu.deterministic = false;

@@ -31,8 +31,9 @@ const CE_BLOCK: u32 = 512;
 const CE_SM_BLOCK: u32 = 1024;
 /// Rows summed by one block in the first pass of RMSNorm's weight gradient.
 const NORM_ROWS_PER_CHUNK: usize = 64;
-/// Rows per block of the fused RMSNorm backward: 16 rows keep ~500 blocks for 8k-token batches
-/// while the weight gradient's partials stay small (rows / 16 · dim floats).
+/// Rows per block of the fused RMSNorm backward (default of `DSLLM_NORM_ROWS`): 16 rows keep
+/// ~500 blocks for 8k-token batches while the weight gradient's partials stay small
+/// (rows / 16 · dim floats).
 const FUSED_NORM_ROWS_PER_BLOCK: usize = 16;
 /// 1024 threads of two float4 columns (kernels/rmsnorm.cu, NORM_COLS4).
 const FUSED_NORM_MAX_DIM: usize = 8 * 1024;
@@ -135,11 +136,17 @@ pub struct CudaBackend {
     /// H100, BENCHMARKS.md v13) or as a block per row plus a column-sum pass
     /// (`DSLLM_NORM_BACKWARD=rows`).
     pub fused_norm_backward: bool,
+    /// Consecutive rows a block of the one-pass RMSNorm backward takes (`DSLLM_NORM_ROWS`,
+    /// default 16): fewer rows, more blocks in flight and more partials to sum.
+    pub fused_norm_rows: usize,
     /// Blocks and threads of the output layer's cross-entropy: a few blocks an SM looping over
     /// rows (default one of `CE_SM_BLOCK` threads: the rows read at once fit in L2 for the
     /// gradient pass; `DSLLM_CE_GRID=<blocks an SM>x<threads>`, e.g. `2x512`, to compare) or,
     /// with `DSLLM_CE_GRID=rows`, one block of `CE_BLOCK` threads a row (v9's launch).
     pub cross_entropy_blocks: Option<(u32, u32)>,
+    /// Share of a row (0 to 1) the cross-entropy asks into L2 for the block's next row before
+    /// its gradient pass (`DSLLM_CE_PREFETCH`; default 0: none).
+    pub cross_entropy_prefetch: f32,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// AdamW runs on a stream of its own (default; `DSLLM_OPTIMIZER_STREAM=0` keeps one stream), so the next step's
@@ -361,9 +368,17 @@ impl CudaBackend {
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
             fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").map_or(true, |v| v != "rows"),
+            fused_norm_rows: norm_rows_per_block(std::env::var("DSLLM_NORM_ROWS").ok().as_deref())?,
             cross_entropy_blocks: {
                 let sms = context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
                 cross_entropy_grid(std::env::var("DSLLM_CE_GRID").ok().as_deref(), sms)?
+            },
+            cross_entropy_prefetch: match std::env::var("DSLLM_CE_PREFETCH") {
+                Err(_) => 0.0,
+                Ok(text) => match text.parse::<f32>() {
+                    Ok(share) if (0.0..=1.0).contains(&share) => share,
+                    _ => bail!("DSLLM_CE_PREFETCH={text:?}: expected the share of a row to prefetch, from 0 to 1"),
+                },
             },
             norm_partials: RefCell::new(empty_f32()?),
             cudnn: std::cell::OnceCell::new(),
@@ -716,6 +731,17 @@ fn column_sum_grid(dim: usize) -> LaunchConfig {
 }
 
 /// One block per row.
+/// `DSLLM_NORM_ROWS`: rows a block of the one-pass RMSNorm backward.
+fn norm_rows_per_block(setting: Option<&str>) -> Result<usize> {
+    match setting {
+        None | Some("") => Ok(FUSED_NORM_ROWS_PER_BLOCK),
+        Some(text) => match text.parse::<usize>() {
+            Ok(rows) if (1..=256).contains(&rows) => Ok(rows),
+            _ => bail!("DSLLM_NORM_ROWS={text:?}: expected a number of rows from 1 to 256 (default {FUSED_NORM_ROWS_PER_BLOCK})"),
+        },
+    }
+}
+
 /// `DSLLM_CE_GRID`'s cross-entropy launch on a GPU of `sms` SMs: `None` for a block a row.
 fn cross_entropy_grid(setting: Option<&str>, sms: u32) -> Result<Option<(u32, u32)>> {
     let (per_sm, threads) = match setting {
@@ -1050,9 +1076,9 @@ impl Backend for CudaBackend {
         if dim % 4 == 0 && dim <= FUSED_NORM_MAX_DIM && self.fused_norm_backward {
             // One pass: the input gradient and the weight gradient's partials per block of rows
             // (float4 columns, NORM_COLS4 = 2 a thread, whole warps).
-            let chunks = rows.div_ceil(FUSED_NORM_ROWS_PER_BLOCK);
+            let chunks = rows.div_ceil(self.fused_norm_rows);
             let mut partial = self.scratch(&self.norm_partials, chunks * dim);
-            let per_block = FUSED_NORM_ROWS_PER_BLOCK as i32;
+            let per_block = self.fused_norm_rows as i32;
             let threads = (dim / 4).div_ceil(2).div_ceil(32) as u32 * 32;
             self.launch(&self.kernels.rmsnorm_backward_fused, rows_grid(chunks, threads), |b| {
                 b.arg(&d_inp_at).arg(&mut *partial).arg(d_out).arg(inp).arg(weight).arg(rstd);
@@ -1510,12 +1536,13 @@ impl Backend for CudaBackend {
             let (row_losses, row_lse, row_targets) = (losses_at + (first * 4) as u64, lse_at + (first * 4) as u64, targets_at + (first * 4) as u64);
             let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
             let count32 = count as i32;
+            let prefetch_packs = (self.cross_entropy_prefetch * (vocab / 8) as f32).round() as i32;
             let config = match self.cross_entropy_blocks {
                 Some((blocks, threads)) => rows_grid(count.min(blocks as usize), threads),
                 None => rows_grid(count, CE_BLOCK),
             };
             self.launch(chunk_kernel, config, |b| {
-                b.arg(&row_losses).arg(&row_lse).arg(&row_grad).arg(&logits).arg(&row_targets).arg(&vocab32).arg(&scale).arg(&count32);
+                b.arg(&row_losses).arg(&row_lse).arg(&row_grad).arg(&logits).arg(&row_targets).arg(&vocab32).arg(&scale).arg(&count32).arg(&prefetch_packs);
             });
         }
         if let Some(grad) = grad {
@@ -1808,6 +1835,16 @@ impl CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn norm_rows_reads_the_setting() {
+        assert_eq!(norm_rows_per_block(None).unwrap(), FUSED_NORM_ROWS_PER_BLOCK);
+        assert_eq!(norm_rows_per_block(Some("4")).unwrap(), 4);
+        for bad in ["0", "257", "-1", "four"] {
+            let error = norm_rows_per_block(Some(bad)).unwrap_err().to_string();
+            assert!(error.contains("DSLLM_NORM_ROWS") && error.contains(bad), "{error}");
+        }
+    }
 
     #[test]
     fn cross_entropy_grid_reads_the_setting() {
