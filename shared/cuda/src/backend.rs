@@ -998,6 +998,9 @@ impl Backend for CudaBackend {
     ) {
         let _op = self.op(|| format!("matmul_backward {rows}x{in_dim}->{out_dim}"));
         let (g, w, x) = (self.operand_ptr(d_out), self.operand_ptr(weight), self.operand_ptr(inp));
+        // The two products timed apart too: a small weight gradient (few output tiles, long K)
+        // and an input gradient added into C behave differently.
+        let part = self.op(|| format!("· matmul_backward d_input {rows}x{in_dim}->{out_dim}"));
         // d_inpᵀ[in, rows] (+)= Wᵀ[in, out] · d_outᵀ[out, rows]: beta 0 overwrites without reading.
         let low_precision = match d_inp_store {
             Store::OverwriteLowPrecision => self.bf16_out(d_inp, rows * in_dim),
@@ -1020,6 +1023,8 @@ impl Backend for CudaBackend {
             ldc: in_dim as i64,
         };
         unsafe { self.gemm.run(shape, w, g, c, 1.0, beta) }.expect("matmul_backward (input)");
+        drop(part);
+        let _part = self.op(|| format!("· matmul_backward d_weight {rows}x{in_dim}->{out_dim}"));
         // d_Wᵀ[in, out] (+)= inpᵀ[in, rows] · d_out[rows, out]
         let (beta, c) = match d_weight_store {
             Store::Add => (1.0, self.ptr(self.f32_inout(d_weight))),
