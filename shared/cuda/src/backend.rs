@@ -7,7 +7,10 @@
 //! weight is converted once per optimizer step and an activation once however many products
 //! read it. Norms, softmaxes, RoPE and the optimizer run in fp32.
 //!
-//! Everything is queued on one stream; only downloads (losses, gradient norms) wait for it.
+//! Everything is queued on the main stream, except AdamW (and the gradient norm's sums started
+//! during the last backward), which run on a second, low-priority stream ordered by events kept
+//! in the buffers ([`CudaBackend::overlap_optimizer`]); only downloads (losses, gradient norms),
+//! freeing a buffer the optimizer stream still uses, and GEMM autotuning wait for the GPU.
 
 use std::cell::{RefCell, RefMut};
 use std::ops::Range;
@@ -113,7 +116,7 @@ pub struct GpuTokens {
     host: Vec<u32>,
 }
 
-/// The CUDA backend: a context, one stream, the compiled kernels and a cuBLASLt handle.
+/// The CUDA backend: a context, its two streams, the compiled kernels and a cuBLASLt handle.
 pub struct CudaBackend {
     /// Which attention kernels run where the head size allows (64 or 128; other sizes always
     /// run the fp32 reference). `DSLLM_ATTENTION=cudnn|fa2|wgmma|wmma|fp32` picks at start;
@@ -318,13 +321,14 @@ impl CudaBackend {
         // Stream order, and the events kept in GpuBuffer between the two streams, make every use
         // safe: skip cudarc's per-buffer events.
         unsafe { context.disable_event_tracking() };
-        let (stream, optimizer_stream) = if std::env::var("DSLLM_STREAM_PRIORITIES").is_ok_and(|v| v == "0") {
-            (context.default_stream(), context.new_stream())
-        } else {
+        let (stream, optimizer_stream) = if env_switch("DSLLM_STREAM_PRIORITIES", true)? {
             // Numerically lower is more urgent: `greatest` is the highest priority.
             let (least, greatest) = cudarc::driver::result::stream::get_priority_range().context("cannot read the CUDA stream priorities")?;
-            (context.new_stream_with_priority(greatest)?, context.new_stream_with_priority(least))
+            (context.new_stream_with_priority(greatest), context.new_stream_with_priority(least))
+        } else {
+            (context.new_stream(), context.new_stream())
         };
+        let stream = stream.context("cannot create the main CUDA stream")?;
         let optimizer_stream = optimizer_stream.context("cannot create the optimizer's CUDA stream")?;
         let (major, minor) = context.compute_capability()?;
         let arch: &'static str = match (major, minor) {
@@ -364,10 +368,14 @@ impl CudaBackend {
         Ok(Self {
             attention: AttentionKernels::from_env((major, minor) == (9, 0)),
             precision: Precision::from_env(),
-            deterministic: std::env::var("DSLLM_DETERMINISTIC").map_or(true, |v| v != "0"),
+            deterministic: env_switch("DSLLM_DETERMINISTIC", true)?,
             wgmma: WgmmaChoice::from_env(),
-            bf16_activations: std::env::var("DSLLM_BF16_ACTIVATIONS").map_or(true, |v| v != "0"),
-            fused_norm_backward: std::env::var("DSLLM_NORM_BACKWARD").map_or(true, |v| v != "rows"),
+            bf16_activations: env_switch("DSLLM_BF16_ACTIVATIONS", true)?,
+            fused_norm_backward: match std::env::var("DSLLM_NORM_BACKWARD").as_deref() {
+                Err(_) | Ok("") | Ok("fused") => true,
+                Ok("rows") => false,
+                Ok(other) => bail!("DSLLM_NORM_BACKWARD={other:?}: expected `fused` (the default) or `rows`"),
+            },
             fused_norm_rows: norm_rows_per_block(std::env::var("DSLLM_NORM_ROWS").ok().as_deref())?,
             cross_entropy_blocks: {
                 let sms = context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
@@ -391,7 +399,7 @@ impl CudaBackend {
             embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
             output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
             profiler: Profiler::default(),
-            overlap_optimizer: std::env::var("DSLLM_OPTIMIZER_STREAM").map_or(true, |v| v != "0"),
+            overlap_optimizer: env_switch("DSLLM_OPTIMIZER_STREAM", true)?,
             optimizer_stream_delay: 0,
             optimizer_stream,
             context,
@@ -730,7 +738,21 @@ fn column_sum_grid(dim: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (dim.div_ceil(32) as u32, 1, 1), block_dim: (32, 8, 1), shared_mem_bytes: 0 }
 }
 
-/// One block per row.
+/// An on/off setting from the environment: `1`/`on`/`true`/`yes` or `0`/`off`/`false`/`no`,
+/// `default` when unset or empty; anything else is an error that names the variable.
+pub(crate) fn env_switch(name: &str, default: bool) -> Result<bool> {
+    parse_switch(name, std::env::var(name).ok().as_deref(), default)
+}
+
+fn parse_switch(name: &str, value: Option<&str>, default: bool) -> Result<bool> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") => Ok(default),
+        Some("1" | "on" | "true" | "yes") => Ok(true),
+        Some("0" | "off" | "false" | "no") => Ok(false),
+        Some(_) => bail!("{name}={:?}: expected 1/on/true/yes or 0/off/false/no", value.unwrap_or_default()),
+    }
+}
+
 /// `DSLLM_NORM_ROWS`: rows a block of the one-pass RMSNorm backward.
 fn norm_rows_per_block(setting: Option<&str>) -> Result<usize> {
     match setting {
@@ -758,6 +780,7 @@ fn cross_entropy_grid(setting: Option<&str>, sms: u32) -> Result<Option<(u32, u3
     Ok(Some((per_sm * sms, threads)))
 }
 
+/// One block per row.
 fn rows_grid(rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
@@ -1840,6 +1863,17 @@ impl CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switches_read_on_off_and_refuse_the_rest() {
+        assert!(parse_switch("X", None, true).unwrap());
+        assert!(!parse_switch("X", Some(""), false).unwrap());
+        assert!(parse_switch("X", Some("Yes"), false).unwrap());
+        assert!(!parse_switch("X", Some("off"), true).unwrap());
+        assert!(!parse_switch("X", Some("0"), true).unwrap());
+        let error = parse_switch("DSLLM_OPTIMIZER_STREAM", Some("maybe"), true).unwrap_err().to_string();
+        assert!(error.contains("DSLLM_OPTIMIZER_STREAM") && error.contains("maybe"), "{error}");
+    }
 
     #[test]
     fn norm_rows_reads_the_setting() {

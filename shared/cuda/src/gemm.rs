@@ -2,11 +2,11 @@
 //! match an fp32 reference), fp32 accumulation, fp32 output (with `beta = 1` the product is
 //! added to the output, which is how gradients accumulate in fp32).
 //! The plan of each shape (descriptors, layouts, the algorithm) is made once and reused. The
-//! algorithm is the heuristic's first choice, or with `DSLLM_GEMM_AUTOTUNE=1` the fastest of its
-//! first [`CANDIDATES`], timed on the shape's first call (with that call's operands) and kept on
-//! disk per GPU and cuBLASLt version ([`TuningCache`]), so later runs skip the timing and pick
-//! the same algorithm (bit-identical reruns); `DSLLM_GEMM_AUTOTUNE=verbose` also prints each
-//! timing.
+//! algorithm is the fastest of the heuristic's first [`CANDIDATES`], timed on the shape's first
+//! call (with that call's operands) and kept on disk per GPU and cuBLASLt version
+//! ([`TuningCache`]), so later runs skip the timing and pick the same algorithm (bit-identical
+//! reruns); `DSLLM_GEMM_AUTOTUNE=verbose` also prints each timing, `=0` takes the heuristic's
+//! first choice untimed, as does the default where there is no cache folder to keep choices in.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -94,11 +94,13 @@ pub enum Autotune {
 }
 
 impl Autotune {
-    pub fn from_env() -> Self {
-        match std::env::var("DSLLM_GEMM_AUTOTUNE").as_deref() {
-            Ok("0") | Ok("off") => Self::Off,
-            Ok("verbose") => Self::Verbose,
-            _ => Self::On,
+    /// `DSLLM_GEMM_AUTOTUNE`: unset means on where choices can be kept on disk (`cache`), so
+    /// that reruns choose the same algorithms; explicitly on times even without a cache.
+    pub fn from_env(cache: bool) -> Result<Self> {
+        match std::env::var("DSLLM_GEMM_AUTOTUNE").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            Err(_) | Ok("") => Ok(if cache { Self::On } else { Self::Off }),
+            Ok("verbose") => Ok(Self::Verbose),
+            Ok(_) => Ok(if crate::backend::env_switch("DSLLM_GEMM_AUTOTUNE", true)? { Self::On } else { Self::Off }),
         }
     }
 }
@@ -157,21 +159,32 @@ impl TuningCache {
         self.chosen.get(&Self::key(shape)).map(|&data| sys::cublasLtMatmulAlgo_t { data })
     }
 
-    /// Records a choice and rewrites the file (merged with what other processes added since,
-    /// written to a temporary file renamed into place); a cache that cannot be written only
-    /// costs the timing next run.
-    fn insert(&mut self, shape: &GemmShape, algo: sys::cublasLtMatmulAlgo_t) {
-        self.chosen.insert(Self::key(shape), algo.data);
-        let Some(path) = &self.path else { return };
-        let mut merged = std::fs::read_to_string(path).map(|text| Self::parse(&text)).unwrap_or_default();
-        merged.extend(self.chosen.iter().map(|(k, v)| (k.clone(), *v)));
+    /// Records a choice and rewrites the file, merged with what other processes added since
+    /// (under a lock file, written to a temporary file renamed into place). The first choice
+    /// of a shape to reach the file wins: another process's (data-parallel ranks tune at once)
+    /// replaces ours and is returned, so every process, and every later run, uses the same
+    /// algorithm. A cache that cannot be written only costs the timing next run.
+    fn insert(&mut self, shape: &GemmShape, algo: sys::cublasLtMatmulAlgo_t) -> sys::cublasLtMatmulAlgo_t {
+        let key = Self::key(shape);
+        self.chosen.insert(key.clone(), algo.data);
+        let Some(path) = self.path.clone() else { return algo };
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
+        // Held until the end of this function; a lock that cannot be taken only risks a race.
+        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock"));
+        let _locked = lock.as_ref().ok().filter(|file| file.lock().is_ok());
+        let on_disk = std::fs::read_to_string(&path).map(|text| Self::parse(&text)).unwrap_or_default();
+        for (k, v) in &on_disk {
+            self.chosen.insert(k.clone(), *v);
+        }
+        let mut merged = on_disk;
+        merged.extend(self.chosen.iter().map(|(k, v)| (k.clone(), *v)));
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         if std::fs::write(&tmp, Self::format(&merged)).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
+            let _ = std::fs::rename(&tmp, &path);
         }
+        sys::cublasLtMatmulAlgo_t { data: self.chosen[&key] }
     }
 }
 
@@ -192,10 +205,11 @@ impl Gemm {
     pub fn new(stream: Arc<CudaStream>, device: &str) -> Result<Self> {
         let handle = lt::create_handle().map_err(|e| anyhow!("cuBLASLt handle: {e:?}"))?;
         let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?;
-        let autotune = Autotune::from_env();
+        let cache = crate::kernels::cache_dir();
+        let autotune = Autotune::from_env(cache.is_some())?;
         let tuning = match autotune {
             Autotune::Off => TuningCache::default(),
-            _ => TuningCache::open(crate::kernels::cache_dir(), device),
+            _ => TuningCache::open(cache, device),
         };
         Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), autotune, tuning: RefCell::new(tuning), announced: Default::default() })
     }
@@ -379,8 +393,8 @@ impl Gemm {
                     // Timing that fails leaves the heuristic's choice (said once per shape).
                     match self.fastest(&plan, shape, a, b, c, d, alpha, beta) {
                         Ok(algo) => {
-                            plan.algo = algo;
-                            self.tuning.borrow_mut().insert(&shape, algo);
+                            let agreed = self.tuning.borrow_mut().insert(&shape, algo);
+                            plan.algo = if self.usable(&plan, &agreed) { agreed } else { algo };
                         }
                         Err(e) => eprintln!("dsllm-cuda: GEMM autotune of {shape:?} failed ({e:#}); using the heuristic's first algorithm"),
                     }
@@ -427,6 +441,12 @@ mod tests {
         assert_eq!(on_disk.len(), 2);
         assert_eq!(on_disk[&TuningCache::key(&a)], [7; 8]);
         assert_eq!(on_disk[&TuningCache::key(&b)], [9; 8]);
+        // The second process also timed `a` (as data-parallel ranks do): the first choice on
+        // disk wins, is returned for this process to use, and stays on disk.
+        let agreed = second.insert(&a, sys::cublasLtMatmulAlgo_t { data: [5; 8] });
+        assert_eq!(agreed.data, [7; 8]);
+        assert_eq!(second.get(&a).unwrap().data, [7; 8]);
+        assert_eq!(TuningCache::parse(&std::fs::read_to_string(&path).unwrap())[&TuningCache::key(&a)], [7; 8]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -73,7 +73,10 @@ impl NcclCollective {
         }
         let stream = backend.stream();
         stream.context().bind_to_thread().context("cannot bind the GPU to this thread")?;
-        let comm_stream = stream.context().new_stream().context("cannot create the communication stream")?;
+        // As urgent as the main stream (the highest priority): the reduce-scatters of finished
+        // buckets must not wait for the backward's remaining blocks to be issued first.
+        let (_, greatest) = cudarc::driver::result::stream::get_priority_range().context("cannot read the CUDA stream priorities")?;
+        let comm_stream = stream.context().new_stream_with_priority(greatest).context("cannot create the communication stream")?;
         let mut comm = std::mem::MaybeUninit::uninit();
         // SAFETY: every rank passes the same id and world size, and its own rank.
         let comm = unsafe {
