@@ -34,6 +34,13 @@ fn main() -> anyhow::Result<()> {
         c
     }));
     gpu.cross_entropy_prefetch = default_prefetch;
+    // AdamW eight weights a thread (DSLLM_ADAMW_WIDTH).
+    gpu.adamw_eight_wide = !gpu.adamw_eight_wide;
+    checks.extend(check_elementwise(&gpu).into_iter().filter(|c| c.name.contains("adamw")).map(|mut c| {
+        c.name += if gpu.adamw_eight_wide { " (8 a thread)" } else { " (4 a thread)" };
+        c
+    }));
+    gpu.adamw_eight_wide = !gpu.adamw_eight_wide;
     // The fused flash-attention backward with atomics (check_ops ran the deterministic one).
     gpu.attention = AttentionKernels::Fa2;
     gpu.deterministic = false;

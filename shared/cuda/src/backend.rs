@@ -150,6 +150,8 @@ pub struct CudaBackend {
     /// Share of a row (0 to 1) the cross-entropy asks into L2 for the block's next row before
     /// its gradient pass (`DSLLM_CE_PREFETCH`; default 0: none).
     pub cross_entropy_prefetch: f32,
+    /// AdamW with eight weights a thread instead of four (`DSLLM_ADAMW_WIDTH=8`; same values).
+    pub adamw_eight_wide: bool,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// AdamW runs on a stream of its own (default; `DSLLM_OPTIMIZER_STREAM=0` keeps one stream), so the next step's
@@ -387,6 +389,11 @@ impl CudaBackend {
                     Ok(share) if (0.0..=1.0).contains(&share) => share,
                     _ => bail!("DSLLM_CE_PREFETCH={text:?}: expected the share of a row to prefetch, from 0 to 1"),
                 },
+            },
+            adamw_eight_wide: match std::env::var("DSLLM_ADAMW_WIDTH").as_deref() {
+                Err(_) | Ok("") | Ok("4") => false,
+                Ok("8") => true,
+                Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
             },
             norm_partials: RefCell::new(empty_f32()?),
             cudnn: std::cell::OnceCell::new(),
@@ -1614,7 +1621,8 @@ impl Backend for CudaBackend {
             self.side_after_main(side);
         }
         let stream = side.unwrap_or(&self.stream);
-        self.launch_on(stream, &self.kernels.adamw_update, grid_for_u64(n.div_ceil(4)), |b| {
+        let (kernel, per_thread) = if self.adamw_eight_wide { (&self.kernels.adamw_update8, 8) } else { (&self.kernels.adamw_update, 4) };
+        self.launch_on(stream, kernel, grid_for_u64(n.div_ceil(per_thread)), |b| {
             b.arg(&param_at).arg(&grad_at).arg(&m_at).arg(&v_at).arg(&n64);
             b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&shadow);
         });

@@ -186,6 +186,7 @@ kernel_table!(
     cross_entropy_chunk,
     cross_entropy_chunk_bf16,
     adamw_update,
+    adamw_update8,
     sum_squares_partial,
     spin_cycles,
 );
