@@ -16,61 +16,30 @@ struct AdamW {
     }
 };
 
-// Four weights a thread, with 16-byte loads and stores where every array is aligned there.
-extern "C" __global__ void adamw_update(float* param, const float* grad, float* m, float* v, u64 n,
-                                        float beta1, float beta2, float eps, float decay, float step_size,
-                                        float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
-    const AdamW opt{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale};
-    const u64 i = 4 * ((u64)blockIdx.x * blockDim.x + threadIdx.x);
+// W (4 or 8) weights a thread: W / 4 16-byte loads of each array issued before any arithmetic,
+// the bf16 copy stored 2W bytes at a time, where every array is aligned for that; else (and for
+// the tail) one weight at a time. Eight a thread keeps twice the bytes in flight.
+template <int W>
+__device__ __forceinline__ void adamw_update_wide(float* param, const float* grad, float* m, float* v, u64 n,
+                                                  const AdamW& opt, __nv_bfloat16* shadow) {
+    static_assert(W == 4 || W == 8, "four or eight weights a thread");
+    constexpr int H = W / 4;
+    const u64 i = W * ((u64)blockIdx.x * blockDim.x + threadIdx.x);
     if (i >= n) return;
-    const bool aligned = (((u64)param | (u64)grad | (u64)m | (u64)v) & 15) == 0 && ((u64)shadow & 7) == 0;
-    if (i + 3 < n && aligned) {
-        float4 p = *reinterpret_cast<const float4*>(param + i), mi = *reinterpret_cast<const float4*>(m + i);
-        float4 vi = *reinterpret_cast<const float4*>(v + i);
-        const float4 g = *reinterpret_cast<const float4*>(grad + i);
-        p.x = opt.step(p.x, g.x, mi.x, vi.x);
-        p.y = opt.step(p.y, g.y, mi.y, vi.y);
-        p.z = opt.step(p.z, g.z, mi.z, vi.z);
-        p.w = opt.step(p.w, g.w, mi.w, vi.w);
-        *reinterpret_cast<float4*>(param + i) = p;
-        *reinterpret_cast<float4*>(m + i) = mi;
-        *reinterpret_cast<float4*>(v + i) = vi;
-        if (shadow) {  // the products' copy, so no cast pass follows
-            *reinterpret_cast<__nv_bfloat162*>(shadow + i) = __floats2bfloat162_rn(p.x, p.y);
-            *reinterpret_cast<__nv_bfloat162*>(shadow + i + 2) = __floats2bfloat162_rn(p.z, p.w);
-        }
-        return;
-    }
-    for (u64 j = i; j < n && j < i + 4; j++) {
-        const float next = opt.step(param[j], grad[j], m[j], v[j]);
-        param[j] = next;
-        if (shadow) shadow[j] = __float2bfloat16_rn(next);
-    }
-}
-
-// As adamw_update with eight weights a thread: two 16-byte loads of each array issued before any
-// arithmetic (twice the bytes in flight) and the bf16 copy stored 16 bytes at a time. Needs
-// every array 16-byte aligned (else the one-at-a-time tail path below runs for all).
-extern "C" __global__ void adamw_update8(float* param, const float* grad, float* m, float* v, u64 n,
-                                         float beta1, float beta2, float eps, float decay, float step_size,
-                                         float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
-    const AdamW opt{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale};
-    const u64 i = 8 * ((u64)blockIdx.x * blockDim.x + threadIdx.x);
-    if (i >= n) return;
-    const bool aligned = (((u64)param | (u64)grad | (u64)m | (u64)v | (u64)shadow) & 15) == 0;
-    if (i + 7 < n && aligned) {
-        float4 p[2], mi[2], vi[2], g[2];
+    const bool aligned = (((u64)param | (u64)grad | (u64)m | (u64)v) & 15) == 0 && ((u64)shadow & (2 * W - 1)) == 0;
+    if (i + W - 1 < n && aligned) {
+        float4 p[H], mi[H], vi[H], g[H];
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < H; h++) {
             p[h] = *reinterpret_cast<const float4*>(param + i + 4 * h);
             mi[h] = *reinterpret_cast<const float4*>(m + i + 4 * h);
             vi[h] = *reinterpret_cast<const float4*>(v + i + 4 * h);
             g[h] = *reinterpret_cast<const float4*>(grad + i + 4 * h);
         }
-        uint4 packed;
+        uint4 packed;  // the bf16 copy's values (16-byte aligned, unlike an array of bf16 pairs)
         __nv_bfloat162* halves = reinterpret_cast<__nv_bfloat162*>(&packed);
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
+        for (int h = 0; h < H; h++) {
             p[h].x = opt.step(p[h].x, g[h].x, mi[h].x, vi[h].x);
             p[h].y = opt.step(p[h].y, g[h].y, mi[h].y, vi[h].y);
             p[h].z = opt.step(p[h].z, g[h].z, mi[h].z, vi[h].z);
@@ -81,14 +50,33 @@ extern "C" __global__ void adamw_update8(float* param, const float* grad, float*
             halves[2 * h] = __floats2bfloat162_rn(p[h].x, p[h].y);
             halves[2 * h + 1] = __floats2bfloat162_rn(p[h].z, p[h].w);
         }
-        if (shadow) *reinterpret_cast<uint4*>(shadow + i) = packed;
+        if (shadow) {  // the products' copy, so no cast pass follows
+            if constexpr (W == 8) {
+                *reinterpret_cast<uint4*>(shadow + i) = packed;
+            } else {
+                *reinterpret_cast<uint2*>(shadow + i) = make_uint2(packed.x, packed.y);
+            }
+        }
         return;
     }
-    for (u64 j = i; j < n && j < i + 8; j++) {
+    for (u64 j = i; j < n && j < i + W; j++) {
         const float next = opt.step(param[j], grad[j], m[j], v[j]);
         param[j] = next;
         if (shadow) shadow[j] = __float2bfloat16_rn(next);
     }
+}
+
+extern "C" __global__ void adamw_update(float* param, const float* grad, float* m, float* v, u64 n, float beta1,
+                                        float beta2, float eps, float decay, float step_size,
+                                        float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
+    adamw_update_wide<4>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow);
+}
+
+// DSLLM_ADAMW_WIDTH=8.
+extern "C" __global__ void adamw_update8(float* param, const float* grad, float* m, float* v, u64 n, float beta1,
+                                         float beta2, float eps, float decay, float step_size,
+                                         float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
+    adamw_update_wide<8>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow);
 }
 
 extern "C" __global__ void sum_squares_partial(double* partial, const float* x, u64 n) {
