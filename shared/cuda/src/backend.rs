@@ -40,8 +40,11 @@ const NORM_ROWS_PER_CHUNK: usize = 64;
 const FUSED_NORM_ROWS_PER_BLOCK: usize = 16;
 /// 1024 threads of two float4 columns (kernels/rmsnorm.cu, NORM_COLS4).
 const FUSED_NORM_MAX_DIM: usize = 8 * 1024;
-/// Logits of one chunk of rows in [`CudaBackend::output_loss`], at most (floats): 256 MiB.
-const OUTPUT_CHUNK_FLOATS: usize = 64 << 20;
+/// Logits of one chunk of rows in [`CudaBackend::output_loss`], at most (default of
+/// `DSLLM_OUTPUT_CHUNK_MIB`): 256 MiB of fp32 logits, 128 MiB of bf16 ones (the same rows,
+/// 640 of a 102,400-token vocabulary).
+const OUTPUT_CHUNK_BYTES_F32: usize = 256 << 20;
+const OUTPUT_CHUNK_BYTES_BF16: usize = 128 << 20;
 /// Blocks of the sum-of-squares reduction (their f64 partials are summed on the host).
 const SUM_BLOCKS: usize = 1024;
 /// Must match `DPT` and `TILE` in kernels/attention.cu.
@@ -152,6 +155,9 @@ pub struct CudaBackend {
     pub cross_entropy_prefetch: f32,
     /// AdamW with eight weights a thread instead of four (`DSLLM_ADAMW_WIDTH=8`; same values).
     pub adamw_eight_wide: bool,
+    /// Bytes of one chunk's logits in the output layer (`DSLLM_OUTPUT_CHUNK_MIB`; `None`: 256 MiB
+    /// in fp32, 128 MiB in bf16). Bigger chunks, fewer and larger logit products.
+    pub output_chunk_bytes: Option<usize>,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// AdamW runs on a stream of its own (default; `DSLLM_OPTIMIZER_STREAM=0` keeps one stream), so the next step's
@@ -394,6 +400,13 @@ impl CudaBackend {
                 Err(_) | Ok("") | Ok("4") => false,
                 Ok("8") => true,
                 Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
+            },
+            output_chunk_bytes: match std::env::var("DSLLM_OUTPUT_CHUNK_MIB") {
+                Err(_) => None,
+                Ok(text) => match text.parse::<usize>() {
+                    Ok(mib) if (1..=65536).contains(&mib) => Some(mib << 20),
+                    _ => bail!("DSLLM_OUTPUT_CHUNK_MIB={text:?}: expected MiB of logits a chunk, from 1 to 65536"),
+                },
             },
             norm_partials: RefCell::new(empty_f32()?),
             cudnn: std::cell::OnceCell::new(),
@@ -703,6 +716,14 @@ impl CudaBackend {
         let pointer = self.ptr(&copy);
         *shadow = Some((buf.version, copy));
         pointer
+    }
+
+    /// Bytes of one output-layer chunk's logits and of one logit (bf16 in mixed precision).
+    fn output_chunk_budget(&self) -> (usize, usize) {
+        match self.precision {
+            Precision::Mixed => (self.output_chunk_bytes.unwrap_or(OUTPUT_CHUNK_BYTES_BF16), 2),
+            Precision::Fp32 => (self.output_chunk_bytes.unwrap_or(OUTPUT_CHUNK_BYTES_F32), 4),
+        }
     }
 
     fn scratch<'a, T: DeviceRepr + ValidAsZeroBits>(&self, cell: &'a RefCell<CudaSlice<T>>, len: usize) -> RefMut<'a, CudaSlice<T>> {
@@ -1526,9 +1547,20 @@ impl Backend for CudaBackend {
     }
 
     fn output_chunk_rows(&self, rows: usize, vocab: usize) -> usize {
+        let (bytes, logit) = self.output_chunk_budget();
         // Whole multiples of 64 rows keep the chunk GEMMs on full tiles.
-        let max = (OUTPUT_CHUNK_FLOATS / vocab.max(1)).max(64) / 64 * 64;
+        let max = (bytes / (vocab.max(1) * logit)).max(64) / 64 * 64;
         rows.min(max)
+    }
+
+    fn output_scratch_floats(&self, rows: usize, vocab: usize) -> usize {
+        let chunk = self.output_chunk_rows(rows, vocab);
+        if chunk >= rows {
+            // One chunk: the trait's unchunked compositions (output_loss_weighted) may use the
+            // scratch as the batch's fp32 logits.
+            return rows * vocab;
+        }
+        (chunk * vocab * self.output_chunk_budget().1).div_ceil(4)
     }
 
     fn output_loss(
@@ -1555,6 +1587,8 @@ impl Backend for CudaBackend {
             Precision::Mixed => (Operands::Bf16WithBf16Output, &self.kernels.cross_entropy_chunk_bf16),
             Precision::Fp32 => (operands, &self.kernels.cross_entropy_chunk),
         };
+        let needed = self.output_scratch_floats(rows, vocab);
+        assert!(scratch.len >= needed, "output_loss: scratch of {} floats, one chunk's logits need {needed}", scratch.len);
         let logits = self.ptr(self.f32_inout(scratch));
         let (losses_at, lse_at, targets_at) = (self.ptr(self.f32_out_first(losses, rows)), self.ptr(self.f32_out_first(lse, rows)), self.ptr(&targets.ids));
         let grad_logits = grad.is_some().then(|| self.scratch(&self.output_grad, rows * vocab));

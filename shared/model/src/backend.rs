@@ -272,9 +272,15 @@ pub trait Backend {
     fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, range: Range<usize>, hp: AdamWStep);
 
     /// Rows of the batch [`Backend::output_loss`] turns into logits at a time; its `scratch`
-    /// holds `output_chunk_rows(rows, vocab) · vocab` floats. The default: all rows at once.
+    /// holds [`Backend::output_scratch_floats`]. The default: all rows at once.
     fn output_chunk_rows(&self, rows: usize, _vocab: usize) -> usize {
         rows
+    }
+
+    /// Length of [`Backend::output_loss`]'s `scratch`: one chunk's logits. The default
+    /// `output_chunk_rows · vocab` floats; a backend that keeps logits in 16 bits needs half.
+    fn output_scratch_floats(&self, rows: usize, vocab: usize) -> usize {
+        self.output_chunk_rows(rows, vocab) * vocab
     }
 
     /// The output layer and its loss: `logits = hidden[rows, dim] · weight[vocab, dim]ᵀ`, then

@@ -152,7 +152,7 @@ impl<B: Backend> Activations<B> {
                 .collect(),
             final_norm: alloc(n * d),
             final_rstd: alloc(n),
-            head_scratch: alloc(backend.output_chunk_rows(n, v) * v),
+            head_scratch: alloc(backend.output_scratch_floats(n, v)),
             logits: None,
             logits_lse: alloc(n),
             losses: alloc(n),
