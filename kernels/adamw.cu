@@ -19,12 +19,13 @@ struct AdamW {
 // W (4 or 8) weights a thread: W / 4 16-byte loads of each array issued before any arithmetic,
 // the bf16 copy stored 2W bytes at a time, where every array is aligned for that; else (and for
 // the tail) one weight at a time. Eight a thread keeps twice the bytes in flight.
+// `thread` numbers the tensor's threads from 0.
 template <int W>
 __device__ __forceinline__ void adamw_update_wide(float* param, const float* grad, float* m, float* v, u64 n,
-                                                  const AdamW& opt, __nv_bfloat16* shadow) {
+                                                  const AdamW& opt, __nv_bfloat16* shadow, u64 thread) {
     static_assert(W == 4 || W == 8, "four or eight weights a thread");
     constexpr int H = W / 4;
-    const u64 i = W * ((u64)blockIdx.x * blockDim.x + threadIdx.x);
+    const u64 i = W * thread;
     if (i >= n) return;
     const bool aligned = (((u64)param | (u64)grad | (u64)m | (u64)v) & 15) == 0 && ((u64)shadow & (2 * W - 1)) == 0;
     if (i + W - 1 < n && aligned) {
@@ -69,14 +70,39 @@ __device__ __forceinline__ void adamw_update_wide(float* param, const float* gra
 extern "C" __global__ void adamw_update(float* param, const float* grad, float* m, float* v, u64 n, float beta1,
                                         float beta2, float eps, float decay, float step_size,
                                         float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
-    adamw_update_wide<4>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow);
+    adamw_update_wide<4>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow,
+                         (u64)blockIdx.x * blockDim.x + threadIdx.x);
 }
 
 // DSLLM_ADAMW_WIDTH=8.
 extern "C" __global__ void adamw_update8(float* param, const float* grad, float* m, float* v, u64 n, float beta1,
                                          float beta2, float eps, float decay, float step_size,
                                          float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
-    adamw_update_wide<8>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow);
+    adamw_update_wide<8>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow,
+                         (u64)blockIdx.x * blockDim.x + threadIdx.x);
+}
+
+// Up to ADAMW_GROUP tensors in one launch (DSLLM_ADAMW_GROUPED): tensor t takes blocks
+// first_block[t] .. first_block[t + 1] - 1, four weights a thread, as adamw_update. Passed by
+// value (the kernel's parameters), so nothing is copied to the GPU first. Layout: the Rust
+// AdamWGroupArgs (backend.rs), field for field.
+#define ADAMW_GROUP 16
+struct AdamWGroup {
+    u64 param[ADAMW_GROUP], grad[ADAMW_GROUP], m[ADAMW_GROUP], v[ADAMW_GROUP], shadow[ADAMW_GROUP], n[ADAMW_GROUP];
+    float decay[ADAMW_GROUP];
+    unsigned first_block[ADAMW_GROUP + 1];
+    int count;
+};
+
+extern "C" __global__ void adamw_update_group(const AdamWGroup group, float beta1, float beta2, float eps, float step_size,
+                                              float bias_correction2_sqrt, float grad_scale) {
+    int t = 0;
+    while (t + 1 < group.count && blockIdx.x >= group.first_block[t + 1]) t++;
+    const AdamW opt{beta1, beta2, eps, group.decay[t], step_size, bias_correction2_sqrt, grad_scale};
+    const u64 thread = (u64)(blockIdx.x - group.first_block[t]) * blockDim.x + threadIdx.x;
+    adamw_update_wide<4>(reinterpret_cast<float*>(group.param[t]), reinterpret_cast<const float*>(group.grad[t]),
+                         reinterpret_cast<float*>(group.m[t]), reinterpret_cast<float*>(group.v[t]), group.n[t], opt,
+                         reinterpret_cast<__nv_bfloat16*>(group.shadow[t]), thread);
 }
 
 extern "C" __global__ void sum_squares_partial(double* partial, const float* x, u64 n) {

@@ -2,7 +2,7 @@
 //! `cargo run --release -p dsllm-cuda --example parity`; exits 1 if any check fails, 0 with a
 //! message when there is no GPU.
 
-use dsllm_cuda::parity::{check_attention, check_elementwise, check_ops, check_output_loss, check_products, check_training, print_checks};
+use dsllm_cuda::parity::{check_adamw_many, check_attention, check_elementwise, check_ops, check_output_loss, check_products, check_training, print_checks};
 use dsllm_cuda::{gpu_unavailable_reason, AttentionKernels, CudaBackend, Precision};
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +34,15 @@ fn main() -> anyhow::Result<()> {
         c
     }));
     gpu.cross_entropy_prefetch = default_prefetch;
+    // AdamW over a step's tensors, one launch each and grouped (DSLLM_ADAMW_GROUPED).
+    for grouped in [false, true] {
+        let default_grouping = std::mem::replace(&mut gpu.adamw_grouped, grouped);
+        checks.extend(check_adamw_many(&gpu).into_iter().map(|mut c| {
+            c.name += if grouped { " (grouped)" } else { " (one launch a tensor)" };
+            c
+        }));
+        gpu.adamw_grouped = default_grouping;
+    }
     // AdamW eight weights a thread (DSLLM_ADAMW_WIDTH).
     gpu.adamw_eight_wide = !gpu.adamw_eight_wide;
     checks.extend(check_elementwise(&gpu).into_iter().filter(|c| c.name.contains("adamw")).map(|mut c| {

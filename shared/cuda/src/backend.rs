@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits};
-use dsllm_model::{AdamWStep, AttentionShape, Backend, OutputGrad, Store};
+use dsllm_model::{AdamWStep, AdamWUpdate, AttentionShape, Backend, OutputGrad, Store};
 use half::bf16;
 
 use crate::gemm::{Gemm, GemmShape, Operands};
@@ -45,6 +45,10 @@ const FUSED_NORM_MAX_DIM: usize = 8 * 1024;
 /// 640 of a 102,400-token vocabulary).
 const OUTPUT_CHUNK_BYTES_F32: usize = 256 << 20;
 const OUTPUT_CHUNK_BYTES_BF16: usize = 128 << 20;
+/// Tensors of one grouped AdamW launch (kernels/adamw.cu, ADAMW_GROUP).
+const ADAMW_GROUP: usize = 16;
+/// Elements from which a tensor's AdamW update is launched alone (it fills the GPU by itself).
+const ADAMW_ALONE: usize = 16 << 20;
 /// Blocks of the sum-of-squares reduction (their f64 partials are summed on the host).
 const SUM_BLOCKS: usize = 1024;
 /// Must match `DPT` and `TILE` in kernels/attention.cu.
@@ -155,6 +159,9 @@ pub struct CudaBackend {
     pub cross_entropy_prefetch: f32,
     /// AdamW with eight weights a thread instead of four (`DSLLM_ADAMW_WIDTH=8`; same values).
     pub adamw_eight_wide: bool,
+    /// AdamW's tensors below `ADAMW_ALONE` elements launched up to `ADAMW_GROUP` at a time
+    /// (`DSLLM_ADAMW_GROUPED=1`; same values): a layer's nine tensors in one launch, not nine.
+    pub adamw_grouped: bool,
     /// Bytes of one chunk's logits in the output layer (`DSLLM_OUTPUT_CHUNK_MIB`; `None`: 256 MiB
     /// in fp32, 128 MiB in bf16). Bigger chunks, fewer and larger logit products.
     pub output_chunk_bytes: Option<usize>,
@@ -401,6 +408,7 @@ impl CudaBackend {
                 Ok("8") => true,
                 Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
             },
+            adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", false)?,
             output_chunk_bytes: match std::env::var("DSLLM_OUTPUT_CHUNK_MIB") {
                 Err(_) => None,
                 Ok(text) => match text.parse::<usize>() {
@@ -1668,6 +1676,89 @@ impl Backend for CudaBackend {
             *grad.pending.lock().expect("pending event lock") = Some(done);
         }
     }
+
+    fn adamw_update_many(&self, updates: &mut [AdamWUpdate<'_, GpuBuffer>]) {
+        let mut start = 0;
+        while start < updates.len() {
+            let small = |u: &AdamWUpdate<'_, GpuBuffer>| u.range.len() < ADAMW_ALONE;
+            let mut end = start + 1;
+            if self.adamw_grouped && small(&updates[start]) {
+                while end < updates.len() && end - start < ADAMW_GROUP && small(&updates[end]) {
+                    end += 1;
+                }
+            }
+            if end - start == 1 {
+                let u = &mut updates[start];
+                self.adamw_update(u.param, u.grad, u.m, u.v, u.range.clone(), u.hp);
+            } else {
+                self.adamw_update_group(&mut updates[start..end]);
+            }
+            start = end;
+        }
+    }
+}
+
+/// `adamw_update_group`'s first parameter: struct AdamWGroup in kernels/adamw.cu, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct AdamWGroupArgs {
+    param: [u64; ADAMW_GROUP],
+    grad: [u64; ADAMW_GROUP],
+    m: [u64; ADAMW_GROUP],
+    v: [u64; ADAMW_GROUP],
+    shadow: [u64; ADAMW_GROUP],
+    n: [u64; ADAMW_GROUP],
+    decay: [f32; ADAMW_GROUP],
+    first_block: [u32; ADAMW_GROUP + 1],
+    count: i32,
+}
+
+// SAFETY: plain integers and floats in C layout, the kernel's struct.
+unsafe impl DeviceRepr for AdamWGroupArgs {}
+
+impl CudaBackend {
+    /// [`Backend::adamw_update`] of up to `ADAMW_GROUP` tensors of one step in one launch.
+    fn adamw_update_group(&self, group: &mut [AdamWUpdate<'_, GpuBuffer>]) {
+        assert!((2..=ADAMW_GROUP).contains(&group.len()), "a group of {} AdamW updates", group.len());
+        let _op = self.op(|| "adamw_update".into());
+        let hp = group[0].hp;
+        let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
+        let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
+        let mut args = AdamWGroupArgs { count: group.len() as i32, ..Default::default() };
+        let mut blocks = 0u64;
+        for (t, u) in group.iter_mut().enumerate() {
+            assert_eq!(AdamWStep { weight_decay: hp.weight_decay, ..u.hp }, hp, "one AdamW launch is one step's update");
+            let (n, offset) = (u.range.len(), (u.range.start * std::mem::size_of::<f32>()) as u64);
+            args.param[t] = self.ptr(self.f32_inout(u.param)) + offset;
+            // As adamw_update: a whole tensor's update writes the bf16 copy too.
+            let whole = u.range.start == 0 && n == u.param.len && self.precision == Precision::Mixed;
+            args.shadow[t] = if whole { self.fused_bf16_ptr(u.param, n) } else { 0 };
+            args.grad[t] = self.ptr(self.f32_in(u.grad)) + offset;
+            (args.m[t], args.v[t]) = (self.ptr(self.f32_inout(u.m)), self.ptr(self.f32_inout(u.v)));
+            args.n[t] = n as u64;
+            args.decay[t] = 1.0 - u.hp.learning_rate * u.hp.weight_decay;
+            args.first_block[t] = u32::try_from(blocks).expect("more than 2^32 blocks in one AdamW launch");
+            blocks += (n as u64).div_ceil(4).div_ceil(BLOCK as u64).max(1);
+        }
+        args.first_block[group.len()] = u32::try_from(blocks).expect("more than 2^32 blocks in one AdamW launch");
+        let side = Some(&self.optimizer_stream).filter(|_| self.overlap_optimizer && !self.profiler.enabled());
+        if let Some(side) = side {
+            self.side_after_main(side);
+        }
+        let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        self.launch_on(side.unwrap_or(&self.stream), &self.kernels.adamw_update_group, config, |b| {
+            b.arg(&args).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
+        });
+        if let Some(side) = side {
+            let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
+            for u in group.iter_mut() {
+                for buf in [&mut *u.param, &mut *u.m, &mut *u.v] {
+                    *buf.pending.get_mut().expect("pending event lock") = Some(done.clone());
+                }
+                *u.grad.pending.lock().expect("pending event lock") = Some(done.clone());
+            }
+        }
+    }
 }
 
 /// 64-row tiles of 4 warps: grid (ceil(seq / 64), heads, batch).
@@ -1905,6 +1996,16 @@ impl CudaBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grouped_adamw_arguments_have_the_kernels_layout() {
+        // struct AdamWGroup in kernels/adamw.cu: six u64 arrays, a float array, ADAMW_GROUP + 1
+        // block starts and the count, no padding.
+        assert_eq!(std::mem::size_of::<AdamWGroupArgs>(), 6 * 8 * ADAMW_GROUP + 4 * ADAMW_GROUP + 4 * (ADAMW_GROUP + 1) + 4);
+        assert_eq!(std::mem::offset_of!(AdamWGroupArgs, decay), 6 * 8 * ADAMW_GROUP);
+        assert_eq!(std::mem::offset_of!(AdamWGroupArgs, count), 6 * 8 * ADAMW_GROUP + 4 * (2 * ADAMW_GROUP + 1));
+        assert!(crate::kernels::program_source().contains(&format!("#define ADAMW_GROUP {ADAMW_GROUP}")));
+    }
 
     #[test]
     fn switches_read_on_off_and_refuse_the_rest() {

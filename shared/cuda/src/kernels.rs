@@ -187,6 +187,7 @@ kernel_table!(
     cross_entropy_chunk_bf16,
     adamw_update,
     adamw_update8,
+    adamw_update_group,
     sum_squares_partial,
     spin_cycles,
 );

@@ -4,7 +4,7 @@
 //! ops a tight one.
 
 use anyhow::Result;
-use dsllm_model::{AttentionShape, Backend, CpuBackend, Llama, OutputGrad, Store, LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource, IGNORE_TARGET};
+use dsllm_model::{AdamWStep, AdamWUpdate, AttentionShape, Backend, CpuBackend, Llama, OutputGrad, Store, LrSchedule, ModelConfig, TokenBatch, Trainer, TrainerConfig, VecSource, IGNORE_TARGET};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -390,6 +390,50 @@ pub fn check_ops(gpu: &CudaBackend) -> Vec<Check> {
     pair.compare("adamw_update param (shard)", &gp, &cp, 1e-6);
     pair.compare("adamw_update exp_avg (shard)", &gm, &cm, 1e-6);
     pair.checks
+}
+
+/// One step's AdamW over several tensors at once (`adamw_update_many`, grouped launches where
+/// `gpu.adamw_grouped`): tensors of odd sizes, a norm's without weight decay, and a ZeRO-1
+/// shard, against the CPU's one-by-one updates.
+pub fn check_adamw_many(gpu: &CudaBackend) -> Vec<Check> {
+    let cpu = CpuBackend;
+    let mut pair = Pair { gpu, checks: Vec::new() };
+    let hp = AdamWStep { learning_rate: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, step: 5, grad_scale: 0.6 };
+    // (length, range updated, weight decay)
+    let tensors = [(300_007, 0..300_007, 0.1), (768, 0..768, 0.0), (1_000, 0..1_000, 0.1), (5_003, 1_001..3_002, 0.1), (4_096, 0..4_096, 0.0)];
+    let mut cpu_state = Vec::new();
+    let mut gpu_state = Vec::new();
+    for (i, (len, range, _)) in tensors.iter().enumerate() {
+        let seed = 200 + 4 * i as u64;
+        let p = random_vec(seed, *len, 1.0);
+        let g = random_vec(seed + 1, *len, 0.01);
+        let m = random_vec(seed + 2, range.len(), 0.001);
+        let v: Vec<f32> = random_vec(seed + 3, range.len(), 0.0001).iter().map(|x| x.abs()).collect();
+        gpu_state.push((gpu.upload(&p), gpu.upload(&g), gpu.upload(&m), gpu.upload(&v)));
+        cpu_state.push((p, g, m, v));
+    }
+    cpu.adamw_update_many(&mut adamw_updates(&mut cpu_state, &tensors, hp));
+    gpu.adamw_update_many(&mut adamw_updates(&mut gpu_state, &tensors, hp));
+    for (i, ((cp, _, cm, cv), (gp, _, gm, gv))) in cpu_state.iter().zip(&gpu_state).enumerate() {
+        let len = cp.len();
+        pair.compare(&format!("adamw_update_many param {i} ({len})"), gp, cp, 1e-6);
+        pair.compare(&format!("adamw_update_many exp_avg {i} ({len})"), gm, cm, 1e-6);
+        pair.compare(&format!("adamw_update_many exp_avg_sq {i} ({len})"), gv, cv, 1e-6);
+        if gpu.precision == Precision::Mixed && tensors[i].1.len() == len {
+            let copy: Vec<f32> = gpu.download_bf16(gp).iter().map(|x| x.to_f32()).collect();
+            pair.checks.push(Check::new(&format!("adamw_update_many param {i}'s bf16 copy"), relative_error(&copy, &round_bf16(cp)), ROUNDED_TOLERANCE));
+        }
+    }
+    pair.checks
+}
+
+/// The updates of `check_adamw_many`: each tensor's (param, grad, m, v) with its range and decay.
+fn adamw_updates<'a, B>(state: &'a mut [(B, B, B, B)], tensors: &[(usize, std::ops::Range<usize>, f32)], hp: AdamWStep) -> Vec<AdamWUpdate<'a, B>> {
+    state
+        .iter_mut()
+        .zip(tensors)
+        .map(|((param, grad, m, v), (_, range, decay))| AdamWUpdate { param, grad: &*grad, m, v, range: range.clone(), hp: AdamWStep { weight_decay: *decay, ..hp } })
+        .collect()
 }
 
 /// Attention forward and backward on three shapes (multi-head with head_dim 64, GQA with

@@ -54,6 +54,17 @@ pub struct AdamWStep {
     pub grad_scale: f32,
 }
 
+/// One tensor's AdamW update in [`Backend::adamw_update_many`]: the arguments of
+/// [`Backend::adamw_update`].
+pub struct AdamWUpdate<'a, B> {
+    pub param: &'a mut B,
+    pub grad: &'a B,
+    pub m: &'a mut B,
+    pub v: &'a mut B,
+    pub range: Range<usize>,
+    pub hp: AdamWStep,
+}
+
 /// Where [`Backend::output_loss`] puts the gradient of `scale · Σ losses`.
 pub struct OutputGrad<'a, Buf> {
     /// Overwritten with the gradient of the output layer's input.
@@ -270,6 +281,15 @@ pub trait Backend {
     /// whose moments are `m[..range.len()]` and `v[..range.len()]` (under ZeRO-1 a rank keeps
     /// the moments of its shard only).
     fn adamw_update(&self, param: &mut Self::Buffer, grad: &Self::Buffer, m: &mut Self::Buffer, v: &mut Self::Buffer, range: Range<usize>, hp: AdamWStep);
+
+    /// Every tensor's update of one optimizer step, in order: the same results as
+    /// [`Backend::adamw_update`] on each (the default), which a device backend may launch
+    /// several tensors at a time.
+    fn adamw_update_many(&self, updates: &mut [AdamWUpdate<'_, Self::Buffer>]) {
+        for u in updates {
+            self.adamw_update(u.param, u.grad, u.m, u.v, u.range.clone(), u.hp);
+        }
+    }
 
     /// Rows of the batch [`Backend::output_loss`] turns into logits at a time; its `scratch`
     /// holds [`Backend::output_scratch_floats`]. The default: all rows at once.

@@ -32,7 +32,7 @@ pub mod schedule;
 pub mod train;
 pub mod weights;
 
-pub use backend::{AdamWStep, AttentionShape, Backend, OutputGrad, IGNORE_TARGET, Store};
+pub use backend::{AdamWStep, AdamWUpdate, AttentionShape, Backend, OutputGrad, IGNORE_TARGET, Store};
 pub use checkpoint::{checkpoint_name, describe_checkpoint, latest_checkpoint, load_hf_model, save_checkpoint, CheckpointData, CheckpointWriter};
 pub use config::ModelConfig;
 pub use generate::{greedy_generate, greedy_generate_until, GenerationConfig, SequenceCache};

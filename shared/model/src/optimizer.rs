@@ -11,7 +11,7 @@ use std::ops::Range;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{AdamWStep, Backend};
+use crate::backend::{AdamWStep, AdamWUpdate, Backend};
 use crate::dist::{shard_range, Collective, SingleProcess, TensorRef, World};
 use crate::model::Llama;
 use crate::weights::Weights;
@@ -84,6 +84,7 @@ impl<B: Backend> AdamW<B> {
             .zip(model.grads.tensors())
             .zip(self.exp_avg.tensors_mut())
             .zip(self.exp_avg_sq.tensors_mut());
+        let mut updates = Vec::new();
         for (((((spec, shard), param), grad), m), v) in tensors {
             if shard.is_empty() {
                 continue;
@@ -97,8 +98,10 @@ impl<B: Backend> AdamW<B> {
                 step: self.step,
                 grad_scale,
             };
-            model.backend.adamw_update(param, grad, m, v, shard.clone(), hp);
+            updates.push(AdamWUpdate { param, grad, m, v, range: shard.clone(), hp });
         }
+        model.backend.adamw_update_many(&mut updates);
+        drop(updates);
         if !collective.is_identity() {
             let numels: Vec<usize> = model.specs.tensors().iter().map(|s| s.numel()).collect();
             let mut weights: Vec<TensorRef<'_, B::Buffer>> = model.weights.tensors_mut().into_iter().zip(numels).collect();
