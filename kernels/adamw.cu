@@ -94,7 +94,12 @@ struct AdamWGroup {
     int count;
 };
 
-extern "C" __global__ void adamw_update_group(const AdamWGroup group, float beta1, float beta2, float eps, float step_size,
+static_assert(sizeof(AdamWGroup) == 6 * 8 * ADAMW_GROUP + 4 * ADAMW_GROUP + 4 * (ADAMW_GROUP + 1) + 4,
+              "AdamWGroup must match AdamWGroupArgs (backend.rs) byte for byte");
+
+// __grid_constant__: read in place from the parameter space, not copied per thread to local
+// memory for the runtime index `t`.
+extern "C" __global__ void adamw_update_group(const __grid_constant__ AdamWGroup group, float beta1, float beta2, float eps, float step_size,
                                               float bias_correction2_sqrt, float grad_scale) {
     int t = 0;
     while (t + 1 < group.count && blockIdx.x >= group.first_block[t + 1]) t++;

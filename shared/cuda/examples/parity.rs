@@ -34,6 +34,13 @@ fn main() -> anyhow::Result<()> {
         c
     }));
     gpu.cross_entropy_prefetch = default_prefetch;
+    // The output layer in small chunks (DSLLM_OUTPUT_CHUNK_MIB): 64 rows of a 5003-token vocabulary.
+    let default_chunk = std::mem::replace(&mut gpu.output_chunk_bytes, Some(1 << 20));
+    checks.extend(check_output_loss(&gpu).into_iter().map(|mut c| {
+        c.name += " (1 MiB chunks)";
+        c
+    }));
+    gpu.output_chunk_bytes = default_chunk;
     // AdamW over a step's tensors, one launch each and grouped (DSLLM_ADAMW_GROUPED).
     for grouped in [false, true] {
         let default_grouping = std::mem::replace(&mut gpu.adamw_grouped, grouped);

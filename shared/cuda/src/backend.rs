@@ -1595,7 +1595,8 @@ impl Backend for CudaBackend {
             Precision::Mixed => (Operands::Bf16WithBf16Output, &self.kernels.cross_entropy_chunk_bf16),
             Precision::Fp32 => (operands, &self.kernels.cross_entropy_chunk),
         };
-        let needed = self.output_scratch_floats(rows, vocab);
+        // What the chunks below write: `chunk` rows of logits, bf16 in mixed precision.
+        let needed = (chunk.min(rows) * vocab * self.output_chunk_budget().1).div_ceil(4);
         assert!(scratch.len >= needed, "output_loss: scratch of {} floats, one chunk's logits need {needed}", scratch.len);
         let logits = self.ptr(self.f32_inout(scratch));
         let (losses_at, lse_at, targets_at) = (self.ptr(self.f32_out_first(losses, rows)), self.ptr(self.f32_out_first(lse, rows)), self.ptr(&targets.ids));
@@ -1681,9 +1682,11 @@ impl Backend for CudaBackend {
         let mut start = 0;
         while start < updates.len() {
             let small = |u: &AdamWUpdate<'_, GpuBuffer>| u.range.len() < ADAMW_ALONE;
+            // A group shares the step's settings but the weight decay.
+            let same_step = |a: &AdamWStep, b: &AdamWStep| AdamWStep { weight_decay: a.weight_decay, ..*b } == *a;
             let mut end = start + 1;
             if self.adamw_grouped && small(&updates[start]) {
-                while end < updates.len() && end - start < ADAMW_GROUP && small(&updates[end]) {
+                while end < updates.len() && end - start < ADAMW_GROUP && small(&updates[end]) && same_step(&updates[start].hp, &updates[end].hp) {
                     end += 1;
                 }
             }

@@ -291,7 +291,8 @@ pub fn check_output_loss(gpu: &CudaBackend) -> Vec<Check> {
             let grad = OutputGrad { d_hidden: &mut d_hidden, d_weight: &mut d_weight, scale: 0.01, weight_store: store };
             cpu.output_loss(&mut losses, &mut lse, &mut scratch, &hidden, &weight, &targets, rows, dim, vocab, Some(grad));
             let chunk = gpu.output_chunk_rows(rows, vocab);
-            let (mut g_losses, mut g_lse, mut g_scratch) = (gpu.alloc(rows), gpu.alloc(rows), gpu.alloc(chunk * vocab));
+            // The scratch the model allocates (half the floats of a chunk's logits in bf16).
+            let (mut g_losses, mut g_lse, mut g_scratch) = (gpu.alloc(rows), gpu.alloc(rows), gpu.alloc(gpu.output_scratch_floats(rows, vocab)));
             let (mut g_d_hidden, mut g_d_weight) = (gpu.alloc(rows * dim), up(&random_vec(93, vocab * dim, 0.01)));
             let grad = OutputGrad { d_hidden: &mut g_d_hidden, d_weight: &mut g_d_weight, scale: 0.01, weight_store: store };
             gpu.output_loss(&mut g_losses, &mut g_lse, &mut g_scratch, &up(&hidden), &up(&weight), &gpu.upload_tokens(&targets), rows, dim, vocab, Some(grad));
@@ -581,9 +582,12 @@ pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usiz
     // stream: the same kernels in the same order, so the weights must be bit-identical; a
     // missing wait between the streams shows up here as a difference. The optimizer stream
     // busy-waits ~20 µs before each of its kernels, so a missing wait would read stale values.
-    let run = |overlap: bool| -> Result<Vec<f32>> {
+    // Grouped AdamW launches (DSLLM_ADAMW_GROUPED) on the optimizer stream too: the parity
+    // model's 21 small tensors make a group of 16 and one of 5, and must give the same bits.
+    let run = |overlap: bool, grouped: bool| -> Result<Vec<f32>> {
         let mut trainer = Trainer::new(gpu_factory()?, parity_model_config(), gpu_trainer.config.clone())?;
         trainer.model.backend.overlap_optimizer = overlap;
+        trainer.model.backend.adamw_grouped = grouped;
         trainer.model.backend.optimizer_stream_delay = 40_000;
         let mut source = VecSource::new(random_sequences(81, micro_batch * 2 * steps, seq + 1, parity_model_config().vocab_size), false);
         for _ in 1..=steps {
@@ -591,9 +595,11 @@ pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usiz
         }
         Ok(trainer.model.host_tensors().into_iter().flat_map(|(_, t)| t.data).collect())
     };
-    let (with_stream, without) = (run(true)?, run(false)?);
-    let differing = with_stream.iter().zip(&without).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    checks.push(Check::new(format!("weights after {steps} steps, optimizer stream on and off: {differing} differ"), differing as f64, 0.0));
+    let (with_stream, without, grouped) = (run(true, false)?, run(false, false)?, run(true, true)?);
+    let differing = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let (streams, grouping) = (differing(&with_stream, &without), differing(&grouped, &without));
+    checks.push(Check::new(format!("weights after {steps} steps, optimizer stream on and off: {streams} differ"), streams as f64, 0.0));
+    checks.push(Check::new(format!("weights after {steps} steps, AdamW grouped on the stream and not: {grouping} differ"), grouping as f64, 0.0));
     Ok(checks)
 }
 
