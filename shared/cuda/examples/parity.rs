@@ -2,7 +2,7 @@
 //! `cargo run --release -p dsllm-cuda --example parity`; exits 1 if any check fails, 0 with a
 //! message when there is no GPU.
 
-use dsllm_cuda::parity::{check_adamw_many, check_attention, check_elementwise, check_ops, check_output_loss, check_products, check_training, print_checks};
+use dsllm_cuda::parity::{check_adamw_many, check_attention, check_elementwise, check_ops, check_output_loss, check_products, check_training, print_checks, Check};
 use dsllm_cuda::{gpu_unavailable_reason, AttentionKernels, CudaBackend, Precision};
 
 fn main() -> anyhow::Result<()> {
@@ -20,43 +20,21 @@ fn main() -> anyhow::Result<()> {
     gpu.fused_norm_backward = !gpu.fused_norm_backward;
     checks.extend(check_elementwise(&gpu));
     gpu.fused_norm_backward = !gpu.fused_norm_backward;
-    // The one-pass kernel with blocks of a few rows (DSLLM_NORM_ROWS), the last one partial.
-    let default_norm_rows = std::mem::replace(&mut gpu.fused_norm_rows, 3);
-    checks.extend(check_elementwise(&gpu).into_iter().filter(|c| c.name.contains("rmsnorm_backward")).map(|mut c| {
-        c.name += " (3 rows a block)";
-        c
-    }));
-    gpu.fused_norm_rows = default_norm_rows;
-    // The cross-entropy with its next rows prefetched (DSLLM_CE_PREFETCH): a hint, same values.
-    let default_prefetch = std::mem::replace(&mut gpu.cross_entropy_prefetch, 1.0);
-    checks.extend(check_output_loss(&gpu).into_iter().map(|mut c| {
-        c.name += " (next rows prefetched)";
-        c
-    }));
-    gpu.cross_entropy_prefetch = default_prefetch;
-    // The output layer in small chunks (DSLLM_OUTPUT_CHUNK_MIB): 64 rows of a 5003-token vocabulary.
-    let default_chunk = std::mem::replace(&mut gpu.output_chunk_bytes, Some(1 << 20));
-    checks.extend(check_output_loss(&gpu).into_iter().map(|mut c| {
-        c.name += " (1 MiB chunks)";
-        c
-    }));
-    gpu.output_chunk_bytes = default_chunk;
-    // AdamW over a step's tensors, one launch each and grouped (DSLLM_ADAMW_GROUPED).
-    for grouped in [false, true] {
-        let default_grouping = std::mem::replace(&mut gpu.adamw_grouped, grouped);
-        checks.extend(check_adamw_many(&gpu).into_iter().map(|mut c| {
-            c.name += if grouped { " (grouped)" } else { " (one launch a tensor)" };
-            c
-        }));
-        gpu.adamw_grouped = default_grouping;
-    }
-    // AdamW eight weights a thread (DSLLM_ADAMW_WIDTH).
-    gpu.adamw_eight_wide = !gpu.adamw_eight_wide;
-    checks.extend(check_elementwise(&gpu).into_iter().filter(|c| c.name.contains("adamw")).map(|mut c| {
-        c.name += if gpu.adamw_eight_wide { " (8 a thread)" } else { " (4 a thread)" };
-        c
-    }));
-    gpu.adamw_eight_wide = !gpu.adamw_eight_wide;
+    // The settings still being measured, each against the CPU with only it changed.
+    let rmsnorm_backward = |gpu: &CudaBackend| only(check_elementwise(gpu), "rmsnorm_backward");
+    let adamw = |gpu: &CudaBackend| only(check_elementwise(gpu), "adamw");
+    // DSLLM_NORM_ROWS: blocks of a few rows, the last one partial.
+    checks.extend(variant(&mut gpu, |g| &mut g.fused_norm_rows, 3, " (3 rows a block)", rmsnorm_backward));
+    // DSLLM_CE_PREFETCH: a hint, the same values.
+    checks.extend(variant(&mut gpu, |g| &mut g.cross_entropy_prefetch, 1.0, " (next rows prefetched)", check_output_loss));
+    // DSLLM_OUTPUT_CHUNK_MIB: 64 rows of a 5003-token vocabulary a chunk.
+    checks.extend(variant(&mut gpu, |g| &mut g.output_chunk_bytes, Some(1 << 20), " (1 MiB chunks)", check_output_loss));
+    // DSLLM_ADAMW_GROUPED: a step's tensors one launch each and grouped.
+    checks.extend(variant(&mut gpu, |g| &mut g.adamw_grouped, false, " (one launch a tensor)", check_adamw_many));
+    checks.extend(variant(&mut gpu, |g| &mut g.adamw_grouped, true, " (grouped)", check_adamw_many));
+    // DSLLM_ADAMW_WIDTH: the width the default did not run.
+    let other_width = !gpu.adamw_eight_wide;
+    checks.extend(variant(&mut gpu, |g| &mut g.adamw_eight_wide, other_width, " (the other width)", adamw));
     // The fused flash-attention backward with atomics (check_ops ran the deterministic one).
     gpu.attention = AttentionKernels::Fa2;
     gpu.deterministic = false;
@@ -98,4 +76,24 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{}", if passed { "all checks passed" } else { "SOME CHECKS FAILED" });
     std::process::exit(if passed { 0 } else { 1 });
+}
+
+/// `check` run with one setting of `gpu` changed to `value` (put back after), its checks' names
+/// marked with `label`.
+fn variant<T>(gpu: &mut CudaBackend, setting: fn(&mut CudaBackend) -> &mut T, value: T, label: &str, check: impl Fn(&CudaBackend) -> Vec<Check>) -> Vec<Check> {
+    let default = std::mem::replace(setting(gpu), value);
+    let checks: Vec<Check> = check(gpu)
+        .into_iter()
+        .map(|mut c| {
+            c.name += label;
+            c
+        })
+        .collect();
+    *setting(gpu) = default;
+    checks
+}
+
+/// The checks whose names contain `op`.
+fn only(checks: Vec<Check>, op: &str) -> Vec<Check> {
+    checks.into_iter().filter(|c| c.name.contains(op)).collect()
 }

@@ -391,31 +391,19 @@ impl CudaBackend {
                 Ok("rows") => false,
                 Ok(other) => bail!("DSLLM_NORM_BACKWARD={other:?}: expected `fused` (the default) or `rows`"),
             },
-            fused_norm_rows: norm_rows_per_block(std::env::var("DSLLM_NORM_ROWS").ok().as_deref())?,
+            fused_norm_rows: env_number("DSLLM_NORM_ROWS", 1..=256, "rows a block")?.unwrap_or(FUSED_NORM_ROWS_PER_BLOCK),
             cross_entropy_blocks: {
                 let sms = context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
                 cross_entropy_grid(std::env::var("DSLLM_CE_GRID").ok().as_deref(), sms)?
             },
-            cross_entropy_prefetch: match std::env::var("DSLLM_CE_PREFETCH") {
-                Err(_) => 0.0,
-                Ok(text) => match text.parse::<f32>() {
-                    Ok(share) if (0.0..=1.0).contains(&share) => share,
-                    _ => bail!("DSLLM_CE_PREFETCH={text:?}: expected the share of a row to prefetch, from 0 to 1"),
-                },
-            },
+            cross_entropy_prefetch: env_number("DSLLM_CE_PREFETCH", 0.0..=1.0, "the share of a row to prefetch")?.unwrap_or(0.0),
             adamw_eight_wide: match std::env::var("DSLLM_ADAMW_WIDTH").as_deref() {
                 Err(_) | Ok("") | Ok("4") => false,
                 Ok("8") => true,
                 Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
             },
             adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", false)?,
-            output_chunk_bytes: match std::env::var("DSLLM_OUTPUT_CHUNK_MIB") {
-                Err(_) => None,
-                Ok(text) => match text.parse::<usize>() {
-                    Ok(mib) if (1..=65536).contains(&mib) => Some(mib << 20),
-                    _ => bail!("DSLLM_OUTPUT_CHUNK_MIB={text:?}: expected MiB of logits a chunk, from 1 to 65536"),
-                },
-            },
+            output_chunk_bytes: env_number("DSLLM_OUTPUT_CHUNK_MIB", 1..=65536usize, "MiB of logits a chunk")?.map(|mib| mib << 20),
             norm_partials: RefCell::new(empty_f32()?),
             cudnn: std::cell::OnceCell::new(),
             attention_stats: RefCell::new(empty_f32()?),
@@ -789,13 +777,24 @@ fn parse_switch(name: &str, value: Option<&str>, default: bool) -> Result<bool> 
     }
 }
 
-/// `DSLLM_NORM_ROWS`: rows a block of the one-pass RMSNorm backward.
-fn norm_rows_per_block(setting: Option<&str>) -> Result<usize> {
-    match setting {
-        None | Some("") => Ok(FUSED_NORM_ROWS_PER_BLOCK),
-        Some(text) => match text.parse::<usize>() {
-            Ok(rows) if (1..=256).contains(&rows) => Ok(rows),
-            _ => bail!("DSLLM_NORM_ROWS={text:?}: expected a number of rows from 1 to 256 (default {FUSED_NORM_ROWS_PER_BLOCK})"),
+/// A number setting from the environment within `valid` (`None` when unset or empty); anything
+/// else is an error that names the variable and says what it holds (`what`).
+fn env_number<T>(name: &str, valid: std::ops::RangeInclusive<T>, what: &str) -> Result<Option<T>>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    parse_number(name, std::env::var(name).ok().as_deref(), valid, what)
+}
+
+fn parse_number<T>(name: &str, value: Option<&str>, valid: std::ops::RangeInclusive<T>, what: &str) -> Result<Option<T>>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => match text.parse::<T>() {
+            Ok(number) if valid.contains(&number) => Ok(Some(number)),
+            _ => bail!("{name}={text:?}: expected {what}, from {} to {}", valid.start(), valid.end()),
         },
     }
 }
@@ -1645,36 +1644,17 @@ impl Backend for CudaBackend {
 
     fn adamw_update(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, range: Range<usize>, hp: AdamWStep) {
         let _op = self.op(|| "adamw_update".into());
-        // The same scalars, computed the same way, as the CPU backend.
-        let decay = 1.0 - hp.learning_rate * hp.weight_decay;
-        let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
-        let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
-        let (n, offset) = (range.len(), (range.start * std::mem::size_of::<f32>()) as u64);
-        let n64 = n as u64;
-        let param_at = self.ptr(self.f32_inout(param)) + offset;
-        // A whole tensor's update also writes the products' bf16 copy (no cast pass at the
-        // next forward); a ZeRO-1 shard leaves it to the cast after the all-gather.
-        let whole = range.start == 0 && n == param.len && self.precision == Precision::Mixed;
-        let shadow = if whole { self.fused_bf16_ptr(param, n) } else { 0 };
-        let grad_at = self.ptr(self.f32_in(grad)) + offset;
-        let (m_at, v_at) = (self.ptr(self.f32_inout(m)), self.ptr(self.f32_inout(v)));
-        // Profiled steps keep AdamW on the main stream, where the op timer measures it.
-        let side = Some(&self.optimizer_stream).filter(|_| self.overlap_optimizer && !self.profiler.enabled());
-        if let Some(side) = side {
-            self.side_after_main(side);
-        }
-        let stream = side.unwrap_or(&self.stream);
+        let (decay, step_size, bias_correction2_sqrt) = adamw_scalars(&hp);
+        let at = self.adamw_operands(param, grad, m, v, &range);
+        let n64 = at.n as u64;
+        let side = self.optimizer_side_stream();
         let (kernel, per_thread) = if self.adamw_eight_wide { (&self.kernels.adamw_update8, 8) } else { (&self.kernels.adamw_update, 4) };
-        self.launch_on(stream, kernel, grid_for_u64(n.div_ceil(per_thread)), |b| {
-            b.arg(&param_at).arg(&grad_at).arg(&m_at).arg(&v_at).arg(&n64);
-            b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&shadow);
+        self.launch_on(side.unwrap_or(&self.stream), kernel, grid_for_u64(at.n.div_ceil(per_thread)), |b| {
+            b.arg(&at.param).arg(&at.grad).arg(&at.m).arg(&at.v).arg(&n64);
+            b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&at.shadow);
         });
         if let Some(side) = side {
-            let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
-            for buf in [param, m, v] {
-                *buf.pending.get_mut().expect("pending event lock") = Some(done.clone());
-            }
-            *grad.pending.lock().expect("pending event lock") = Some(done);
+            self.leave_optimizer_event(side, &[param, grad, m, v]);
         }
     }
 
@@ -1725,43 +1705,81 @@ impl CudaBackend {
         assert!((2..=ADAMW_GROUP).contains(&group.len()), "a group of {} AdamW updates", group.len());
         let _op = self.op(|| "adamw_update".into());
         let hp = group[0].hp;
-        let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
-        let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
+        let (_, step_size, bias_correction2_sqrt) = adamw_scalars(&hp);
         let mut args = AdamWGroupArgs { count: group.len() as i32, ..Default::default() };
         let mut blocks = 0u64;
         for (t, u) in group.iter_mut().enumerate() {
             assert_eq!(AdamWStep { weight_decay: hp.weight_decay, ..u.hp }, hp, "one AdamW launch is one step's update");
-            let (n, offset) = (u.range.len(), (u.range.start * std::mem::size_of::<f32>()) as u64);
-            args.param[t] = self.ptr(self.f32_inout(u.param)) + offset;
-            // As adamw_update: a whole tensor's update writes the bf16 copy too.
-            let whole = u.range.start == 0 && n == u.param.len && self.precision == Precision::Mixed;
-            args.shadow[t] = if whole { self.fused_bf16_ptr(u.param, n) } else { 0 };
-            args.grad[t] = self.ptr(self.f32_in(u.grad)) + offset;
-            (args.m[t], args.v[t]) = (self.ptr(self.f32_inout(u.m)), self.ptr(self.f32_inout(u.v)));
-            args.n[t] = n as u64;
-            args.decay[t] = 1.0 - u.hp.learning_rate * u.hp.weight_decay;
+            let at = self.adamw_operands(u.param, u.grad, u.m, u.v, &u.range);
+            (args.param[t], args.grad[t], args.m[t], args.v[t], args.shadow[t], args.n[t]) = (at.param, at.grad, at.m, at.v, at.shadow, at.n as u64);
+            args.decay[t] = adamw_scalars(&u.hp).0;
             args.first_block[t] = u32::try_from(blocks).expect("more than 2^32 blocks in one AdamW launch");
-            blocks += (n as u64).div_ceil(4).div_ceil(BLOCK as u64).max(1);
+            blocks += (at.n as u64).div_ceil(4).div_ceil(BLOCK as u64).max(1);
         }
         args.first_block[group.len()] = u32::try_from(blocks).expect("more than 2^32 blocks in one AdamW launch");
-        let side = Some(&self.optimizer_stream).filter(|_| self.overlap_optimizer && !self.profiler.enabled());
-        if let Some(side) = side {
-            self.side_after_main(side);
-        }
+        let side = self.optimizer_side_stream();
         let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
         self.launch_on(side.unwrap_or(&self.stream), &self.kernels.adamw_update_group, config, |b| {
             b.arg(&args).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
         });
         if let Some(side) = side {
-            let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
-            for u in group.iter_mut() {
-                for buf in [&mut *u.param, &mut *u.m, &mut *u.v] {
-                    *buf.pending.get_mut().expect("pending event lock") = Some(done.clone());
-                }
-                *u.grad.pending.lock().expect("pending event lock") = Some(done.clone());
-            }
+            let used: Vec<&GpuBuffer> = group.iter().flat_map(|u| [&*u.param, u.grad, &*u.m, &*u.v]).collect();
+            self.leave_optimizer_event(side, &used);
         }
     }
+
+    /// Device addresses of one tensor's update, fetched in the order that settles and
+    /// versions the buffers. A whole tensor's update also writes the products' bf16 copy (no
+    /// cast pass at the next forward); a ZeRO-1 shard leaves it to the cast after the all-gather.
+    fn adamw_operands(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, range: &Range<usize>) -> AdamWOperands {
+        let (n, offset) = (range.len(), (range.start * std::mem::size_of::<f32>()) as u64);
+        let param_at = self.ptr(self.f32_inout(param)) + offset;
+        let whole = range.start == 0 && n == param.len && self.precision == Precision::Mixed;
+        let shadow = if whole { self.fused_bf16_ptr(param, n) } else { 0 };
+        let grad_at = self.ptr(self.f32_in(grad)) + offset;
+        let (m_at, v_at) = (self.ptr(self.f32_inout(m)), self.ptr(self.f32_inout(v)));
+        AdamWOperands { param: param_at, grad: grad_at, m: m_at, v: v_at, shadow, n }
+    }
+
+    /// The optimizer stream, ordered after the main stream's work so far, where AdamW overlaps
+    /// the next forward; `None` (the main stream) otherwise. Profiled steps keep AdamW on the
+    /// main stream, where the op timer measures it.
+    fn optimizer_side_stream(&self) -> Option<&Arc<CudaStream>> {
+        let side = Some(&self.optimizer_stream).filter(|_| self.overlap_optimizer && !self.profiler.enabled());
+        if let Some(side) = side {
+            self.side_after_main(side);
+        }
+        side
+    }
+
+    /// Records the optimizer stream's work so far in `used`: the main stream waits for it at
+    /// each buffer's next use ([`CudaBackend::settle`]).
+    fn leave_optimizer_event(&self, side: &CudaStream, used: &[&GpuBuffer]) {
+        let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
+        for buf in used {
+            *buf.pending.lock().expect("pending event lock") = Some(done.clone());
+        }
+    }
+}
+
+/// Addresses and length of one tensor's AdamW update ([`CudaBackend::adamw_operands`]).
+struct AdamWOperands {
+    param: u64,
+    grad: u64,
+    m: u64,
+    v: u64,
+    /// 0: no bf16 copy to write.
+    shadow: u64,
+    n: usize,
+}
+
+/// One step's scalars, computed as the CPU backend computes them: (weight decay factor,
+/// step size, square root of the second moment's bias correction).
+fn adamw_scalars(hp: &AdamWStep) -> (f32, f32, f32) {
+    let decay = 1.0 - hp.learning_rate * hp.weight_decay;
+    let step_size = hp.learning_rate / (1.0 - (hp.beta1 as f64).powi(hp.step as i32)) as f32;
+    let bias_correction2_sqrt = (1.0 - (hp.beta2 as f64).powi(hp.step as i32)).sqrt() as f32;
+    (decay, step_size, bias_correction2_sqrt)
 }
 
 /// 64-row tiles of 4 warps: grid (ceil(seq / 64), heads, batch).
@@ -2022,13 +2040,16 @@ mod tests {
     }
 
     #[test]
-    fn norm_rows_reads_the_setting() {
-        assert_eq!(norm_rows_per_block(None).unwrap(), FUSED_NORM_ROWS_PER_BLOCK);
-        assert_eq!(norm_rows_per_block(Some("4")).unwrap(), 4);
+    fn number_settings_read_within_their_range() {
+        assert_eq!(parse_number("DSLLM_NORM_ROWS", None, 1..=256usize, "rows").unwrap(), None);
+        assert_eq!(parse_number("DSLLM_NORM_ROWS", Some(""), 1..=256usize, "rows").unwrap(), None);
+        assert_eq!(parse_number("DSLLM_NORM_ROWS", Some("4"), 1..=256usize, "rows").unwrap(), Some(4));
+        assert_eq!(parse_number("DSLLM_CE_PREFETCH", Some("0.5"), 0.0..=1.0f32, "a share").unwrap(), Some(0.5));
         for bad in ["0", "257", "-1", "four"] {
-            let error = norm_rows_per_block(Some(bad)).unwrap_err().to_string();
-            assert!(error.contains("DSLLM_NORM_ROWS") && error.contains(bad), "{error}");
+            let error = parse_number("DSLLM_NORM_ROWS", Some(bad), 1..=256usize, "rows").unwrap_err().to_string();
+            assert!(error.contains("DSLLM_NORM_ROWS") && error.contains(bad) && error.contains("1 to 256"), "{error}");
         }
+        assert!(parse_number("DSLLM_CE_PREFETCH", Some("1.5"), 0.0..=1.0f32, "a share").is_err());
     }
 
     #[test]

@@ -101,7 +101,7 @@ impl<B: Backend> AdamW<B> {
             updates.push(AdamWUpdate { param, grad, m, v, range: shard.clone(), hp });
         }
         model.backend.adamw_update_many(&mut updates);
-        drop(updates);
+        drop(updates); // its borrows of the weights end before the all-gather's
         if !collective.is_identity() {
             let numels: Vec<usize> = model.specs.tensors().iter().map(|s| s.numel()).collect();
             let mut weights: Vec<TensorRef<'_, B::Buffer>> = model.weights.tensors_mut().into_iter().zip(numels).collect();
