@@ -54,4 +54,15 @@ __device__ __forceinline__ void store8(__nv_bfloat16* dst, const float* src) {
     *reinterpret_cast<uint4*>(dst) = raw;
 }
 
+// The same for fp32 values (two 16-byte accesses).
+__device__ __forceinline__ void load8(float* dst, const float* src) {
+    const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+    dst[0] = a.x, dst[1] = a.y, dst[2] = a.z, dst[3] = a.w, dst[4] = b.x, dst[5] = b.y, dst[6] = b.z, dst[7] = b.w;
+}
+
+__device__ __forceinline__ void store8(float* dst, const float* src) {
+    reinterpret_cast<float4*>(dst)[0] = make_float4(src[0], src[1], src[2], src[3]);
+    reinterpret_cast<float4*>(dst)[1] = make_float4(src[4], src[5], src[6], src[7]);
+}
+
 __device__ __forceinline__ bool aligned16(const void* p) { return ((u64)p & 15) == 0; }

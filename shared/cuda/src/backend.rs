@@ -108,6 +108,14 @@ impl GpuBuffer {
     }
 }
 
+/// One side of the q/k/v RoPE kernel: q's, k's and v's device addresses, the row strides (in
+/// values) of q and of k/v, and whether the values are bf16.
+struct QkvSide {
+    ptrs: [u64; 3],
+    strides: [u32; 2],
+    bf16: bool,
+}
+
 /// The block partials of one buffer range's sum of squares, computed on the optimizer stream.
 struct PrefetchedSquares {
     /// The buffer's version they were computed at: any later change makes them stale.
@@ -643,18 +651,6 @@ impl CudaBackend {
         pointer
     }
 
-    /// The device address of the bf16 values of a buffer that holds bf16 only, for an op that
-    /// updates them in place (they stay the only current values).
-    fn bf16_inout(&self, buf: &mut GpuBuffer) -> u64 {
-        self.settle(buf);
-        debug_assert!(buf.holds_bf16_only());
-        buf.version += 1;
-        let shadow = buf.shadow.get_mut().expect("bf16 copy lock");
-        let (version, copy) = shadow.as_mut().expect("a buffer holding bf16 only has its copy");
-        *version = buf.version;
-        self.ptr(copy)
-    }
-
     /// A buffer holding `host` rounded to bf16 and nothing else, as a product's output is stored
     /// in mixed precision: for checks of the ops that read such values.
     pub fn upload_as_bf16(&self, host: &[f32]) -> GpuBuffer {
@@ -1176,14 +1172,37 @@ impl Backend for CudaBackend {
         self.upload(&dsllm_model::CpuBackend.rope_table(seq, head_dim, theta))
     }
 
-    fn rope_forward(&self, x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize) {
-        let _op = self.op(|| "rope_forward".into());
-        self.rotate(x, table, batch, seq, heads, head_dim, 1.0);
+    fn qkv_rope_forward(&self, q: &mut GpuBuffer, k: &mut GpuBuffer, v: &mut GpuBuffer, qkv: &GpuBuffer, table: &GpuBuffer, shape: AttentionShape) {
+        let _op = self.op(|| "qkv_rope_forward".into());
+        let (n, q_dim, kv_dim) = (shape.batch * shape.seq, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
+        let width = q_dim + 2 * kv_dim;
+        let source = self.qkv_side_in(&[qkv], [0, q_dim, q_dim + kv_dim], [width, width]);
+        // q, k and v are read by attention alone: bf16 alone in mixed precision.
+        let lens = [n * q_dim, n * kv_dim, n * kv_dim];
+        let destination = if self.bf16_outputs() && q.len == lens[0] && k.len == lens[1] && v.len == lens[2] {
+            let ptrs = [self.bf16_out(q, lens[0]), self.bf16_out(k, lens[1]), self.bf16_out(v, lens[2])].map(|p| p.expect("checked"));
+            QkvSide { ptrs, strides: [q_dim as u32, kv_dim as u32], bf16: true }
+        } else {
+            let ptrs = [self.ptr(self.f32_out_first(q, lens[0])), self.ptr(self.f32_out_first(k, lens[1])), self.ptr(self.f32_out_first(v, lens[2]))];
+            QkvSide { ptrs, strides: [q_dim as u32, kv_dim as u32], bf16: false }
+        };
+        self.qkv_rope_launch(destination, source, table, shape, 1.0);
     }
 
-    fn rope_backward(&self, d_x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize) {
-        let _op = self.op(|| "rope_backward".into());
-        self.rotate(d_x, table, batch, seq, heads, head_dim, -1.0);
+    fn qkv_rope_backward(&self, d_qkv: &mut GpuBuffer, d_q: &GpuBuffer, d_k: &GpuBuffer, d_v: &GpuBuffer, table: &GpuBuffer, shape: AttentionShape) {
+        let _op = self.op(|| "qkv_rope_backward".into());
+        let (n, q_dim, kv_dim) = (shape.batch * shape.seq, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
+        let width = q_dim + 2 * kv_dim;
+        let source = self.qkv_side_in(&[d_q, d_k, d_v], [0, 0, 0], [q_dim, kv_dim]);
+        // d_qkv feeds the q/k/v product's backward alone: bf16 alone in mixed precision.
+        let destination = match self.bf16_out(d_qkv, n * width) {
+            Some(base) => QkvSide { ptrs: [base, base + 2 * q_dim as u64, base + 2 * (q_dim + kv_dim) as u64], strides: [width as u32; 2], bf16: true },
+            None => {
+                let base = self.ptr(self.f32_out_first(d_qkv, n * width));
+                QkvSide { ptrs: [base, base + 4 * q_dim as u64, base + 4 * (q_dim + kv_dim) as u64], strides: [width as u32; 2], bf16: false }
+            }
+        };
+        self.qkv_rope_launch(destination, source, table, shape, -1.0);
     }
 
     fn attention_forward(&self, out: &mut GpuBuffer, lse: &mut GpuBuffer, q: &GpuBuffer, k: &GpuBuffer, v: &GpuBuffer, shape: AttentionShape) {
@@ -1368,43 +1387,52 @@ impl Backend for CudaBackend {
         self.packed_attention_backward(d_q, d_k, d_v, d_out, out, lse, q, k, v, segments, shape);
     }
 
-    fn swiglu_forward(&self, out: &mut GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
+    fn swiglu_forward(&self, out: &mut GpuBuffer, gate_up: &GpuBuffer, rows: usize, width: usize) {
         let _op = self.op(|| "swiglu_forward".into());
-        let n64 = n as u64;
+        let n = rows * width;
+        let (n64, width32, stride32) = (n as u64, u32::try_from(width).expect("SwiGLU width below 2^31"), (2 * width) as u32);
         if let Some(values) = self.bf16_out(out, n) {
-            // Mixed precision: bf16 gate and up (their products' outputs) in, bf16 alone out
+            // Mixed precision: bf16 gate and up (the product's output) in, bf16 alone out
             // (only the down product reads it).
-            let (gate, up) = (self.bf16_ptr(gate), self.bf16_ptr(up));
+            let gate = self.bf16_ptr(gate_up);
+            let up = gate + 2 * width as u64;
             self.launch(&self.kernels.swiglu_forward_bf16, grid_for_u64(n.div_ceil(8)), |b| {
-                b.arg(&values).arg(&gate).arg(&up).arg(&n64);
+                b.arg(&values).arg(&gate).arg(&up).arg(&n64).arg(&width32).arg(&stride32);
             });
             return;
         }
         let out_ptr = self.ptr(self.f32_out_first(out, n));
         let shadow = self.fused_bf16_ptr(out, n);
+        let gate = self.ptr(self.f32_in(gate_up));
+        let up = gate + 4 * width as u64;
         self.launch(&self.kernels.swiglu_forward, grid_for_u64(n), |b| {
-            b.arg(&out_ptr).arg(self.f32_in(gate)).arg(self.f32_in(up)).arg(&n64).arg(&shadow);
+            b.arg(&out_ptr).arg(&gate).arg(&up).arg(&n64).arg(&width32).arg(&stride32).arg(&shadow);
         });
     }
 
-    fn swiglu_backward(&self, d_gate: &mut GpuBuffer, d_up: &mut GpuBuffer, d_out: &GpuBuffer, gate: &GpuBuffer, up: &GpuBuffer, n: usize) {
+    fn swiglu_backward(&self, d_gate_up: &mut GpuBuffer, d_out: &GpuBuffer, gate_up: &GpuBuffer, rows: usize, width: usize) {
         let _op = self.op(|| "swiglu_backward".into());
-        let n64 = n as u64;
-        if self.bf16_outputs() && d_gate.len == n && d_up.len == n {
-            // d_gate and d_up feed only the gate and up products: bf16 alone.
-            let (gate, up) = (self.bf16_ptr(gate), self.bf16_ptr(up));
+        let n = rows * width;
+        let (n64, width32, stride32) = (n as u64, u32::try_from(width).expect("SwiGLU width below 2^31"), (2 * width) as u32);
+        if let Some(d_gate) = self.bf16_out(d_gate_up, 2 * n) {
+            // d_gate and d_up feed only the gate/up product: bf16 alone.
+            let gate = self.bf16_ptr(gate_up);
+            let (up, d_up) = (gate + 2 * width as u64, d_gate + 2 * width as u64);
             // d_out as stored: bf16 when its product kept only that (Store::OverwriteLowPrecision).
             let (d_out_f32, d_out_bf16) = if d_out.holds_bf16_only() { (0, self.bf16_ptr(d_out)) } else { (self.ptr(self.f32_in(d_out)), 0) };
-            let (gate_out, up_out) = (self.bf16_out(d_gate, n).expect("checked"), self.bf16_out(d_up, n).expect("checked"));
             self.launch(&self.kernels.swiglu_backward_bf16, grid_for_u64(n.div_ceil(8)), |b| {
-                b.arg(&gate_out).arg(&up_out).arg(&d_out_f32).arg(&d_out_bf16).arg(&gate).arg(&up).arg(&n64);
+                b.arg(&d_gate).arg(&d_up).arg(&d_out_f32).arg(&d_out_bf16).arg(&gate).arg(&up).arg(&n64).arg(&width32).arg(&stride32);
             });
             return;
         }
-        let (gate_ptr, up_ptr) = (self.ptr(self.f32_out_first(d_gate, n)), self.ptr(self.f32_out_first(d_up, n)));
-        let (gate_shadow, up_shadow) = (self.fused_bf16_ptr(d_gate, n), self.fused_bf16_ptr(d_up, n));
+        let d_gate = self.ptr(self.f32_out_first(d_gate_up, 2 * n));
+        let d_up = d_gate + 4 * width as u64;
+        let gate_shadow = self.fused_bf16_ptr(d_gate_up, 2 * n);
+        let up_shadow = if gate_shadow == 0 { 0 } else { gate_shadow + 2 * width as u64 };
+        let gate = self.ptr(self.f32_in(gate_up));
+        let up = gate + 4 * width as u64;
         self.launch(&self.kernels.swiglu_backward, grid_for_u64(n), |b| {
-            b.arg(&gate_ptr).arg(&up_ptr).arg(self.f32_in(d_out)).arg(self.f32_in(gate)).arg(self.f32_in(up)).arg(&n64).arg(&gate_shadow).arg(&up_shadow);
+            b.arg(&d_gate).arg(&d_up).arg(self.f32_in(d_out)).arg(&gate).arg(&up).arg(&n64).arg(&width32).arg(&stride32).arg(&gate_shadow).arg(&up_shadow);
         });
     }
 
@@ -1984,32 +2012,34 @@ impl CudaBackend {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn rotate(&self, x: &mut GpuBuffer, table: &GpuBuffer, batch: usize, seq: usize, heads: usize, head_dim: usize, direction: f32) {
-        let rows = batch * seq * heads;
-        let pairs = rows * head_dim / 2;
-        let pairs32 = u32::try_from(pairs).expect("RoPE over more than 2^32 pairs in one launch");
-        let (seq32, heads32, hd32) = (seq as i32, heads as i32, head_dim as i32);
-        let table = self.f32_in(table);
-        if x.holds_bf16_only() {
-            // q or k straight from its bf16 product, dQ or dK from cuDNN (mixed precision):
-            // a thread per eight pairs of a row.
-            let groups = rows * (head_dim / 2).div_ceil(8);
-            let groups32 = groups as u32;
-            let values = self.bf16_inout(x);
-            self.launch(&self.kernels.rope_rotate_bf16, grid_for_u64(groups), |b| {
-                b.arg(&values).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&groups32).arg(&direction);
-            });
-            return;
-        }
-        // fp32 values (dQ, dK from attention): rotated into bf16 alone where only products read
-        // the result (mixed precision), else in place.
-        let from = self.ptr(self.f32_in(x));
-        let (to, to_bf16) = match self.bf16_out(x, 2 * pairs) {
-            Some(shadow) => (from, shadow),
-            None => (self.ptr(self.f32_inout(x)), 0),
+    /// Addresses and row strides of q/k/v inputs: `bufs` is the stacked buffer (one) or the three
+    /// tensors, `offsets` each part's first value in its buffer. bf16 when every buffer holds
+    /// bf16 alone (products' outputs, cuDNN's gradients), else their fp32 values.
+    fn qkv_side_in(&self, bufs: &[&GpuBuffer], offsets: [usize; 3], strides: [usize; 2]) -> QkvSide {
+        let bf16 = bufs.iter().all(|b| b.holds_bf16_only());
+        let bases: Vec<u64> = bufs.iter().map(|b| if bf16 { self.bf16_ptr(b) } else { self.ptr(self.f32_in(b)) }).collect();
+        let size = if bf16 { 2 } else { 4 };
+        let ptrs = std::array::from_fn(|i| bases[i.min(bases.len() - 1)] + (size * offsets[i]) as u64);
+        QkvSide { ptrs, strides: strides.map(|s| s as u32), bf16 }
+    }
+
+    /// Runs the q/k/v RoPE kernel (kernels/rope.cu) for these value types.
+    fn qkv_rope_launch(&self, to: QkvSide, from: QkvSide, table: &GpuBuffer, shape: AttentionShape, direction: f32) {
+        let slots = shape.heads + 2 * shape.kv_heads;
+        let groups = shape.batch * shape.seq * slots * (shape.head_dim / 2).div_ceil(8);
+        let groups32 = u32::try_from(groups).expect("q/k/v RoPE over more than 2^32 groups in one launch");
+        let (seq, heads, kv_heads, head_dim) = (shape.seq as i32, shape.heads as i32, shape.kv_heads as i32, shape.head_dim as i32);
+        let kernel = match (from.bf16, to.bf16) {
+            (true, true) => &self.kernels.qkv_rope_bf16,
+            (false, false) => &self.kernels.qkv_rope_f32,
+            (false, true) => &self.kernels.qkv_rope_f32_to_bf16,
+            (true, false) => &self.kernels.qkv_rope_bf16_to_f32,
         };
-        self.launch(&self.kernels.rope_rotate, grid_for_u64(pairs), |b| {
-            b.arg(&to).arg(table).arg(&seq32).arg(&heads32).arg(&hd32).arg(&pairs32).arg(&direction).arg(&to_bf16);
+        let table = self.f32_in(table);
+        self.launch(kernel, grid_for_u64(groups), |b| {
+            b.arg(&to.ptrs[0]).arg(&to.ptrs[1]).arg(&to.ptrs[2]).arg(&to.strides[0]).arg(&to.strides[1]);
+            b.arg(&from.ptrs[0]).arg(&from.ptrs[1]).arg(&from.ptrs[2]).arg(&from.strides[0]).arg(&from.strides[1]);
+            b.arg(table).arg(&seq).arg(&heads).arg(&kv_heads).arg(&head_dim).arg(&groups32).arg(&direction);
         });
     }
 }

@@ -204,51 +204,67 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
         pair.checks.push(Check::new("rmsnorm_backward d_inp's bf16 copy", relative_error(&copy, &round_bf16(&d_x)), ROUNDED_TOLERANCE));
     }
 
-    // RoPE: on fp32 values (dQ from attention), then on the result as stored (bf16 alone in
-    // mixed precision, as q and k come from their products). Head sizes 64 and 128 take the
-    // bf16 kernel's eight-pair loads, 24 its pair-by-pair path.
+    // The q/k/v split with RoPE, from fp32 values and from bf16 ones (the product's output in
+    // mixed precision), and its backward from fp32 and from bf16 gradients (the attention
+    // kernels' and cuDNN's), GQA. Head sizes 64 and 128 take the eight-pair loads, 24 the
+    // pair-by-pair path.
     for head_dim in [64, 128, 24] {
-        let (batch, seq, heads) = (2, 77, 3);
-        let n = batch * seq * heads * head_dim;
-        let table = cpu.rope_table(seq, head_dim, 10000.0);
-        let g_table = gpu.rope_table(seq, head_dim, 10000.0);
-        let x = random_vec(20, n, 1.0);
-        let (mut y, mut g_y) = (x.clone(), up(&x));
-        cpu.rope_forward(&mut y, &table, batch, seq, heads, head_dim);
-        gpu.rope_forward(&mut g_y, &g_table, batch, seq, heads, head_dim);
-        let mut y = stored(&y);
-        pair.compare(&format!("rope_forward head {head_dim} ({mode})"), &g_y, &y, tolerance);
-        cpu.rope_backward(&mut y, &table, batch, seq, heads, head_dim);
-        gpu.rope_backward(&mut g_y, &g_table, batch, seq, heads, head_dim);
-        pair.compare(&format!("rope_backward head {head_dim} ({mode})"), &g_y, &stored(&y), tolerance);
+        let shape = AttentionShape { batch: 2, seq: 77, heads: 4, kv_heads: 2, head_dim };
+        let n = shape.batch * shape.seq;
+        let (q_dim, kv_dim) = (shape.heads * head_dim, shape.kv_heads * head_dim);
+        let table = cpu.rope_table(shape.seq, head_dim, 10000.0);
+        let g_table = gpu.rope_table(shape.seq, head_dim, 10000.0);
+        let x = random_vec(20, n * (q_dim + 2 * kv_dim), 1.0);
+        let grads = [random_vec(21, n * q_dim, 1.0), random_vec(22, n * kv_dim, 1.0), random_vec(23, n * kv_dim, 1.0)];
+        for bf16_in in [false, true] {
+            let from = if bf16_in { "bf16 in" } else { "fp32 in" };
+            let as_input = |v: &[f32]| if bf16_in { round_bf16(v) } else { v.to_vec() };
+            let to_gpu = |v: &[f32]| if bf16_in { gpu.upload_as_bf16(v) } else { up(v) };
+            let (mut q, mut k, mut v) = (vec![0.0; n * q_dim], vec![0.0; n * kv_dim], vec![0.0; n * kv_dim]);
+            cpu.qkv_rope_forward(&mut q, &mut k, &mut v, &as_input(&x), &table, shape);
+            let (mut gq, mut gk, mut gv) = (gpu.alloc(n * q_dim), gpu.alloc(n * kv_dim), gpu.alloc(n * kv_dim));
+            gpu.qkv_rope_forward(&mut gq, &mut gk, &mut gv, &to_gpu(&x), &g_table, shape);
+            for (name, g, c) in [("q", &gq, &q), ("k", &gk, &k), ("v", &gv, &v)] {
+                pair.compare(&format!("qkv_rope_forward {name} head {head_dim} ({from}, {mode})"), g, &stored(c), tolerance);
+            }
+            let mut d_qkv = vec![0.0; x.len()];
+            let [dq, dk, dv] = grads.each_ref().map(|g| as_input(g));
+            cpu.qkv_rope_backward(&mut d_qkv, &dq, &dk, &dv, &table, shape);
+            let mut g_dqkv = up(&random_vec(24, x.len(), 1.0));
+            let [gdq, gdk, gdv] = grads.each_ref().map(|g| to_gpu(g));
+            gpu.qkv_rope_backward(&mut g_dqkv, &gdq, &gdk, &gdv, &g_table, shape);
+            pair.compare(&format!("qkv_rope_backward head {head_dim} ({from}, {mode})"), &g_dqkv, &stored(&d_qkv), tolerance);
+        }
     }
 
-    // SwiGLU (in mixed precision its inputs are bf16 products, so the CPU starts from the
-    // same rounded values) and the residual add.
+    // SwiGLU over the stacked gate/up product's rows (in mixed precision its input is that
+    // product's bf16 output, so the CPU starts from the same rounded values): a width of whole
+    // groups of eight (the vectorised path) and an odd one.
+    for (rows, width) in [(77, 136), (31, 13)] {
+        let n = rows * width;
+        let gate_up = random_vec(40, 2 * n, 2.0);
+        let gate_up_in = stored(&gate_up);
+        let mut out = vec![0.0; n];
+        cpu.swiglu_forward(&mut out, &gate_up_in, rows, width);
+        let mut g_out = gpu.alloc(n);
+        gpu.swiglu_forward(&mut g_out, &up(&gate_up), rows, width);
+        pair.compare(&format!("swiglu_forward width {width} ({mode})"), &g_out, &stored(&out), tolerance);
+        let d_out = random_vec(42, n, 1.0);
+        let mut d_gate_up = vec![0.0; 2 * n];
+        cpu.swiglu_backward(&mut d_gate_up, &d_out, &gate_up_in, rows, width);
+        let mut g_dgu = up(&random_vec(43, 2 * n, 0.1));
+        gpu.swiglu_backward(&mut g_dgu, &up(&d_out), &up(&gate_up), rows, width);
+        pair.compare(&format!("swiglu_backward width {width} ({mode})"), &g_dgu, &stored(&d_gate_up), tolerance);
+        if bf16 {
+            // d_out as the down product stores it with Store::OverwriteLowPrecision: bf16 alone.
+            cpu.swiglu_backward(&mut d_gate_up, &round_bf16(&d_out), &gate_up_in, rows, width);
+            let mut g_dgu = gpu.alloc(2 * n);
+            gpu.swiglu_backward(&mut g_dgu, &gpu.upload_as_bf16(&d_out), &up(&gate_up), rows, width);
+            pair.compare(&format!("swiglu_backward width {width} (bf16 d_out)"), &g_dgu, &round_bf16(&d_gate_up), tolerance);
+        }
+    }
     let n = 10_001;
     let (gate, upv) = (random_vec(40, n, 2.0), random_vec(41, n, 1.0));
-    let (gate_in, up_in) = (stored(&gate), stored(&upv));
-    let mut out = vec![0.0; n];
-    cpu.swiglu_forward(&mut out, &gate_in, &up_in, n);
-    let mut g_out = gpu.alloc(n);
-    gpu.swiglu_forward(&mut g_out, &up(&gate), &up(&upv), n);
-    pair.compare(&format!("swiglu_forward ({mode})"), &g_out, &stored(&out), tolerance);
-    let d_out = random_vec(42, n, 1.0);
-    let (mut dg, mut du) = (random_vec(43, n, 0.1), random_vec(44, n, 0.1));
-    let (mut g_dg, mut g_du) = (up(&dg), up(&du));
-    cpu.swiglu_backward(&mut dg, &mut du, &d_out, &gate_in, &up_in, n);
-    gpu.swiglu_backward(&mut g_dg, &mut g_du, &up(&d_out), &up(&gate), &up(&upv), n);
-    pair.compare(&format!("swiglu_backward d_gate ({mode})"), &g_dg, &stored(&dg), tolerance);
-    pair.compare(&format!("swiglu_backward d_up ({mode})"), &g_du, &stored(&du), tolerance);
-    if bf16 {
-        // d_out as the down product stores it with Store::OverwriteLowPrecision: bf16 alone.
-        let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
-        cpu.swiglu_backward(&mut dg, &mut du, &round_bf16(&d_out), &gate_in, &up_in, n);
-        let (mut g_dg, mut g_du) = (gpu.alloc(n), gpu.alloc(n));
-        gpu.swiglu_backward(&mut g_dg, &mut g_du, &gpu.upload_as_bf16(&d_out), &up(&gate), &up(&upv), n);
-        pair.compare("swiglu_backward d_gate (bf16 d_out)", &g_dg, &round_bf16(&dg), tolerance);
-        pair.compare("swiglu_backward d_up (bf16 d_out)", &g_du, &round_bf16(&du), tolerance);
-    }
     let mut sum = vec![0.0; n];
     cpu.add(&mut sum, &gate, &upv, n);
     let mut g_sum = gpu.alloc(n);

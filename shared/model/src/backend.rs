@@ -151,10 +151,15 @@ pub trait Backend {
     /// The `[seq, head_dim / 2]` cos table followed by the sin table, as Hugging Face computes
     /// them (f32 inverse frequencies `1 / theta^(2i / head_dim)`).
     fn rope_table(&self, seq: usize, head_dim: usize, theta: f64) -> Self::Buffer;
-    /// Rotate-half RoPE in place on `x[batch, seq, heads, head_dim]`.
-    fn rope_forward(&self, x: &mut Self::Buffer, table: &Self::Buffer, batch: usize, seq: usize, heads: usize, head_dim: usize);
-    /// In place on the gradient: the inverse rotation.
-    fn rope_backward(&self, d_x: &mut Self::Buffer, table: &Self::Buffer, batch: usize, seq: usize, heads: usize, head_dim: usize);
+    /// Splits the q/k/v product `qkv[batch · seq, q_dim + 2 kv_dim]` (each row q's `heads`
+    /// heads, then k's and v's `kv_heads`) into `q[batch, seq, heads, head_dim]`,
+    /// `k[.., kv_heads, ..]` and `v`, applying rotate-half RoPE to q and k on the way.
+    #[allow(clippy::too_many_arguments)]
+    fn qkv_rope_forward(&self, q: &mut Self::Buffer, k: &mut Self::Buffer, v: &mut Self::Buffer, qkv: &Self::Buffer, table: &Self::Buffer, shape: AttentionShape);
+    /// The backward of [`Backend::qkv_rope_forward`]: overwrites `d_qkv` with `d_q` and `d_k`
+    /// rotated back (the inverse rotation) and `d_v`, side by side as the product's rows.
+    #[allow(clippy::too_many_arguments)]
+    fn qkv_rope_backward(&self, d_qkv: &mut Self::Buffer, d_q: &Self::Buffer, d_k: &Self::Buffer, d_v: &Self::Buffer, table: &Self::Buffer, shape: AttentionShape);
 
     /// Causal softmax attention with scale `1/sqrt(head_dim)`; query head `h` reads K/V head
     /// `h / (heads / kv_heads)`. Saves the row log-sum-exp `lse[batch, seq, heads]` so backward
@@ -221,10 +226,11 @@ pub trait Backend {
         panic!("this backend does not implement packed-segment attention (attention_backward_segmented)");
     }
 
-    /// `out = silu(gate) · up`, elementwise over `n` values.
-    fn swiglu_forward(&self, out: &mut Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
-    /// Writes (overwrites) `d_gate` and `d_up`.
-    fn swiglu_backward(&self, d_gate: &mut Self::Buffer, d_up: &mut Self::Buffer, d_out: &Self::Buffer, gate: &Self::Buffer, up: &Self::Buffer, n: usize);
+    /// `out[rows, width] = silu(gate) · up`, where `gate_up[rows, 2 width]` holds each row's
+    /// gate values then its up values (the stacked gate/up product's output).
+    fn swiglu_forward(&self, out: &mut Self::Buffer, gate_up: &Self::Buffer, rows: usize, width: usize);
+    /// Writes (overwrites) `d_gate_up[rows, 2 width]`: each row's d_gate then its d_up.
+    fn swiglu_backward(&self, d_gate_up: &mut Self::Buffer, d_out: &Self::Buffer, gate_up: &Self::Buffer, rows: usize, width: usize);
 
     /// `out[i] = table[tokens[i]]`.
     fn embedding_forward(&self, out: &mut Self::Buffer, tokens: &Self::Tokens, table: &Self::Buffer, n_tokens: usize, dim: usize);

@@ -190,12 +190,38 @@ impl Backend for CpuBackend {
         table
     }
 
-    fn rope_forward(&self, x: &mut Vec<f32>, table: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
-        rotate(x, table, batch, seq, heads, head_dim, 1.0);
+    fn qkv_rope_forward(&self, q: &mut Vec<f32>, k: &mut Vec<f32>, v: &mut Vec<f32>, qkv: &Vec<f32>, table: &Vec<f32>, shape: AttentionShape) {
+        let (n, q_dim, kv_dim) = (shape.batch * shape.seq, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
+        let width = q_dim + 2 * kv_dim;
+        q[..n * q_dim]
+            .par_chunks_mut(q_dim)
+            .zip(k[..n * kv_dim].par_chunks_mut(kv_dim))
+            .zip(v[..n * kv_dim].par_chunks_mut(kv_dim))
+            .zip(qkv[..n * width].par_chunks(width))
+            .enumerate()
+            .for_each(|(token, (((q, k), v), row))| {
+                q.copy_from_slice(&row[..q_dim]);
+                k.copy_from_slice(&row[q_dim..q_dim + kv_dim]);
+                v.copy_from_slice(&row[q_dim + kv_dim..]);
+                let t = token % shape.seq;
+                rotate_heads(q, table, shape.seq, t, shape.head_dim, 1.0);
+                rotate_heads(k, table, shape.seq, t, shape.head_dim, 1.0);
+            });
     }
 
-    fn rope_backward(&self, d_x: &mut Vec<f32>, table: &Vec<f32>, batch: usize, seq: usize, heads: usize, head_dim: usize) {
-        rotate(d_x, table, batch, seq, heads, head_dim, -1.0);
+    fn qkv_rope_backward(&self, d_qkv: &mut Vec<f32>, d_q: &Vec<f32>, d_k: &Vec<f32>, d_v: &Vec<f32>, table: &Vec<f32>, shape: AttentionShape) {
+        let (n, q_dim, kv_dim) = (shape.batch * shape.seq, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
+        let width = q_dim + 2 * kv_dim;
+        d_qkv[..n * width].par_chunks_mut(width).enumerate().for_each(|(token, row)| {
+            let (rq, rest) = row.split_at_mut(q_dim);
+            let (rk, rv) = rest.split_at_mut(kv_dim);
+            rq.copy_from_slice(&d_q[token * q_dim..(token + 1) * q_dim]);
+            rk.copy_from_slice(&d_k[token * kv_dim..(token + 1) * kv_dim]);
+            rv.copy_from_slice(&d_v[token * kv_dim..(token + 1) * kv_dim]);
+            let t = token % shape.seq;
+            rotate_heads(rq, table, shape.seq, t, shape.head_dim, -1.0);
+            rotate_heads(rk, table, shape.seq, t, shape.head_dim, -1.0);
+        });
     }
 
     fn attention_forward(&self, out: &mut Vec<f32>, lse: &mut Vec<f32>, q: &Vec<f32>, k: &Vec<f32>, v: &Vec<f32>, shape: AttentionShape) {
@@ -252,27 +278,24 @@ impl Backend for CpuBackend {
         attention_backward([d_q, d_k, d_v], d_out, out, lse, [q, k, v], Some(&segments[..shape.batch * shape.seq]), shape, ATTENTION_BLOCK);
     }
 
-    fn swiglu_forward(&self, out: &mut Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>, n: usize) {
-        out[..n]
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(gate[..n].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(up[..n].par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((o, g), u)| {
-                for i in 0..o.len() {
-                    o[i] = g[i] * sigmoid(g[i]) * u[i];
-                }
-            });
+    fn swiglu_forward(&self, out: &mut Vec<f32>, gate_up: &Vec<f32>, rows: usize, width: usize) {
+        out[..rows * width].par_chunks_mut(width).zip(gate_up[..2 * rows * width].par_chunks(2 * width)).for_each(|(o, row)| {
+            let (g, u) = row.split_at(width);
+            for i in 0..width {
+                o[i] = g[i] * sigmoid(g[i]) * u[i];
+            }
+        });
     }
 
-    fn swiglu_backward(&self, d_gate: &mut Vec<f32>, d_up: &mut Vec<f32>, d_out: &Vec<f32>, gate: &Vec<f32>, up: &Vec<f32>, n: usize) {
-        d_gate[..n]
-            .par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(d_up[..n].par_chunks_mut(ELEMENTWISE_CHUNK))
-            .zip(d_out[..n].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(gate[..n].par_chunks(ELEMENTWISE_CHUNK))
-            .zip(up[..n].par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|((((dg, du), d), g), u)| {
-                for i in 0..dg.len() {
+    fn swiglu_backward(&self, d_gate_up: &mut Vec<f32>, d_out: &Vec<f32>, gate_up: &Vec<f32>, rows: usize, width: usize) {
+        d_gate_up[..2 * rows * width]
+            .par_chunks_mut(2 * width)
+            .zip(d_out[..rows * width].par_chunks(width))
+            .zip(gate_up[..2 * rows * width].par_chunks(2 * width))
+            .for_each(|((d_row, d), row)| {
+                let (dg, du) = d_row.split_at_mut(width);
+                let (g, u) = row.split_at(width);
+                for i in 0..width {
                     let s = sigmoid(g[i]);
                     du[i] = d[i] * g[i] * s;
                     // d silu(g)/dg = s·(1 + g·(1 − s))
@@ -649,19 +672,20 @@ fn gemm_row_major(dst: &mut [f32], (m, n, k): (usize, usize, usize), lhs: Stride
 }
 
 /// Rotate-half RoPE: `direction` 1 rotates by +angle (forward), −1 by −angle (its transpose).
-fn rotate(x: &mut [f32], table: &[f32], batch: usize, seq: usize, heads: usize, head_dim: usize, direction: f32) {
+/// Rotate-half RoPE in place on one token's heads (`x` is a whole number of heads) at position
+/// `t`; direction -1 applies the inverse rotation (the backward).
+fn rotate_heads(x: &mut [f32], table: &[f32], seq: usize, t: usize, head_dim: usize, direction: f32) {
     let half = head_dim / 2;
     let (cos, sin) = table.split_at(seq * half);
-    x[..batch * seq * heads * head_dim].par_chunks_mut(head_dim).enumerate().for_each(|(row, x)| {
-        let t = (row / heads) % seq;
-        let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
-        let (first, second) = x.split_at_mut(half);
+    let (c, s) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+    for head in x.chunks_mut(head_dim) {
+        let (first, second) = head.split_at_mut(half);
         for i in 0..half {
             let (a, b, sin) = (first[i], second[i], direction * s[i]);
             first[i] = a * c[i] - b * sin;
             second[i] = b * c[i] + a * sin;
         }
-    });
+    }
 }
 
 /// Dot product with eight independent accumulators (so it vectorises) summed in a fixed order.

@@ -102,18 +102,17 @@ pub fn extend<B: Backend>(model: &Llama<B>, caches: &mut [&mut SequenceCache], t
     let token_buf = be.upload_tokens(&all_tokens);
     let mut x = be.alloc(n * d);
     let (mut norm, mut rstd, mut mid, mut projection) = (be.alloc(n * d), be.alloc(n), be.alloc(n * d), be.alloc(n * d));
-    let (mut q, mut k, mut v, mut attn) = (be.alloc(n * q_dim), be.alloc(n * kv_dim), be.alloc(n * kv_dim), be.alloc(n * q_dim));
-    let (mut gate, mut up, mut swiglu) = (be.alloc(n * ff), be.alloc(n * ff), be.alloc(n * ff));
+    let qkv_dim = q_dim + 2 * kv_dim;
+    let (mut qkv, mut attn) = (be.alloc(n * qkv_dim), be.alloc(n * q_dim));
+    let (mut gate_up, mut swiglu) = (be.alloc(n * 2 * ff), be.alloc(n * ff));
     be.embedding_forward(&mut x, &token_buf, &w.embed_tokens, n, d);
     for (l, lw) in w.layers.iter().enumerate() {
         be.rmsnorm_forward(&mut norm, &mut rstd, &x, &lw.input_layernorm, n, d, eps);
-        be.matmul_forward(&mut q, &norm, &lw.q_proj, n, d, q_dim);
-        be.matmul_forward(&mut k, &norm, &lw.k_proj, n, d, kv_dim);
-        be.matmul_forward(&mut v, &norm, &lw.v_proj, n, d, kv_dim);
-        let mut host_q = be.download(&q);
-        let mut host_k = be.download(&k);
-        let host_v = be.download(&v);
-        host_q.truncate(n * q_dim);
+        be.matmul_forward(&mut qkv, &norm, &lw.qkv_proj, n, d, qkv_dim);
+        // Split on the host: RoPE here rotates each row at its own cache position.
+        let host_qkv = be.download(&qkv);
+        let part = |range: std::ops::Range<usize>| -> Vec<f32> { host_qkv[..n * qkv_dim].chunks(qkv_dim).flat_map(|row| row[range.clone()].to_vec()).collect() };
+        let (mut host_q, mut host_k, host_v) = (part(0..q_dim), part(q_dim..q_dim + kv_dim), part(q_dim + kv_dim..qkv_dim));
         rope.rotate_rows(&mut host_q, &row_positions, heads);
         rope.rotate_rows(&mut host_k, &row_positions, kv_heads);
         let mut row = 0;
@@ -128,9 +127,8 @@ pub fn extend<B: Backend>(model: &Llama<B>, caches: &mut [&mut SequenceCache], t
         be.matmul_forward(&mut projection, &attn, &lw.o_proj, n, q_dim, d);
         be.add(&mut mid, &x, &projection, n * d);
         be.rmsnorm_forward(&mut norm, &mut rstd, &mid, &lw.post_attention_layernorm, n, d, eps);
-        be.matmul_forward(&mut gate, &norm, &lw.gate_proj, n, d, ff);
-        be.matmul_forward(&mut up, &norm, &lw.up_proj, n, d, ff);
-        be.swiglu_forward(&mut swiglu, &gate, &up, n * ff);
+        be.matmul_forward(&mut gate_up, &norm, &lw.gate_up_proj, n, d, 2 * ff);
+        be.swiglu_forward(&mut swiglu, &gate_up, n, ff);
         be.matmul_forward(&mut projection, &swiglu, &lw.down_proj, n, ff, d);
         be.add(&mut x, &mid, &projection, n * d);
     }

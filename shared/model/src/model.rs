@@ -65,7 +65,7 @@ enum LossWeights<'a> {
 struct LayerActivations<Buf> {
     attn_norm: Buf,
     attn_rstd: Buf,
-    /// Q and K after RoPE.
+    /// Q and K after RoPE, and V: each its own `[batch, seq, heads, head_dim]` tensor, as attention reads them.
     q: Buf,
     k: Buf,
     v: Buf,
@@ -75,8 +75,8 @@ struct LayerActivations<Buf> {
     mid: Buf,
     mlp_norm: Buf,
     mlp_rstd: Buf,
-    gate: Buf,
-    up: Buf,
+    /// The gate and up products side by side, `[tokens, 2 intermediate]`.
+    gate_up: Buf,
     swiglu: Buf,
 }
 
@@ -102,14 +102,17 @@ struct Activations<B: Backend> {
     logits_lse: B::Buffer,
     losses: B::Buffer,
     projection: B::Buffer,
+    /// The q/k/v product `[tokens, q_dim + 2 kv_dim]` before RoPE splits it (forward only).
+    qkv: B::Buffer,
     d_residual: B::Buffer,
     d_norm: B::Buffer,
     d_attn_out: B::Buffer,
     d_q: B::Buffer,
     d_k: B::Buffer,
     d_v: B::Buffer,
-    d_gate: B::Buffer,
-    d_up: B::Buffer,
+    /// d_q, d_k and d_v side by side, the q/k/v product's output gradient.
+    d_qkv: B::Buffer,
+    d_gate_up: B::Buffer,
     d_swiglu: B::Buffer,
     /// Whether the last forward computed losses that backward may use.
     ready_for_backward: bool,
@@ -145,8 +148,7 @@ impl<B: Backend> Activations<B> {
                     mid: alloc(n * d),
                     mlp_norm: alloc(n * d),
                     mlp_rstd: alloc(n),
-                    gate: alloc(n * ff),
-                    up: alloc(n * ff),
+                    gate_up: alloc(n * 2 * ff),
                     swiglu: alloc(n * ff),
                 })
                 .collect(),
@@ -157,14 +159,15 @@ impl<B: Backend> Activations<B> {
             logits_lse: alloc(n),
             losses: alloc(n),
             projection: alloc(n * d),
+            qkv: alloc(n * (q_dim + 2 * kv_dim)),
             d_residual: alloc(n * d),
             d_norm: alloc(n * d),
             d_attn_out: alloc(n * q_dim),
             d_q: alloc(n * q_dim),
             d_k: alloc(n * kv_dim),
             d_v: alloc(n * kv_dim),
-            d_gate: alloc(n * ff),
-            d_up: alloc(n * ff),
+            d_qkv: alloc(n * (q_dim + 2 * kv_dim)),
+            d_gate_up: alloc(n * 2 * ff),
             d_swiglu: alloc(n * ff),
             ready_for_backward: false,
             head_grad_done: false,
@@ -224,13 +227,12 @@ impl<B: Backend> Llama<B> {
     pub fn from_host_tensors(backend: B, config: ModelConfig, tensors: &HashMap<String, HostTensor>) -> Result<Self> {
         config.validate()?;
         let specs = Weights::specs(&config);
+        let mut values = Vec::new();
         for spec in specs.tensors() {
-            let tensor = tensors.get(&spec.name).with_context(|| format!("checkpoint has no tensor {}", spec.name))?;
-            if tensor.shape != spec.shape {
-                bail!("tensor {} has shape {:?}; the config expects {:?}", spec.name, tensor.shape, spec.shape);
-            }
+            values.push(spec.join(tensors, "")?);
         }
-        let weights = specs.map(|spec| backend.upload(&tensors[&spec.name].data));
+        let mut values = values.into_iter();
+        let weights = specs.map(|_| backend.upload(&values.next().expect("one per tensor")));
         Ok(Self::with_weights(backend, config, specs, weights))
     }
 
@@ -239,14 +241,9 @@ impl<B: Backend> Llama<B> {
         Self { backend, config, specs, weights, grads, activations: None, overwrite_grads: false }
     }
 
-    /// Copies of every weight, keyed by Hugging Face name.
+    /// Copies of every weight, keyed by Hugging Face name (stacked tensors split into theirs).
     pub fn host_tensors(&self) -> Vec<(String, HostTensor)> {
-        self.specs
-            .tensors()
-            .into_iter()
-            .zip(self.weights.tensors())
-            .map(|(spec, buf)| (spec.name.clone(), HostTensor { shape: spec.shape.clone(), data: self.backend.download(buf) }))
-            .collect()
+        self.specs.tensors().into_iter().zip(self.weights.tensors()).flat_map(|(spec, buf)| spec.split(&self.backend.download(buf), "")).collect()
     }
 
     pub fn zero_grads(&mut self) {
@@ -375,6 +372,7 @@ impl<B: Backend> Llama<B> {
         let (d, ff) = (c.hidden_size, c.intermediate_size);
         let (heads, kv_heads, head_dim) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let (q_dim, kv_dim) = (heads * head_dim, c.kv_dim());
+        let qkv_dim = q_dim + 2 * kv_dim;
         let shape = AttentionShape { batch: b, seq: t, heads, kv_heads, head_dim };
         let eps = c.rms_norm_eps as f32;
         acts.ready_for_backward = false;
@@ -391,11 +389,8 @@ impl<B: Backend> Llama<B> {
             let (before, after) = acts.residuals.split_at_mut(l + 1);
             let (x, x_next) = (&before[l], &mut after[0]);
             be.rmsnorm_forward(&mut la.attn_norm, &mut la.attn_rstd, x, &lw.input_layernorm, n, d, eps);
-            be.matmul_forward(&mut la.q, &la.attn_norm, &lw.q_proj, n, d, q_dim);
-            be.matmul_forward(&mut la.k, &la.attn_norm, &lw.k_proj, n, d, kv_dim);
-            be.matmul_forward(&mut la.v, &la.attn_norm, &lw.v_proj, n, d, kv_dim);
-            be.rope_forward(&mut la.q, &acts.rope, b, t, heads, head_dim);
-            be.rope_forward(&mut la.k, &acts.rope, b, t, kv_heads, head_dim);
+            be.matmul_forward(&mut acts.qkv, &la.attn_norm, &lw.qkv_proj, n, d, qkv_dim);
+            be.qkv_rope_forward(&mut la.q, &mut la.k, &mut la.v, &acts.qkv, &acts.rope, shape);
             if acts.segmented {
                 be.attention_forward_segmented(&mut la.attn_out, &mut la.attn_lse, &la.q, &la.k, &la.v, &acts.segments, shape);
             } else {
@@ -403,9 +398,8 @@ impl<B: Backend> Llama<B> {
             }
             be.matmul_forward_residual(&mut la.mid, x, &la.attn_out, &lw.o_proj, &mut acts.projection, n, q_dim, d);
             be.rmsnorm_forward(&mut la.mlp_norm, &mut la.mlp_rstd, &la.mid, &lw.post_attention_layernorm, n, d, eps);
-            be.matmul_forward(&mut la.gate, &la.mlp_norm, &lw.gate_proj, n, d, ff);
-            be.matmul_forward(&mut la.up, &la.mlp_norm, &lw.up_proj, n, d, ff);
-            be.swiglu_forward(&mut la.swiglu, &la.gate, &la.up, n * ff);
+            be.matmul_forward(&mut la.gate_up, &la.mlp_norm, &lw.gate_up_proj, n, d, 2 * ff);
+            be.swiglu_forward(&mut la.swiglu, &la.gate_up, n, ff);
             be.matmul_forward_residual(x_next, &la.mid, &la.swiglu, &lw.down_proj, &mut acts.projection, n, ff, d);
         }
         let last = &acts.residuals[c.num_hidden_layers];
@@ -494,9 +488,8 @@ impl<B: Backend> Llama<B> {
             let (lw, lg, la) = (&w.layers[l], &mut g.layers[l], &acts.layers[l]);
             // Feed-forward branch: out = mid + down(silu(gate(norm(mid))) · up(norm(mid))).
             be.matmul_backward(&mut acts.d_swiglu, &mut lg.down_proj, &acts.d_residual, &la.swiglu, &lw.down_proj, n, ff, d, Store::OverwriteLowPrecision, ws);
-            be.swiglu_backward(&mut acts.d_gate, &mut acts.d_up, &acts.d_swiglu, &la.gate, &la.up, n * ff);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.gate_proj, &acts.d_gate, &la.mlp_norm, &lw.gate_proj, n, d, ff, Store::Overwrite, ws);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.up_proj, &acts.d_up, &la.mlp_norm, &lw.up_proj, n, d, ff, Store::Add, ws);
+            be.swiglu_backward(&mut acts.d_gate_up, &acts.d_swiglu, &la.gate_up, n, ff);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.gate_up_proj, &acts.d_gate_up, &la.mlp_norm, &lw.gate_up_proj, n, d, 2 * ff, Store::Overwrite, ws);
             be.rmsnorm_backward(
                 &mut acts.d_residual,
                 &mut lg.post_attention_layernorm,
@@ -537,11 +530,8 @@ impl<B: Backend> Llama<B> {
                     shape,
                 );
             }
-            be.rope_backward(&mut acts.d_q, &acts.rope, b, t, heads, head_dim);
-            be.rope_backward(&mut acts.d_k, &acts.rope, b, t, kv_heads, head_dim);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.q_proj, &acts.d_q, &la.attn_norm, &lw.q_proj, n, d, q_dim, Store::Overwrite, ws);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.k_proj, &acts.d_k, &la.attn_norm, &lw.k_proj, n, d, kv_dim, Store::Add, ws);
-            be.matmul_backward(&mut acts.d_norm, &mut lg.v_proj, &acts.d_v, &la.attn_norm, &lw.v_proj, n, d, kv_dim, Store::Add, ws);
+            be.qkv_rope_backward(&mut acts.d_qkv, &acts.d_q, &acts.d_k, &acts.d_v, &acts.rope, shape);
+            be.matmul_backward(&mut acts.d_norm, &mut lg.qkv_proj, &acts.d_qkv, &la.attn_norm, &lw.qkv_proj, n, d, q_dim + 2 * kv_dim, Store::Overwrite, ws);
             be.rmsnorm_backward(
                 &mut acts.d_residual,
                 &mut lg.input_layernorm,

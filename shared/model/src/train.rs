@@ -363,8 +363,8 @@ impl<B: Backend> Trainer<B> {
     fn checkpoint_from(&self, exp_avg: Vec<Vec<f32>>, exp_avg_sq: Vec<Vec<f32>>, extra_files: Vec<PathBuf>) -> CheckpointData {
         let mut optimizer = Vec::new();
         for ((spec, m), v) in self.model.specs.tensors().into_iter().zip(exp_avg).zip(exp_avg_sq) {
-            optimizer.push((format!("{}.exp_avg", spec.name), HostTensor { shape: spec.shape.clone(), data: m }));
-            optimizer.push((format!("{}.exp_avg_sq", spec.name), HostTensor { shape: spec.shape.clone(), data: v }));
+            optimizer.extend(spec.split(&m, ".exp_avg"));
+            optimizer.extend(spec.split(&v, ".exp_avg_sq"));
         }
         let mut state = self.state.clone();
         state.config = self.config.clone();
@@ -398,14 +398,13 @@ impl<B: Backend> Trainer<B> {
         let mut trainer = Self::from_model_distributed(model, state.config.clone(), collective)?;
         let optimizer_path = checkpoint_dir.join(checkpoint::OPTIMIZER_FILE);
         let moments: HashMap<String, HostTensor> = checkpoint::read_safetensors(&optimizer_path)?;
-        let names: Vec<String> = trainer.model.specs.tensors().iter().map(|s| s.name.clone()).collect();
+        let specs = trainer.model.specs.tensors().into_iter().cloned().collect::<Vec<_>>();
         let backend = &trainer.model.backend;
-        for (suffix, buffers) in [("exp_avg", &mut trainer.optimizer.exp_avg), ("exp_avg_sq", &mut trainer.optimizer.exp_avg_sq)] {
-            for ((name, buffer), shard) in names.iter().zip(buffers.tensors_mut()).zip(&trainer.optimizer.shards) {
-                let key = format!("{name}.{suffix}");
-                let tensor = moments.get(&key).with_context(|| format!("{} has no tensor {key}", optimizer_path.display()))?;
+        for (suffix, buffers) in [(".exp_avg", &mut trainer.optimizer.exp_avg), (".exp_avg_sq", &mut trainer.optimizer.exp_avg_sq)] {
+            for ((spec, buffer), shard) in specs.iter().zip(buffers.tensors_mut()).zip(&trainer.optimizer.shards) {
+                let values = spec.join(&moments, suffix).with_context(|| format!("in {}", optimizer_path.display()))?;
                 if !shard.is_empty() {
-                    backend.write(buffer, &tensor.data[shard.clone()]);
+                    backend.write(buffer, &values[shard.clone()]);
                 }
             }
         }

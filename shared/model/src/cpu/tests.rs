@@ -63,33 +63,39 @@ fn rmsnorm_backward_matches_finite_differences() {
 }
 
 #[test]
-fn rope_backward_matches_finite_differences() {
-    let (batch, seq, heads, head_dim) = (2, 5, 3, 8);
-    let n = batch * seq * heads * head_dim;
-    let table = B.rope_table(seq, head_dim, 10000.0);
-    let inputs = vec![random_vec(7, n, 1.0)];
-    let r = random_vec(8, n, 1.0);
+fn qkv_rope_backward_matches_finite_differences() {
+    let shape = AttentionShape { batch: 2, seq: 5, heads: 4, kv_heads: 2, head_dim: 8 };
+    let n = shape.batch * shape.seq;
+    let (q_dim, kv_dim) = (shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
+    let table = B.rope_table(shape.seq, shape.head_dim, 10000.0);
+    let inputs = vec![random_vec(7, n * (q_dim + 2 * kv_dim), 1.0)];
+    let (rq, rk, rv) = (random_vec(8, n * q_dim, 1.0), random_vec(9, n * kv_dim, 1.0), random_vec(10, n * kv_dim, 1.0));
     let forward = |x: &[Vec<f32>]| {
-        let mut y = x[0].clone();
-        B.rope_forward(&mut y, &table, batch, seq, heads, head_dim);
-        weighted_sum(&y, &r)
+        let (mut q, mut k, mut v) = (vec![0.0; n * q_dim], vec![0.0; n * kv_dim], vec![0.0; n * kv_dim]);
+        B.qkv_rope_forward(&mut q, &mut k, &mut v, &x[0], &table, shape);
+        weighted_sum(&q, &rq) + weighted_sum(&k, &rk) + weighted_sum(&v, &rv)
     };
-    let mut d_x = r.clone();
-    B.rope_backward(&mut d_x, &table, batch, seq, heads, head_dim);
-    check("rope", &inputs, &[d_x], forward);
+    let mut d_qkv = vec![f32::NAN; inputs[0].len()];
+    B.qkv_rope_backward(&mut d_qkv, &rq, &rk, &rv, &table, shape);
+    check("qkv_rope", &inputs, &[d_qkv], forward);
 }
 
 #[test]
-fn rope_matches_hugging_face_rotate_half() {
+fn qkv_rope_splits_and_matches_hugging_face_rotate_half() {
     // Position 1, head_dim 4: inverse frequencies 1 and 1/100; pairs are (x0, x2) and (x1, x3).
     let table = B.rope_table(2, 4, 10000.0);
-    let mut x = vec![0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0];
-    B.rope_forward(&mut x, &table, 1, 2, 1, 4);
+    let shape = AttentionShape { batch: 1, seq: 2, heads: 1, kv_heads: 1, head_dim: 4 };
+    let mut qkv = vec![0.0; 2 * 12];
+    qkv[12..].copy_from_slice(&[1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0, 5.0, 6.0, 7.0, 8.0]);
+    let (mut q, mut k, mut v) = (vec![0.0; 8], vec![0.0; 8], vec![0.0; 8]);
+    B.qkv_rope_forward(&mut q, &mut k, &mut v, &qkv, &table, shape);
     let (c0, s0, c1, s1) = (1f32.cos(), 1f32.sin(), 0.01f32.cos(), 0.01f32.sin());
-    let expected = [1.0 * c0 - 3.0 * s0, 2.0 * c1 - 4.0 * s1, 3.0 * c0 + 1.0 * s0, 4.0 * c1 + 2.0 * s1];
-    for (got, want) in x[4..].iter().zip(expected) {
-        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    let rotated = |x: [f32; 4]| [x[0] * c0 - x[2] * s0, x[1] * c1 - x[3] * s1, x[2] * c0 + x[0] * s0, x[3] * c1 + x[1] * s1];
+    for (got, want) in q[4..].iter().chain(&k[4..]).zip(rotated([1.0, 2.0, 3.0, 4.0]).iter().chain(&rotated([10.0, 20.0, 30.0, 40.0]))) {
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
+    assert_eq!(&v[4..], &[5.0, 6.0, 7.0, 8.0]);
+    assert_eq!(&q[..4], &[0.0; 4]);
 }
 
 #[test]
@@ -147,17 +153,17 @@ fn attention_is_causal_and_matches_a_direct_softmax() {
 
 #[test]
 fn swiglu_backward_matches_finite_differences() {
-    let n = 37;
-    let inputs = vec![random_vec(13, n, 2.0), random_vec(14, n, 1.0)];
-    let r = random_vec(15, n, 1.0);
+    let (rows, width) = (3, 13);
+    let inputs = vec![random_vec(13, rows * 2 * width, 2.0)];
+    let r = random_vec(15, rows * width, 1.0);
     let forward = |x: &[Vec<f32>]| {
-        let mut out = vec![0.0; n];
-        B.swiglu_forward(&mut out, &x[0], &x[1], n);
+        let mut out = vec![0.0; rows * width];
+        B.swiglu_forward(&mut out, &x[0], rows, width);
         weighted_sum(&out, &r)
     };
-    let (mut d_gate, mut d_up) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-    B.swiglu_backward(&mut d_gate, &mut d_up, &r, &inputs[0], &inputs[1], n);
-    check("swiglu", &inputs, &[d_gate, d_up], forward);
+    let mut d_gate_up = vec![f32::NAN; rows * 2 * width];
+    B.swiglu_backward(&mut d_gate_up, &r, &inputs[0], rows, width);
+    check("swiglu", &inputs, &[d_gate_up], forward);
 }
 
 #[test]
