@@ -125,9 +125,31 @@ __device__ __forceinline__ void add_pack_to_max_sum(const uint4 raw, float& m, f
 // `prefetch_packs` (0: none): the first that many packs of the block's next row are asked into
 // L2 before the gradient pass, so that memory reads go on while this row's gradient is written.
 #define CE_LOADS 4
-extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, __nv_bfloat16* grad,
-                                                    const __nv_bfloat16* logits, const u32* targets, int vocab,
-                                                    float scale, int rows, int prefetch_packs) {
+
+// The gradient of eight bf16 logits (pack `at` of the row): scale · (softmax − onehot(t)).
+__device__ __forceinline__ uint4 gradient_pack(const uint4 raw, int at, float l, float scale, u32 t) {
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
+    uint4 out;
+    __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float2 f = __bfloat1622float2(pairs[j]);
+        const int col = 8 * at + 2 * j;
+        const float a = scale * __expf(f.x - l) - (col == (int)t ? scale : 0.0f);
+        const float b = scale * __expf(f.y - l) - (col + 1 == (int)t ? scale : 0.0f);
+        o[j] = __floats2bfloat162_rn(a, b);
+    }
+    return out;
+}
+
+// KEEP_ROW (`DSLLM_CE_SHARED=1`): the first pass also stores the row in shared memory
+// (vocab · 2 bytes: 200 KiB for 102,400 tokens, one block an SM) and the gradient pass reads it
+// from there rather than from L2, which 132 rows of 200 KB being read at once overfill. Each
+// thread reads back only the packs it stored, so no barrier guards the row.
+template <bool KEEP_ROW>
+__device__ void cross_entropy_rows_bf16(float* losses, float* lse, __nv_bfloat16* grad, const __nv_bfloat16* logits,
+                                        const u32* targets, int vocab, float scale, int rows, int prefetch_packs) {
+    extern __shared__ __align__(16) uint4 ce_kept_row[];
     for (u64 row = blockIdx.x; row < (u64)rows; row += gridDim.x) {
         if (vocab % 8 != 0) {
             cross_entropy_chunk_row(row, losses, lse, grad, logits, targets, vocab, scale);
@@ -142,9 +164,16 @@ extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, _
 #pragma unroll
             for (int u = 0; u < CE_LOADS; u++) raw[u] = x[p + u * step];
 #pragma unroll
-            for (int u = 0; u < CE_LOADS; u++) add_pack_to_max_sum(raw[u], m, s);
+            for (int u = 0; u < CE_LOADS; u++) {
+                if (KEEP_ROW) ce_kept_row[p + u * step] = raw[u];
+                add_pack_to_max_sum(raw[u], m, s);
+            }
         }
-        for (; p < packs; p += step) add_pack_to_max_sum(x[p], m, s);
+        for (; p < packs; p += step) {
+            const uint4 raw = x[p];
+            if (KEEP_ROW) ce_kept_row[p] = raw;
+            add_pack_to_max_sum(raw, m, s);
+        }
         const float l = block_lse(m, s);
         const u32 t = targets[row];
         if (threadIdx.x == 0) {
@@ -163,31 +192,33 @@ extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, _
             for (int q = threadIdx.x; q < packs; q += step) g[q] = make_uint4(0, 0, 0, 0);
             continue;
         }
+        if (KEEP_ROW) {
+            for (int q = threadIdx.x; q < packs; q += step) g[q] = gradient_pack(ce_kept_row[q], q, l, scale, t);
+            continue;
+        }
         // The gradient pass re-reads the row (from L2), two packs in flight a thread.
         for (int q = threadIdx.x; q < packs; q += 2 * step) {
             uint4 raw[2];
             const bool second = q + step < packs;
             raw[0] = x[q];
             if (second) raw[1] = x[q + step];
-#pragma unroll
-            for (int u = 0; u < 2; u++) {
-                if (u == 1 && !second) break;
-                const int at = q + u * step;
-                const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw[u]);
-                uint4 out;
-                __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(&out);
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    const float2 f = __bfloat1622float2(pairs[j]);
-                    const int col = 8 * at + 2 * j;
-                    const float a = scale * __expf(f.x - l) - (col == (int)t ? scale : 0.0f);
-                    const float b = scale * __expf(f.y - l) - (col + 1 == (int)t ? scale : 0.0f);
-                    o[j] = __floats2bfloat162_rn(a, b);
-                }
-                g[at] = out;
-            }
+            g[q] = gradient_pack(raw[0], q, l, scale, t);
+            if (second) g[q + step] = gradient_pack(raw[1], q + step, l, scale, t);
         }
     }
+}
+
+extern "C" __global__ void cross_entropy_chunk_bf16(float* losses, float* lse, __nv_bfloat16* grad,
+                                                    const __nv_bfloat16* logits, const u32* targets, int vocab,
+                                                    float scale, int rows, int prefetch_packs) {
+    cross_entropy_rows_bf16<false>(losses, lse, grad, logits, targets, vocab, scale, rows, prefetch_packs);
+}
+
+// Launched with vocab · 2 bytes of dynamic shared memory (the backend checks it fits).
+extern "C" __global__ void cross_entropy_chunk_bf16_kept(float* losses, float* lse, __nv_bfloat16* grad,
+                                                         const __nv_bfloat16* logits, const u32* targets, int vocab,
+                                                         float scale, int rows, int prefetch_packs) {
+    cross_entropy_rows_bf16<true>(losses, lse, grad, logits, targets, vocab, scale, rows, prefetch_packs);
 }
 
 // `shadow` (may be null): the gradient rounded to bf16 as well, the lm_head GEMMs' operand.

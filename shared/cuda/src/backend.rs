@@ -12,7 +12,7 @@
 //! in the buffers ([`CudaBackend::overlap_optimizer`]); only downloads (losses, gradient norms),
 //! freeing a buffer the optimizer stream still uses, and GEMM autotuning wait for the GPU.
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -165,6 +165,12 @@ pub struct CudaBackend {
     /// Share of a row (0 to 1) the cross-entropy asks into L2 for the block's next row before
     /// its gradient pass (`DSLLM_CE_PREFETCH`; default 0: none).
     pub cross_entropy_prefetch: f32,
+    /// The cross-entropy keeps each row in shared memory for its gradient pass instead of
+    /// re-reading it from L2 (`DSLLM_CE_SHARED=1`; same values). Where the row does not fit
+    /// (vocab · 2 bytes beyond the GPU's shared memory a block) the usual kernel runs.
+    pub cross_entropy_keep_row: bool,
+    /// Bytes of dynamic shared memory the kept-row kernel is allowed so far (set on first use).
+    cross_entropy_kept_bytes: Cell<usize>,
     /// AdamW with eight weights a thread instead of four (`DSLLM_ADAMW_WIDTH=8`; same values).
     pub adamw_eight_wide: bool,
     /// AdamW's tensors below `ADAMW_ALONE` elements launched up to `ADAMW_GROUP` at a time
@@ -405,6 +411,8 @@ impl CudaBackend {
                 cross_entropy_grid(std::env::var("DSLLM_CE_GRID").ok().as_deref(), sms)?
             },
             cross_entropy_prefetch: env_number("DSLLM_CE_PREFETCH", 0.0..=1.0, "the share of a row to prefetch")?.unwrap_or(0.0),
+            cross_entropy_keep_row: env_switch("DSLLM_CE_SHARED", false)?,
+            cross_entropy_kept_bytes: Cell::new(0),
             adamw_eight_wide: match std::env::var("DSLLM_ADAMW_WIDTH").as_deref() {
                 Err(_) | Ok("") | Ok("4") => false,
                 Ok("8") => true,
@@ -1618,7 +1626,9 @@ impl Backend for CudaBackend {
         let chunk = self.output_chunk_rows(rows, vocab);
         let (h, w) = (self.operand_ptr(hidden), self.operand_ptr(weight));
         let operands = self.operands();
+        let kept_row_bytes = self.cross_entropy_row_kept(vocab);
         let (logits_operands, chunk_kernel) = match self.precision {
+            Precision::Mixed if kept_row_bytes > 0 => (Operands::Bf16WithBf16Output, &self.kernels.cross_entropy_chunk_bf16_kept),
             Precision::Mixed => (Operands::Bf16WithBf16Output, &self.kernels.cross_entropy_chunk_bf16),
             Precision::Fp32 => (operands, &self.kernels.cross_entropy_chunk),
         };
@@ -1642,10 +1652,11 @@ impl Backend for CudaBackend {
             let row_grad = if grad_at == 0 { 0 } else { grad_at + (first * vocab * 2) as u64 };
             let count32 = count as i32;
             let prefetch_packs = (self.cross_entropy_prefetch * (vocab / 8) as f32).round() as i32;
-            let config = match self.cross_entropy_blocks {
+            let mut config = match self.cross_entropy_blocks {
                 Some((blocks, threads)) => rows_grid(count.min(blocks as usize), threads),
                 None => rows_grid(count, CE_BLOCK),
             };
+            config.shared_mem_bytes = kept_row_bytes as u32;
             self.launch(chunk_kernel, config, |b| {
                 b.arg(&row_losses).arg(&row_lse).arg(&row_grad).arg(&logits).arg(&row_targets).arg(&vocab32).arg(&scale).arg(&count32).arg(&prefetch_packs);
             });
@@ -2021,6 +2032,24 @@ impl CudaBackend {
         let size = if bf16 { 2 } else { 4 };
         let ptrs = std::array::from_fn(|i| bases[i.min(bases.len() - 1)] + (size * offsets[i]) as u64);
         QkvSide { ptrs, strides: strides.map(|s| s as u32), bf16 }
+    }
+
+    /// Shared-memory bytes of the kept-row cross-entropy for bf16 rows of `vocab` logits, or 0
+    /// where it is off, in fp32, the rows are not whole packs of eight, or the GPU cannot give a
+    /// block that much (the driver refuses the kernel's limit).
+    fn cross_entropy_row_kept(&self, vocab: usize) -> usize {
+        let bytes = vocab * 2;
+        if !self.cross_entropy_keep_row || self.precision != Precision::Mixed || vocab % 8 != 0 {
+            return 0;
+        }
+        if bytes > self.cross_entropy_kept_bytes.get() {
+            let attribute = cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+            if self.kernels.cross_entropy_chunk_bf16_kept.set_attribute(attribute, bytes as i32).is_err() {
+                return 0;
+            }
+            self.cross_entropy_kept_bytes.set(bytes);
+        }
+        bytes
     }
 
     /// Runs the q/k/v RoPE kernel (kernels/rope.cu) for these value types.

@@ -187,6 +187,7 @@ kernel_table!(
     cross_entropy_backward,
     cross_entropy_chunk,
     cross_entropy_chunk_bf16,
+    cross_entropy_chunk_bf16_kept,
     adamw_update,
     adamw_update8,
     adamw_update_group,
