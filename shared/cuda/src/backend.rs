@@ -1184,9 +1184,11 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "qkv_rope_forward".into());
         let (n, q_dim, kv_dim) = (shape.batch * shape.seq, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
         let width = q_dim + 2 * kv_dim;
+        assert!(qkv.len >= n * width, "qkv_rope_forward: {} values for {n} rows of {width}", qkv.len);
         let source = self.qkv_side_in(&[qkv], [0, q_dim, q_dim + kv_dim], [width, width]);
         // q, k and v are read by attention alone: bf16 alone in mixed precision.
         let lens = [n * q_dim, n * kv_dim, n * kv_dim];
+        assert!(q.len >= lens[0] && k.len >= lens[1] && v.len >= lens[2], "qkv_rope_forward: q/k/v too short for {n} rows");
         let destination = if self.bf16_outputs() && q.len == lens[0] && k.len == lens[1] && v.len == lens[2] {
             let ptrs = [self.bf16_out(q, lens[0]), self.bf16_out(k, lens[1]), self.bf16_out(v, lens[2])].map(|p| p.expect("checked"));
             QkvSide { ptrs, strides: [q_dim as u32, kv_dim as u32], bf16: true }
@@ -1201,6 +1203,7 @@ impl Backend for CudaBackend {
         let _op = self.op(|| "qkv_rope_backward".into());
         let (n, q_dim, kv_dim) = (shape.batch * shape.seq, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim);
         let width = q_dim + 2 * kv_dim;
+        assert!(d_qkv.len >= n * width && d_q.len >= n * q_dim && d_k.len >= n * kv_dim && d_v.len >= n * kv_dim, "qkv_rope_backward: buffers too short for {n} rows");
         let source = self.qkv_side_in(&[d_q, d_k, d_v], [0, 0, 0], [q_dim, kv_dim]);
         // d_qkv feeds the q/k/v product's backward alone: bf16 alone in mixed precision.
         let destination = match self.bf16_out(d_qkv, n * width) {

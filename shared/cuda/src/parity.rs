@@ -255,6 +255,11 @@ pub fn check_elementwise(gpu: &CudaBackend) -> Vec<Check> {
         let mut g_dgu = up(&random_vec(43, 2 * n, 0.1));
         gpu.swiglu_backward(&mut g_dgu, &up(&d_out), &up(&gate_up), rows, width);
         pair.compare(&format!("swiglu_backward width {width} ({mode})"), &g_dgu, &stored(&d_gate_up), tolerance);
+        if gpu.precision == Precision::Mixed && !bf16 {
+            // fp32 out with the bf16 copy written beside it (the gate/up product's operand).
+            let copy: Vec<f32> = gpu.download_bf16(&g_dgu).iter().map(|x| x.to_f32()).collect();
+            pair.checks.push(Check::new(format!("swiglu_backward width {width} bf16 copy"), relative_error(&copy, &round_bf16(&d_gate_up)), ROUNDED_TOLERANCE));
+        }
         if bf16 {
             // d_out as the down product stores it with Store::OverwriteLowPrecision: bf16 alone.
             cpu.swiglu_backward(&mut d_gate_up, &round_bf16(&d_out), &gate_up_in, rows, width);

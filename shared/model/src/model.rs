@@ -227,12 +227,11 @@ impl<B: Backend> Llama<B> {
     pub fn from_host_tensors(backend: B, config: ModelConfig, tensors: &HashMap<String, HostTensor>) -> Result<Self> {
         config.validate()?;
         let specs = Weights::specs(&config);
-        let mut values = Vec::new();
         for spec in specs.tensors() {
-            values.push(spec.join(tensors, "")?);
+            spec.find(tensors, "")?;
         }
-        let mut values = values.into_iter();
-        let weights = specs.map(|_| backend.upload(&values.next().expect("one per tensor")));
+        // Joined and uploaded one tensor at a time: at most one stacked copy on the host.
+        let weights = specs.map(|spec| backend.upload(&spec.join(tensors, "").expect("checked above")));
         Ok(Self::with_weights(backend, config, specs, weights))
     }
 

@@ -93,19 +93,25 @@ impl TensorSpec {
         self.saved_tensors().into_iter().map(|(name, shape, range)| (format!("{name}{suffix}"), HostTensor { shape, data: data[range].to_vec() })).collect()
     }
 
-    /// This tensor's values from the named tensors of a checkpoint (names followed by `suffix`),
-    /// each checked for its shape.
+    /// The named tensors of a checkpoint (names followed by `suffix`) that make this one, each
+    /// checked for its shape.
+    pub fn find<'a>(&self, tensors: &'a HashMap<String, HostTensor>, suffix: &str) -> Result<Vec<&'a HostTensor>> {
+        self.saved_tensors()
+            .into_iter()
+            .map(|(name, shape, _)| {
+                let key = format!("{name}{suffix}");
+                let tensor = tensors.get(&key).with_context(|| format!("checkpoint has no tensor {key}"))?;
+                if tensor.shape != shape {
+                    bail!("tensor {key} has shape {:?}; the config expects {shape:?}", tensor.shape);
+                }
+                Ok(tensor)
+            })
+            .collect()
+    }
+
+    /// This tensor's values from the named tensors of a checkpoint (see [`TensorSpec::find`]).
     pub fn join(&self, tensors: &HashMap<String, HostTensor>, suffix: &str) -> Result<Vec<f32>> {
-        let mut data = Vec::with_capacity(self.numel());
-        for (name, shape, _) in self.saved_tensors() {
-            let key = format!("{name}{suffix}");
-            let tensor = tensors.get(&key).with_context(|| format!("checkpoint has no tensor {key}"))?;
-            if tensor.shape != shape {
-                bail!("tensor {key} has shape {:?}; the config expects {shape:?}", tensor.shape);
-            }
-            data.extend_from_slice(&tensor.data);
-        }
-        Ok(data)
+        Ok(self.find(tensors, suffix)?.into_iter().flat_map(|t| t.data.iter().copied()).collect())
     }
 }
 
