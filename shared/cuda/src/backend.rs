@@ -176,6 +176,17 @@ pub struct CudaBackend {
     /// AdamW's tensors below `ADAMW_ALONE` elements launched up to `ADAMW_GROUP` at a time
     /// (`DSLLM_ADAMW_GROUPED=1`; same values): a layer's nine tensors in one launch, not nine.
     pub adamw_grouped: bool,
+    /// SMs the matrix products leave to the optimizer stream while its AdamW update may still be
+    /// running (`DSLLM_OPTIMIZER_SMS`, 0: none). The forward's products otherwise hold every SM
+    /// (one block of ~200 KiB of shared memory each), so AdamW's blocks, at the lowest
+    /// priority, only run in the gaps between kernels and the update barely overlaps the
+    /// forward. With a few SMs free it streams beside the products (cuBLASLt's
+    /// `SM_COUNT_TARGET`); the limit ends once the forward reaches the last updated tensor.
+    pub optimizer_sms: u32,
+    sm_count: u32,
+    /// The parameter buffer of the last update on the optimizer stream while the main stream has
+    /// not yet waited for it (see [`CudaBackend::optimizer_sms`]).
+    optimizer_tail: Cell<Option<u64>>,
     /// Bytes of one chunk's logits in the output layer (`DSLLM_OUTPUT_CHUNK_MIB`; `None`: 256 MiB
     /// in fp32, 128 MiB in bf16). Bigger chunks, fewer and larger logit products.
     pub output_chunk_bytes: Option<usize>,
@@ -393,6 +404,7 @@ impl CudaBackend {
         }
         let device = format!("{} sm_{major}{minor}", context.name().unwrap_or_default());
         let gemm = Gemm::new(stream.clone(), &device)?;
+        let sm_count = context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
         let empty_f32 = || stream.alloc_zeros::<f32>(1);
         Ok(Self {
             attention: AttentionKernels::from_env((major, minor) == (9, 0)),
@@ -406,10 +418,7 @@ impl CudaBackend {
                 Ok(other) => bail!("DSLLM_NORM_BACKWARD={other:?}: expected `fused` (the default) or `rows`"),
             },
             fused_norm_rows: env_number("DSLLM_NORM_ROWS", 1..=256, "rows a block")?.unwrap_or(FUSED_NORM_ROWS_PER_BLOCK),
-            cross_entropy_blocks: {
-                let sms = context.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
-                cross_entropy_grid(std::env::var("DSLLM_CE_GRID").ok().as_deref(), sms)?
-            },
+            cross_entropy_blocks: cross_entropy_grid(std::env::var("DSLLM_CE_GRID").ok().as_deref(), sm_count)?,
             cross_entropy_prefetch: env_number("DSLLM_CE_PREFETCH", 0.0..=1.0, "the share of a row to prefetch")?.unwrap_or(0.0),
             cross_entropy_keep_row: env_switch("DSLLM_CE_SHARED", false)?,
             cross_entropy_kept_bytes: Cell::new(0),
@@ -419,6 +428,9 @@ impl CudaBackend {
                 Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
             },
             adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", false)?,
+            optimizer_sms: env_number("DSLLM_OPTIMIZER_SMS", 0..=sm_count - 1, "SMs left to the optimizer stream")?.unwrap_or(0),
+            sm_count,
+            optimizer_tail: Cell::new(None),
             output_chunk_bytes: env_number("DSLLM_OUTPUT_CHUNK_MIB", 1..=65536usize, "MiB of logits a chunk")?.map(|mib| mib << 20),
             norm_partials: RefCell::new(empty_f32()?),
             cudnn: std::cell::OnceCell::new(),
@@ -516,7 +528,18 @@ impl CudaBackend {
     fn settle(&self, buf: &GpuBuffer) {
         if let Some(event) = buf.pending.lock().expect("pending event lock").take() {
             self.stream.wait(&event).expect("cannot order the CUDA streams");
+            if self.optimizer_tail.get() == Some(buf.id) {
+                self.optimizer_tail.set(None);
+            }
         }
+    }
+
+    /// The products, on all SMs or on those [`CudaBackend::optimizer_sms`] leaves while the
+    /// optimizer stream may still be updating weights. Call after settling the operands.
+    fn gemm(&self) -> &Gemm {
+        let limited = self.optimizer_sms > 0 && self.optimizer_tail.get().is_some();
+        self.gemm.set_sm_target(if limited { self.sm_count - self.optimizer_sms } else { 0 });
+        &self.gemm
     }
 
     /// Bytes of device memory in use (total minus free), this process's and any other's.
@@ -1022,7 +1045,7 @@ impl Backend for CudaBackend {
             Some(c) => (c, Operands::Bf16WithBf16Output),
             None => (self.ptr(self.f32_out_first(out, rows * out_dim)), self.operands()),
         };
-        unsafe { self.gemm.run(forward_shape(operands, rows, in_dim, out_dim), w, x, c, 1.0, 0.0) }.expect("matmul_forward");
+        unsafe { self.gemm().run(forward_shape(operands, rows, in_dim, out_dim), w, x, c, 1.0, 0.0) }.expect("matmul_forward");
     }
 
     fn matmul_forward_residual(
@@ -1042,7 +1065,7 @@ impl Backend for CudaBackend {
         let (w, x) = (self.operand_ptr(weight), self.operand_ptr(inp));
         let c = self.ptr(self.f32_in(residual));
         let d = self.ptr(self.f32_out_first(out, rows * out_dim));
-        unsafe { self.gemm.run_to(forward_shape(self.operands(), rows, in_dim, out_dim), w, x, c, d, 1.0, 1.0) }.expect("matmul_forward_residual");
+        unsafe { self.gemm().run_to(forward_shape(self.operands(), rows, in_dim, out_dim), w, x, c, d, 1.0, 1.0) }.expect("matmul_forward_residual");
     }
 
     fn matmul_backward(
@@ -1084,7 +1107,7 @@ impl Backend for CudaBackend {
             ldb: out_dim as i64,
             ldc: in_dim as i64,
         };
-        unsafe { self.gemm.run(shape, w, g, c, 1.0, beta) }.expect("matmul_backward (input)");
+        unsafe { self.gemm().run(shape, w, g, c, 1.0, beta) }.expect("matmul_backward (input)");
         drop(part);
         let _part = self.op(|| format!("· matmul_backward d_weight {rows}x{in_dim}->{out_dim}"));
         // d_Wᵀ[in, out] (+)= inpᵀ[in, rows] · d_out[rows, out]
@@ -1103,7 +1126,7 @@ impl Backend for CudaBackend {
             ldb: out_dim as i64,
             ldc: in_dim as i64,
         };
-        unsafe { self.gemm.run(shape, x, g, c, 1.0, beta) }.expect("matmul_backward (weight)");
+        unsafe { self.gemm().run(shape, x, g, c, 1.0, beta) }.expect("matmul_backward (weight)");
     }
 
     fn rmsnorm_forward(&self, out: &mut GpuBuffer, rstd: &mut GpuBuffer, inp: &GpuBuffer, weight: &GpuBuffer, rows: usize, dim: usize, eps: f32) {
@@ -1648,7 +1671,7 @@ impl Backend for CudaBackend {
             let count = chunk.min(rows - first);
             let part = self.op(|| "· output_loss logits GEMMs".into());
             let shape = GemmShape { operands: logits_operands, transa: true, transb: false, m: vocab as u64, n: count as u64, k: dim as u64, lda: dim as i64, ldb: dim as i64, ldc: vocab as i64 };
-            unsafe { self.gemm.run(shape, w, h + first as u64 * dim as u64 * operands.bytes(), logits, 1.0, 0.0) }.expect("output_loss (logits)");
+            unsafe { self.gemm().run(shape, w, h + first as u64 * dim as u64 * operands.bytes(), logits, 1.0, 0.0) }.expect("output_loss (logits)");
             drop(part);
             let _part = self.op(|| "· output_loss cross-entropy".into());
             let (row_losses, row_lse, row_targets) = (losses_at + (first * 4) as u64, lse_at + (first * 4) as u64, targets_at + (first * 4) as u64);
@@ -1671,7 +1694,7 @@ impl Backend for CudaBackend {
             let d_hidden = self.ptr(self.f32_out_first(grad.d_hidden, rows * dim));
             let part = self.op(|| "· output_loss d_hidden GEMM".into());
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: false, m: dim as u64, n: rows as u64, k: vocab as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
-            unsafe { self.gemm.run(shape, w, grad_at, d_hidden, 1.0, 0.0) }.expect("output_loss (d_hidden)");
+            unsafe { self.gemm().run(shape, w, grad_at, d_hidden, 1.0, 0.0) }.expect("output_loss (d_hidden)");
             drop(part);
             let _part = self.op(|| "· output_loss d_weight GEMM".into());
             // d_Wᵀ[dim, vocab] += hiddenᵀ[dim, rows] · d_logits[rows, vocab]
@@ -1680,7 +1703,7 @@ impl Backend for CudaBackend {
                 _ => (0.0, self.ptr(self.f32_out(grad.d_weight))),
             };
             let shape = GemmShape { operands: Operands::Bf16, transa: false, transb: true, m: dim as u64, n: vocab as u64, k: rows as u64, lda: dim as i64, ldb: vocab as i64, ldc: dim as i64 };
-            unsafe { self.gemm.run(shape, h, grad_at, d_weight, 1.0, beta) }.expect("output_loss (d_weight)");
+            unsafe { self.gemm().run(shape, h, grad_at, d_weight, 1.0, beta) }.expect("output_loss (d_weight)");
         }
     }
 
@@ -1696,6 +1719,7 @@ impl Backend for CudaBackend {
             b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&at.shadow);
         });
         if let Some(side) = side {
+            self.optimizer_tail.set(Some(param.id));
             self.leave_optimizer_event(side, &[param, grad, m, v]);
         }
     }
@@ -1765,6 +1789,7 @@ impl CudaBackend {
             b.arg(&args).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
         });
         if let Some(side) = side {
+            self.optimizer_tail.set(group.last().map(|u| u.param.id));
             let used: Vec<&GpuBuffer> = group.iter().flat_map(|u| [&*u.param, u.grad, &*u.m, &*u.v]).collect();
             self.leave_optimizer_event(side, &used);
         }

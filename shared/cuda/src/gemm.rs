@@ -126,10 +126,12 @@ impl TuningCache {
         Self { path, chosen }
     }
 
-    /// The canonical text of a shape: the line's key.
-    fn key(shape: &GemmShape) -> String {
+    /// The canonical text of a shape run on `sms` SMs (0: all): the line's key. A limited SM
+    /// count rides on the first field (`Bf16@120`), so lines written before it still parse.
+    fn key(shape: &GemmShape, sms: u32) -> String {
         let GemmShape { operands, transa, transb, m, n, k, lda, ldb, ldc } = *shape;
-        format!("{operands:?} {} {} {m} {n} {k} {lda} {ldb} {ldc}", transa as u8, transb as u8)
+        let on = if sms == 0 { String::new() } else { format!("@{sms}") };
+        format!("{operands:?}{on} {} {} {m} {n} {k} {lda} {ldb} {ldc}", transa as u8, transb as u8)
     }
 
     /// Lines of `key algo0 … algo7` (hex); a malformed line is skipped (it only costs a retune).
@@ -155,8 +157,8 @@ impl TuningCache {
         lines.iter().map(|l| l.clone() + "\n").collect()
     }
 
-    fn get(&self, shape: &GemmShape) -> Option<sys::cublasLtMatmulAlgo_t> {
-        self.chosen.get(&Self::key(shape)).map(|&data| sys::cublasLtMatmulAlgo_t { data })
+    fn get(&self, shape: &GemmShape, sms: u32) -> Option<sys::cublasLtMatmulAlgo_t> {
+        self.chosen.get(&Self::key(shape, sms)).map(|&data| sys::cublasLtMatmulAlgo_t { data })
     }
 
     /// Records a choice and rewrites the file, merged with what other processes added since
@@ -164,8 +166,8 @@ impl TuningCache {
     /// of a shape to reach the file wins: another process's (data-parallel ranks tune at once)
     /// replaces ours and is returned, so every process, and every later run, uses the same
     /// algorithm. A cache that cannot be written only costs the timing next run.
-    fn insert(&mut self, shape: &GemmShape, algo: sys::cublasLtMatmulAlgo_t) -> sys::cublasLtMatmulAlgo_t {
-        let key = Self::key(shape);
+    fn insert(&mut self, shape: &GemmShape, sms: u32, algo: sys::cublasLtMatmulAlgo_t) -> sys::cublasLtMatmulAlgo_t {
+        let key = Self::key(shape, sms);
         self.chosen.insert(key.clone(), algo.data);
         let Some(path) = self.path.clone() else { return algo };
         if let Some(dir) = path.parent() {
@@ -193,7 +195,11 @@ pub struct Gemm {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     stream: Arc<CudaStream>,
-    plans: RefCell<HashMap<GemmShape, Plan>>,
+    /// Plans by shape and SM target.
+    plans: RefCell<HashMap<(GemmShape, u32), Plan>>,
+    /// SMs the products may use (0: all): fewer leave room for another stream's kernels
+    /// (cuBLASLt's `SM_COUNT_TARGET`; see `CudaBackend::optimizer_sms`).
+    sm_target: std::cell::Cell<u32>,
     autotune: Autotune,
     tuning: RefCell<TuningCache>,
     /// Whether this process has said it is timing new shapes.
@@ -211,7 +217,7 @@ impl Gemm {
             Autotune::Off => TuningCache::default(),
             _ => TuningCache::open(cache, device),
         };
-        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), autotune, tuning: RefCell::new(tuning), announced: Default::default() })
+        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), sm_target: Default::default(), autotune, tuning: RefCell::new(tuning), announced: Default::default() })
     }
 
     /// Whether `algo` can run `plan` here (a cached choice from another library build cannot).
@@ -221,7 +227,12 @@ impl Gemm {
         status == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS && result.workspaceSize <= WORKSPACE_BYTES
     }
 
-    fn plan(&self, shape: GemmShape) -> Result<Plan> {
+    /// The SMs later products may use (0: all).
+    pub fn set_sm_target(&self, sms: u32) {
+        self.sm_target.set(sms);
+    }
+
+    fn plan(&self, shape: GemmShape, sms: u32) -> Result<Plan> {
         let f32t = sys::cudaDataType_t::CUDA_R_32F;
         let (operand, output) = match shape.operands {
             Operands::Bf16 => (sys::cudaDataType_t::CUDA_R_16BF, f32t),
@@ -237,6 +248,9 @@ impl Gemm {
         };
         set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA, shape.transa as i32).map_err(|e| err("transa", e))?;
         set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB, shape.transb as i32).map_err(|e| err("transb", e))?;
+        if sms > 0 {
+            set(sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, sms as i32).map_err(|e| err("SM count target", e))?;
+        }
         let layouts = [
             lt::create_matrix_layout(operand, a_rows, a_cols, shape.lda).map_err(|e| err("layout A", e))?,
             lt::create_matrix_layout(operand, b_rows, b_cols, shape.ldb).map_err(|e| err("layout B", e))?,
@@ -377,11 +391,12 @@ impl Gemm {
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn run_to(&self, shape: GemmShape, a: u64, b: u64, c: u64, d: u64, alpha: f32, beta: f32) -> Result<()> {
         let mut plans = self.plans.borrow_mut();
-        let plan = match plans.entry(shape) {
+        let sms = self.sm_target.get();
+        let plan = match plans.entry((shape, sms)) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let mut plan = self.plan(shape)?;
-                let cached = self.tuning.borrow().get(&shape).filter(|algo| self.usable(&plan, algo));
+                let mut plan = self.plan(shape, sms)?;
+                let cached = self.tuning.borrow().get(&shape, sms).filter(|algo| self.usable(&plan, algo));
                 if let Some(algo) = cached {
                     plan.algo = algo;
                 } else if self.autotune != Autotune::Off && plan.candidates.len() > 1 {
@@ -393,7 +408,7 @@ impl Gemm {
                     // Timing that fails leaves the heuristic's choice (said once per shape).
                     match self.fastest(&plan, shape, a, b, c, d, alpha, beta) {
                         Ok(algo) => {
-                            let agreed = self.tuning.borrow_mut().insert(&shape, algo);
+                            let agreed = self.tuning.borrow_mut().insert(&shape, sms, algo);
                             plan.algo = if self.usable(&plan, &agreed) { agreed } else { algo };
                         }
                         Err(e) => eprintln!("dsllm-cuda: GEMM autotune of {shape:?} failed ({e:#}); using the heuristic's first algorithm"),
@@ -415,14 +430,17 @@ mod tests {
         let shape = GemmShape { operands: Operands::Bf16WithBf16Output, transa: true, transb: false, m: 102400, n: 8192, k: 2048, lda: 2048, ldb: 2048, ldc: 102400 };
         let other = GemmShape { operands: Operands::F32, transb: true, ..shape };
         let mut chosen = HashMap::new();
-        chosen.insert(TuningCache::key(&shape), [1, 2, 3, 4, 5, 6, 7, u64::MAX]);
-        chosen.insert(TuningCache::key(&other), [0; 8]);
+        chosen.insert(TuningCache::key(&shape, 0), [1, 2, 3, 4, 5, 6, 7, u64::MAX]);
+        chosen.insert(TuningCache::key(&other, 120), [0; 8]);
         let text = TuningCache::format(&chosen) + "Bf16 0 0 1 2 3\nnot a line at all\nBf16 0 0 1 1 1 1 1 1 0 0 0 0 0 0 0 zz\n";
         let parsed = TuningCache::parse(&text);
         assert_eq!(parsed, chosen);
         let cache = TuningCache { path: None, chosen: parsed };
-        assert_eq!(cache.get(&shape).map(|a| a.data), Some([1, 2, 3, 4, 5, 6, 7, u64::MAX]));
-        assert_eq!(cache.get(&GemmShape { m: 1, ..shape }).map(|a| a.data), None);
+        assert_eq!(cache.get(&shape, 0).map(|a| a.data), Some([1, 2, 3, 4, 5, 6, 7, u64::MAX]));
+        assert_eq!(cache.get(&GemmShape { m: 1, ..shape }, 0).map(|a| a.data), None);
+        // An SM-limited plan is a shape of its own.
+        assert_eq!(cache.get(&other, 120).map(|a| a.data), Some([0; 8]));
+        assert_eq!(cache.get(&other, 0).map(|a| a.data), None);
     }
 
     #[test]
@@ -435,18 +453,18 @@ mod tests {
         // Two processes, each tuning one shape: the file ends with both.
         let mut first = TuningCache { path: Some(path.clone()), chosen: HashMap::new() };
         let mut second = TuningCache { path: Some(path.clone()), chosen: HashMap::new() };
-        first.insert(&a, sys::cublasLtMatmulAlgo_t { data: [7; 8] });
-        second.insert(&b, sys::cublasLtMatmulAlgo_t { data: [9; 8] });
+        first.insert(&a, 0, sys::cublasLtMatmulAlgo_t { data: [7; 8] });
+        second.insert(&b, 0, sys::cublasLtMatmulAlgo_t { data: [9; 8] });
         let on_disk = TuningCache::parse(&std::fs::read_to_string(&path).unwrap());
         assert_eq!(on_disk.len(), 2);
-        assert_eq!(on_disk[&TuningCache::key(&a)], [7; 8]);
-        assert_eq!(on_disk[&TuningCache::key(&b)], [9; 8]);
+        assert_eq!(on_disk[&TuningCache::key(&a, 0)], [7; 8]);
+        assert_eq!(on_disk[&TuningCache::key(&b, 0)], [9; 8]);
         // The second process also timed `a` (as data-parallel ranks do): the first choice on
         // disk wins, is returned for this process to use, and stays on disk.
-        let agreed = second.insert(&a, sys::cublasLtMatmulAlgo_t { data: [5; 8] });
+        let agreed = second.insert(&a, 0, sys::cublasLtMatmulAlgo_t { data: [5; 8] });
         assert_eq!(agreed.data, [7; 8]);
-        assert_eq!(second.get(&a).unwrap().data, [7; 8]);
-        assert_eq!(TuningCache::parse(&std::fs::read_to_string(&path).unwrap())[&TuningCache::key(&a)], [7; 8]);
+        assert_eq!(second.get(&a, 0).unwrap().data, [7; 8]);
+        assert_eq!(TuningCache::parse(&std::fs::read_to_string(&path).unwrap())[&TuningCache::key(&a, 0)], [7; 8]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
