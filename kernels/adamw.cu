@@ -5,14 +5,17 @@
 struct AdamW {
     float beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale;
 
-    // One weight: updates its moments in place and returns the new value.
+    // One weight: updates its moments in place and returns the new value. Rounded intrinsics,
+    // which the compiler never contracts into FMAs: left to it, the contraction differed between
+    // the single and the grouped kernel (other weights after a step); this way every kernel
+    // rounds as the CPU backend does, operation by operation.
     __device__ __forceinline__ float step(float param, float grad, float& m, float& v) const {
-        const float g = grad * grad_scale;
-        const float p = param * decay;
-        m = beta1 * m + (1.0f - beta1) * g;
-        v = beta2 * v + (1.0f - beta2) * g * g;
-        const float denom = sqrtf(v) / bias_correction2_sqrt + eps;
-        return p - step_size * m / denom;
+        const float g = __fmul_rn(grad, grad_scale);
+        const float p = __fmul_rn(param, decay);
+        m = __fadd_rn(__fmul_rn(beta1, m), __fmul_rn(1.0f - beta1, g));
+        v = __fadd_rn(__fmul_rn(beta2, v), __fmul_rn(__fmul_rn(1.0f - beta2, g), g));
+        const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), bias_correction2_sqrt), eps);
+        return __fsub_rn(p, __fdiv_rn(__fmul_rn(step_size, m), denom));
     }
 };
 
