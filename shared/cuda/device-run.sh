@@ -3,6 +3,7 @@
 # CPU's first steps, then the PyTorch baseline; ratios at the end. Copy this into .devbin/ with
 # the parity and bench examples, ds-pretrain, torch_llama.py and (optionally) tokens/,
 # tokenizer/ and cpu-metrics.jsonl from a CPU run; it runs from the repository root.
+# A device call brings back at most 8 files from $OUT: this writes 8 (6 without real text).
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader
 export PYTHONUNBUFFERED=1 DSLLM_KERNEL_CACHE=/tmp/dsllm-kernels

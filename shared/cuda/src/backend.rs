@@ -166,8 +166,9 @@ pub struct CudaBackend {
     /// its gradient pass (`DSLLM_CE_PREFETCH`; default 0: none).
     pub cross_entropy_prefetch: f32,
     /// The cross-entropy keeps each row in shared memory for its gradient pass instead of
-    /// re-reading it from L2 (`DSLLM_CE_SHARED=1`; same values). Where the row does not fit
-    /// (vocab · 2 bytes beyond the GPU's shared memory a block) the usual kernel runs.
+    /// re-reading it from L2 (default; `DSLLM_CE_SHARED=0` re-reads; same values): +1.2% a
+    /// ds-160m step on the H100 (BENCHMARKS.md v14). Where the row does not fit (vocab · 2 bytes
+    /// beyond the GPU's shared memory a block) the usual kernel runs.
     pub cross_entropy_keep_row: bool,
     /// Bytes of dynamic shared memory the kept-row kernel is allowed so far (set on first use).
     cross_entropy_kept_bytes: Cell<usize>,
@@ -420,7 +421,7 @@ impl CudaBackend {
             fused_norm_rows: env_number("DSLLM_NORM_ROWS", 1..=256, "rows a block")?.unwrap_or(FUSED_NORM_ROWS_PER_BLOCK),
             cross_entropy_blocks: cross_entropy_grid(std::env::var("DSLLM_CE_GRID").ok().as_deref(), sm_count)?,
             cross_entropy_prefetch: env_number("DSLLM_CE_PREFETCH", 0.0..=1.0, "the share of a row to prefetch")?.unwrap_or(0.0),
-            cross_entropy_keep_row: env_switch("DSLLM_CE_SHARED", false)?,
+            cross_entropy_keep_row: env_switch("DSLLM_CE_SHARED", true)?,
             cross_entropy_kept_bytes: Cell::new(0),
             adamw_eight_wide: match std::env::var("DSLLM_ADAMW_WIDTH").as_deref() {
                 Err(_) | Ok("") | Ok("4") => false,
