@@ -807,7 +807,7 @@ fn parse_switch(name: &str, value: Option<&str>, default: bool) -> Result<bool> 
 
 /// A number setting from the environment within `valid` (`None` when unset or empty); anything
 /// else is an error that names the variable and says what it holds (`what`).
-fn env_number<T>(name: &str, valid: std::ops::RangeInclusive<T>, what: &str) -> Result<Option<T>>
+pub(crate) fn env_number<T>(name: &str, valid: std::ops::RangeInclusive<T>, what: &str) -> Result<Option<T>>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {

@@ -2,7 +2,7 @@
 //! match an fp32 reference), fp32 accumulation, fp32 output (with `beta = 1` the product is
 //! added to the output, which is how gradients accumulate in fp32).
 //! The plan of each shape (descriptors, layouts, the algorithm) is made once and reused. The
-//! algorithm is the fastest of the heuristic's first [`CANDIDATES`], timed on the shape's first
+//! algorithm is the fastest of the heuristic's first [`CANDIDATES`] (`DSLLM_GEMM_CANDIDATES`), timed on the shape's first
 //! call (with that call's operands) and kept on disk per GPU and cuBLASLt version
 //! ([`TuningCache`]), so later runs skip the timing and pick the same algorithm (bit-identical
 //! reruns); `DSLLM_GEMM_AUTOTUNE=verbose` also prints each timing, `=0` takes the heuristic's
@@ -24,6 +24,8 @@ const WORKSPACE_BYTES: usize = 32 << 20;
 /// Algorithms the heuristic proposes per shape, timed when autotuning (with eight, the fastest
 /// was often the eighth: BENCHMARKS.md v11).
 const CANDIDATES: usize = 16;
+/// The most `DSLLM_GEMM_CANDIDATES` may ask for.
+const MAX_CANDIDATES: usize = 64;
 /// Timed runs per candidate (after one untimed run).
 const TUNING_RUNS: usize = 5;
 
@@ -200,6 +202,8 @@ pub struct Gemm {
     /// SMs the products may use (0: all): fewer leave room for another stream's kernels
     /// (cuBLASLt's `SM_COUNT_TARGET`; see `CudaBackend::optimizer_sms`).
     sm_target: std::cell::Cell<u32>,
+    /// Proposals asked of the heuristic per shape (`DSLLM_GEMM_CANDIDATES`, default [`CANDIDATES`]).
+    candidates: usize,
     autotune: Autotune,
     tuning: RefCell<TuningCache>,
     /// Whether this process has said it is timing new shapes.
@@ -213,11 +217,14 @@ impl Gemm {
         let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?;
         let cache = crate::kernels::cache_dir();
         let autotune = Autotune::from_env(cache.is_some())?;
+        let candidates = crate::backend::env_number("DSLLM_GEMM_CANDIDATES", 1..=MAX_CANDIDATES, "cuBLASLt algorithms to time a shape")?.unwrap_or(CANDIDATES);
+        // Choices among another number of candidates are kept in a file of their own.
+        let cache_name = if candidates == CANDIDATES { device.to_string() } else { format!("{device}\0{candidates} candidates") };
         let tuning = match autotune {
             Autotune::Off => TuningCache::default(),
-            _ => TuningCache::open(cache, device),
+            _ => TuningCache::open(cache, &cache_name),
         };
-        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), sm_target: Default::default(), autotune, tuning: RefCell::new(tuning), announced: Default::default() })
+        Ok(Self { handle, workspace, stream, plans: RefCell::new(HashMap::new()), sm_target: Default::default(), candidates, autotune, tuning: RefCell::new(tuning), announced: Default::default() })
     }
 
     /// Whether `algo` can run `plan` here (a cached choice from another library build cannot).
@@ -266,7 +273,7 @@ impl Gemm {
             )
             .map_err(|e| err("workspace preference", e))?;
         }
-        let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> = vec![unsafe { std::mem::zeroed() }; CANDIDATES];
+        let mut results: Vec<sys::cublasLtMatmulHeuristicResult_t> = vec![unsafe { std::mem::zeroed() }; self.candidates];
         let mut count = 0;
         let status = unsafe {
             sys::cublasLtMatmulAlgoGetHeuristic(
@@ -277,7 +284,7 @@ impl Gemm {
                 layouts[2],
                 layouts[2],
                 pref,
-                CANDIDATES as i32,
+                self.candidates as i32,
                 results.as_mut_ptr(),
                 &mut count,
             )
