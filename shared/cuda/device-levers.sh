@@ -1,0 +1,43 @@
+#!/bin/bash
+# One device call that weighs settings against the default on one card: parity, the default and
+# each variant in turn (REPEAT rounds, alternating, so drift between runs shows), the default's
+# per-op profile, then torch.compile; tokens/s and ratios at the end. Five files in $OUT (a call
+# brings back at most 8). Copy this into .devbin/ with the parity and bench examples and
+# torch_llama.py; run it from the repository root, e.g.
+#   CONFIGS=ds-1b,ds-1b-gqa REPEAT=2 VARIANTS="sms8:DSLLM_OPTIMIZER_SMS=8 cand32:DSLLM_GEMM_CANDIDATES=32" bash .devbin/device-levers.sh
+# A variant is `name:VAR=value[,VAR=value...]`. PROFILE= (empty) skips the profile, TORCH= the baseline.
+cd "$(dirname "$0")/.."
+CONFIGS=${CONFIGS:-ds-160m,ds-1b,ds-1b-gqa}
+nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader | tee $OUT/times.txt
+export PYTHONUNBUFFERED=1 DSLLM_KERNEL_CACHE=/tmp/dsllm-kernels
+SP=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null)/nvidia
+[ -d "$SP/cudnn/lib" ] && export LD_LIBRARY_PATH=$SP/cudnn/lib:$SP/cu13/lib:${LD_LIBRARY_PATH:-}
+t0=$(date +%s); T() { echo "== $1: $(( $(date +%s) - t0 )) s" | tee -a $OUT/times.txt; }
+timeout 150 .devbin/parity > $OUT/parity.log 2>&1
+echo "parity rc $? ($(grep -c '^ok ' $OUT/parity.log) ok)"; grep -v '^ok ' $OUT/parity.log | tail -20; T parity
+# Each run's JSON lines, tagged with its variant, into one file.
+run() {
+  local name=$1 settings=$2
+  env ${settings//,/ } timeout ${BENCH_TIMEOUT:-120} .devbin/bench $CONFIGS 2>&1 | sed "s/^{/{\"variant\": \"$name\", /" >> $OUT/runs.jsonl
+  T "$name"
+}
+for round in $(seq ${REPEAT:-1}); do
+  run default ""
+  for v in ${VARIANTS:-}; do run "${v%%:*}" "${v#*:}"; done
+done
+if [ -n "${PROFILE-1}" ]; then DSLLM_PROFILE=1 timeout 120 .devbin/bench $CONFIGS > $OUT/profile.jsonl 2>&1; T profile; fi
+if [ -n "${TORCH-1}" ]; then timeout ${TORCH_TIMEOUT:-300} python3 .devbin/torch_llama.py $CONFIGS compile > $OUT/torch.log 2>&1; rm -f $OUT/torch_llama.json; T torch; fi
+python3 - <<'PY'
+import json, os
+out = os.environ["OUT"]
+read = lambda name: [json.loads(l) for l in open(f"{out}/{name}") if l.startswith("{")] if os.path.exists(f"{out}/{name}") else []
+torch = {t["config"]: t["tokens_per_s"] for t in read("torch.log") if "tokens_per_s" in t}
+print("torch.compile:", torch)
+for r in read("runs.jsonl"):
+    ratio = f", {r['tokens_per_s'] / torch[r['config']]:.3f}x" if r["config"] in torch else ""
+    print(f"{r['variant']:>14} {r['config']:>10}: {r['tokens_per_s']:9.0f} tok/s, step {r['step_ms']:6.1f} ms, MFU {r['mfu']:.3f}, {r['peak_mem_gib']:.1f} GiB, loss {r.get('loss', r.get('final_loss', ''))}{ratio}")
+for p in read("profile.jsonl"):
+    print(f"profile {p['config']} ({p['step_ms']:.1f} ms step):")
+    for op in p.get("profile", [])[:int(os.environ.get("TOPN", "20"))]:
+        print(f"    {op['total_ms']:8.2f} ms {op['calls']:5d}x  {op['op']}")
+PY
