@@ -85,6 +85,22 @@ extern "C" __global__ void adamw_update8(float* param, const float* grad, float*
                          (u64)blockIdx.x * blockDim.x + threadIdx.x);
 }
 
+// The embedding lookup of the next forward with the table as its pending AdamW update will
+// leave it (DSLLM_DEFER_GATHERED, CudaBackend::deferred): each gathered weight's new value is
+// computed from the old weight, gradient and moments, with the same rounded steps as
+// adamw_update, so the rows are the bits the update writes. The update itself then runs on the
+// optimizer stream beside the forward instead of before it.
+extern "C" __global__ void embedding_forward_updated(float* out, const u32* tokens, const float* table, const float* grad,
+                                                     const float* m, const float* v, int dim, u64 n, float beta1,
+                                                     float beta2, float eps, float decay, float step_size,
+                                                     float bias_correction2_sqrt, float grad_scale) {
+    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const u64 at = (u64)tokens[i / dim] * dim + i % dim;
+    float mi = m[at], vi = v[at];
+    out[i] = AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}.step(table[at], grad[at], mi, vi);
+}
+
 // Up to ADAMW_GROUP tensors in one launch (DSLLM_ADAMW_GROUPED): tensor t takes blocks
 // first_block[t] .. first_block[t + 1] - 1, four weights a thread, as adamw_update. Passed by
 // value (the kernel's parameters), so nothing is copied to the GPU first. Layout: the Rust

@@ -73,14 +73,18 @@ pub struct GpuBuffer {
     f32_stale: AtomicBool,
     shadow: Mutex<Option<(u64, CudaSlice<bf16>)>>,
     /// Work on the optimizer stream that uses this buffer and that the main stream has not yet
-    /// waited for (see [`CudaBackend::optimizer_stream`]): taken by the first access.
-    pending: Mutex<Option<Arc<CudaEvent>>>,
+    /// waited for (see [`CudaBackend::optimizer_stream`]): taken by the first access. Shared so
+    /// that an update held back ([`CudaBackend::deferred`]) can leave its event here when it is
+    /// launched, and can tell whether the buffer still exists.
+    pending: PendingSlot,
 }
+
+type PendingSlot = Arc<Mutex<Option<Arc<CudaEvent>>>>;
 
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         // The memory goes back to the main stream's pool: the optimizer stream must be done with it.
-        if let Some(event) = self.pending.get_mut().ok().and_then(|p| p.take()) {
+        if let Some(event) = self.pending.lock().ok().and_then(|mut p| p.take()) {
             let _ = event.synchronize();
         }
     }
@@ -93,7 +97,7 @@ impl GpuBuffer {
             let _ = cell.set(data);
         }
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), len, data: cell, version: 0, f32_stale: AtomicBool::new(false), shadow: Mutex::new(None), pending: Mutex::new(None) }
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), len, data: cell, version: 0, f32_stale: AtomicBool::new(false), shadow: Mutex::new(None), pending: PendingSlot::default() }
     }
     /// Number of floats.
     pub fn len(&self) -> usize {
@@ -177,6 +181,16 @@ pub struct CudaBackend {
     /// AdamW's tensors below `ADAMW_ALONE` elements launched up to `ADAMW_GROUP` at a time
     /// (`DSLLM_ADAMW_GROUPED=1`; same values): a layer's nine tensors in one launch, not nine.
     pub adamw_grouped: bool,
+    /// A gathered table's AdamW update (the token embedding's) is held back until the next
+    /// forward's lookup, which computes its rows as the update will leave them, then runs on the
+    /// optimizer stream beside the forward (`DSLLM_DEFER_GATHERED`, default on; same bits). Else
+    /// the forward waits for the whole table's update first: ~2 ms of ds-1b's step on an H100
+    /// (210M weights, ~30 bytes of traffic each), when nothing else can run.
+    pub defer_gathered_updates: bool,
+    /// Buffers [`Backend::embedding_forward`] has read as its table: their updates may be held back.
+    gathered_tables: RefCell<std::collections::HashSet<u64>>,
+    /// The update held back, if any (at most one); any other use of its buffers launches it first.
+    deferred: RefCell<Option<DeferredUpdate>>,
     /// SMs the matrix products leave to the optimizer stream while its AdamW update may still be
     /// running (`DSLLM_OPTIMIZER_SMS`, 0: none). The forward's products otherwise hold every SM
     /// (one block of ~200 KiB of shared memory each), so AdamW's blocks, at the lowest
@@ -429,6 +443,9 @@ impl CudaBackend {
                 Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
             },
             adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", false)?,
+            defer_gathered_updates: env_switch("DSLLM_DEFER_GATHERED", true)?,
+            gathered_tables: RefCell::new(std::collections::HashSet::new()),
+            deferred: RefCell::new(None),
             optimizer_sms: env_number("DSLLM_OPTIMIZER_SMS", 0..=sm_count - 1, "SMs left to the optimizer stream")?.unwrap_or(0),
             sm_count,
             optimizer_tail: Cell::new(None),
@@ -527,6 +544,9 @@ impl CudaBackend {
     /// Makes the main stream wait for optimizer-stream work on `buf` not yet waited for. Every
     /// accessor of a buffer's memory calls it first.
     fn settle(&self, buf: &GpuBuffer) {
+        if self.deferred.borrow().as_ref().is_some_and(|d| d.buffers.contains(&buf.id)) {
+            self.flush_deferred();
+        }
         if let Some(event) = buf.pending.lock().expect("pending event lock").take() {
             self.stream.wait(&event).expect("cannot order the CUDA streams");
             if self.optimizer_tail.get() == Some(buf.id) {
@@ -1474,6 +1494,27 @@ impl Backend for CudaBackend {
     fn embedding_forward(&self, out: &mut GpuBuffer, tokens: &GpuTokens, table: &GpuBuffer, n_tokens: usize, dim: usize) {
         let _op = self.op(|| "embedding_forward".into());
         let (dim32, n64) = (dim as i32, (n_tokens * dim) as u64);
+        let held = self.deferred.borrow_mut().take_if(|d| d.table == table.id);
+        // (A held update whose gradient or moments were dropped is moot.)
+        if let Some(held) = held.filter(|d| d.slots.iter().all(|slot| slot.strong_count() > 0)) {
+            // The rows as the held-back update leaves them, read before it runs: the optimizer
+            // stream starts it after this lookup.
+            let (at, hp) = (held.at, held.hp);
+            let (decay, step_size, bias_correction2_sqrt) = adamw_scalars(&hp);
+            let table_at = self.ptr(self.f32_in(table));
+            self.launch(&self.kernels.embedding_forward_updated, grid_for_u64(n_tokens * dim), |b| {
+                b.arg(self.f32_out_first(out, n_tokens * dim)).arg(&tokens.ids).arg(&table_at).arg(&at.grad).arg(&at.m).arg(&at.v).arg(&dim32).arg(&n64);
+                b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
+            });
+            let side = self.optimizer_side_stream().expect("an update is held back only where AdamW has its own stream");
+            self.launch_adamw(side, &at, &hp);
+            let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
+            for slot in held.slots.iter().filter_map(std::sync::Weak::upgrade) {
+                *slot.lock().expect("pending event lock") = Some(done.clone());
+            }
+            return;
+        }
+        self.gathered_tables.borrow_mut().insert(table.id);
         self.launch(&self.kernels.embedding_forward, grid_for_u64(n_tokens * dim), |b| {
             b.arg(self.f32_out_first(out, n_tokens * dim)).arg(&tokens.ids).arg(self.f32_in(table)).arg(&dim32).arg(&n64);
         });
@@ -1709,41 +1750,44 @@ impl Backend for CudaBackend {
     }
 
     fn adamw_update(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, range: Range<usize>, hp: AdamWStep) {
-        let _op = self.op(|| "adamw_update".into());
-        let (decay, step_size, bias_correction2_sqrt) = adamw_scalars(&hp);
-        let at = self.adamw_operands(param, grad, m, v, &range);
-        let n64 = at.n as u64;
-        let side = self.optimizer_side_stream();
-        let (kernel, per_thread) = if self.adamw_eight_wide { (&self.kernels.adamw_update8, 8) } else { (&self.kernels.adamw_update, 4) };
-        self.launch_on(side.unwrap_or(&self.stream), kernel, grid_for_u64(at.n.div_ceil(per_thread)), |b| {
-            b.arg(&at.param).arg(&at.grad).arg(&at.m).arg(&at.v).arg(&n64);
-            b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&at.shadow);
-        });
-        if let Some(side) = side {
-            self.optimizer_tail.set(Some(param.id));
-            self.leave_optimizer_event(side, &[param, grad, m, v]);
-        }
+        self.adamw_update_many(&mut [AdamWUpdate { param, grad, m, v, range, hp }]);
     }
 
+    /// Operands of every update first (taking them settles the buffers and may queue allocations
+    /// or casts on the main stream), then the optimizer stream is ordered after the main stream
+    /// once, not once a tensor: two driver calls fewer per tensor (~150 tensors a ds-1b step)
+    /// while the GPU's main stream waits for the host to reach the next forward.
     fn adamw_update_many(&self, updates: &mut [AdamWUpdate<'_, GpuBuffer>]) {
+        let operands: Vec<Option<AdamWOperands>> = updates.iter_mut().map(|u| self.take_adamw_operands(u)).collect();
+        let side = self.optimizer_side_stream();
+        let stream = side.unwrap_or(&self.stream);
         let mut start = 0;
         while start < updates.len() {
-            let small = |u: &AdamWUpdate<'_, GpuBuffer>| u.range.len() < ADAMW_ALONE;
+            let groupable = |i: usize| operands[i].is_some() && updates[i].range.len() < ADAMW_ALONE;
             // A group shares the step's settings but the weight decay.
             let same_step = |a: &AdamWStep, b: &AdamWStep| AdamWStep { weight_decay: a.weight_decay, ..*b } == *a;
             let mut end = start + 1;
-            if self.adamw_grouped && small(&updates[start]) {
-                while end < updates.len() && end - start < ADAMW_GROUP && small(&updates[end]) && same_step(&updates[start].hp, &updates[end].hp) {
+            if self.adamw_grouped && groupable(start) {
+                while end < updates.len() && end - start < ADAMW_GROUP && groupable(end) && same_step(&updates[start].hp, &updates[end].hp) {
                     end += 1;
                 }
             }
-            if end - start == 1 {
-                let u = &mut updates[start];
-                self.adamw_update(u.param, u.grad, u.m, u.v, u.range.clone(), u.hp);
-            } else {
-                self.adamw_update_group(&mut updates[start..end]);
-            }
+            let group = start..end;
             start = end;
+            let Some(first) = operands[group.start] else { continue }; // held back
+            {
+                let _op = self.op(|| "adamw_update".into());
+                if group.len() == 1 {
+                    self.launch_adamw(stream, &first, &updates[group.start].hp);
+                } else {
+                    self.launch_adamw_group(stream, &updates[group.clone()], &operands[group.clone()]);
+                }
+            }
+            if let Some(side) = side {
+                self.optimizer_tail.set(Some(updates[group.end - 1].param.id));
+                let used: Vec<&GpuBuffer> = updates[group].iter().flat_map(|u| [&*u.param, u.grad, &*u.m, &*u.v]).collect();
+                self.leave_optimizer_event(side, &used);
+            }
         }
     }
 }
@@ -1767,33 +1811,41 @@ struct AdamWGroupArgs {
 unsafe impl DeviceRepr for AdamWGroupArgs {}
 
 impl CudaBackend {
-    /// [`Backend::adamw_update`] of up to `ADAMW_GROUP` tensors of one step in one launch.
-    fn adamw_update_group(&self, group: &mut [AdamWUpdate<'_, GpuBuffer>]) {
+    /// One update's operands, or `None` where it is held back until the next lookup of its table
+    /// ([`CudaBackend::deferred`]): a whole gathered table, with AdamW on the optimizer stream.
+    fn take_adamw_operands(&self, u: &mut AdamWUpdate<'_, GpuBuffer>) -> Option<AdamWOperands> {
+        let at = self.adamw_operands(u.param, u.grad, u.m, u.v, &u.range);
+        let whole = u.range.start == 0 && u.range.len() == u.param.len;
+        if !(whole && self.defer_gathered_updates && self.optimizer_overlaps() && self.gathered_tables.borrow().contains(&u.param.id)) {
+            return Some(at);
+        }
+        self.flush_deferred();
+        let buffers = [u.param.id, u.grad.id, u.m.id, u.v.id];
+        let slots = [&*u.param, u.grad, &*u.m, &*u.v].map(|b| Arc::downgrade(&b.pending));
+        *self.deferred.borrow_mut() = Some(DeferredUpdate { table: u.param.id, buffers, slots, at, hp: u.hp });
+        None
+    }
+
+    /// Up to `ADAMW_GROUP` tensors of one step's update in one launch on `stream`.
+    fn launch_adamw_group(&self, stream: &Arc<CudaStream>, group: &[AdamWUpdate<'_, GpuBuffer>], operands: &[Option<AdamWOperands>]) {
         assert!((2..=ADAMW_GROUP).contains(&group.len()), "a group of {} AdamW updates", group.len());
-        let _op = self.op(|| "adamw_update".into());
         let hp = group[0].hp;
         let (_, step_size, bias_correction2_sqrt) = adamw_scalars(&hp);
         let mut args = AdamWGroupArgs { count: group.len() as i32, ..Default::default() };
         let mut blocks = 0u64;
-        for (t, u) in group.iter_mut().enumerate() {
+        for (t, (u, at)) in group.iter().zip(operands).enumerate() {
             assert_eq!(AdamWStep { weight_decay: hp.weight_decay, ..u.hp }, hp, "one AdamW launch is one step's update");
-            let at = self.adamw_operands(u.param, u.grad, u.m, u.v, &u.range);
+            let at = at.expect("held-back updates are not grouped");
             (args.param[t], args.grad[t], args.m[t], args.v[t], args.shadow[t], args.n[t]) = (at.param, at.grad, at.m, at.v, at.shadow, at.n as u64);
             args.decay[t] = adamw_scalars(&u.hp).0;
             args.first_block[t] = u32::try_from(blocks).expect("more than 2^32 blocks in one AdamW launch");
             blocks += (at.n as u64).div_ceil(4).div_ceil(BLOCK as u64).max(1);
         }
         args.first_block[group.len()] = u32::try_from(blocks).expect("more than 2^32 blocks in one AdamW launch");
-        let side = self.optimizer_side_stream();
         let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
-        self.launch_on(side.unwrap_or(&self.stream), &self.kernels.adamw_update_group, config, |b| {
+        self.launch_on(stream, &self.kernels.adamw_update_group, config, |b| {
             b.arg(&args).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
         });
-        if let Some(side) = side {
-            self.optimizer_tail.set(group.last().map(|u| u.param.id));
-            let used: Vec<&GpuBuffer> = group.iter().flat_map(|u| [&*u.param, u.grad, &*u.m, &*u.v]).collect();
-            self.leave_optimizer_event(side, &used);
-        }
     }
 
     /// Device addresses of one tensor's update, fetched in the order that settles and
@@ -1802,18 +1854,45 @@ impl CudaBackend {
     fn adamw_operands(&self, param: &mut GpuBuffer, grad: &GpuBuffer, m: &mut GpuBuffer, v: &mut GpuBuffer, range: &Range<usize>) -> AdamWOperands {
         let (n, offset) = (range.len(), (range.start * std::mem::size_of::<f32>()) as u64);
         let param_at = self.ptr(self.f32_inout(param)) + offset;
-        let whole = range.start == 0 && n == param.len && self.precision == Precision::Mixed;
+        // A gathered table's bf16 copy is read by nothing (the lookup reads fp32): not written.
+        let whole = range.start == 0 && n == param.len && self.precision == Precision::Mixed && !self.gathered_tables.borrow().contains(&param.id);
         let shadow = if whole { self.fused_bf16_ptr(param, n) } else { 0 };
         let grad_at = self.ptr(self.f32_in(grad)) + offset;
         let (m_at, v_at) = (self.ptr(self.f32_inout(m)), self.ptr(self.f32_inout(v)));
         AdamWOperands { param: param_at, grad: grad_at, m: m_at, v: v_at, shadow, n }
     }
 
+    /// One tensor's AdamW update on `stream`, one launch.
+    fn launch_adamw(&self, stream: &Arc<CudaStream>, at: &AdamWOperands, hp: &AdamWStep) {
+        let (decay, step_size, bias_correction2_sqrt) = adamw_scalars(hp);
+        let n64 = at.n as u64;
+        let (kernel, per_thread) = if self.adamw_eight_wide { (&self.kernels.adamw_update8, 8) } else { (&self.kernels.adamw_update, 4) };
+        self.launch_on(stream, kernel, grid_for_u64(at.n.div_ceil(per_thread)), |b| {
+            b.arg(&at.param).arg(&at.grad).arg(&at.m).arg(&at.v).arg(&n64);
+            b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&at.shadow);
+        });
+    }
+
+    /// Launches the update held back ([`CudaBackend::deferred`]) on the main stream, where it is
+    /// ordered before whatever is about to use its buffers; dropped if one of them is gone.
+    fn flush_deferred(&self) {
+        let Some(held) = self.deferred.borrow_mut().take() else { return };
+        if held.slots.iter().all(|slot| slot.strong_count() > 0) {
+            let _op = self.op(|| "adamw_update".into());
+            self.launch_adamw(&self.stream, &held.at, &held.hp);
+        }
+    }
+
+    /// Whether AdamW runs on the optimizer stream (profiled steps keep it on the main stream,
+    /// where the op timer measures it).
+    fn optimizer_overlaps(&self) -> bool {
+        self.overlap_optimizer && !self.profiler.enabled()
+    }
+
     /// The optimizer stream, ordered after the main stream's work so far, where AdamW overlaps
-    /// the next forward; `None` (the main stream) otherwise. Profiled steps keep AdamW on the
-    /// main stream, where the op timer measures it.
+    /// the next forward; `None` (the main stream) otherwise.
     fn optimizer_side_stream(&self) -> Option<&Arc<CudaStream>> {
-        let side = Some(&self.optimizer_stream).filter(|_| self.overlap_optimizer && !self.profiler.enabled());
+        let side = Some(&self.optimizer_stream).filter(|_| self.optimizer_overlaps());
         if let Some(side) = side {
             self.side_after_main(side);
         }
@@ -1831,6 +1910,7 @@ impl CudaBackend {
 }
 
 /// Addresses and length of one tensor's AdamW update ([`CudaBackend::adamw_operands`]).
+#[derive(Clone, Copy)]
 struct AdamWOperands {
     param: u64,
     grad: u64,
@@ -1839,6 +1919,19 @@ struct AdamWOperands {
     /// 0: no bf16 copy to write.
     shadow: u64,
     n: usize,
+}
+
+/// A table's AdamW update held back until the next embedding lookup ([`CudaBackend::deferred`]).
+struct DeferredUpdate {
+    /// The parameter buffer's id: the lookup of this table runs the update.
+    table: u64,
+    /// Ids of the parameter, gradient and moment buffers: any other use launches it first.
+    buffers: [u64; 4],
+    /// Their pending-event slots, which get the update's event once it runs on the optimizer
+    /// stream (each buffer's next use then waits for it); a dead slot means a buffer was dropped.
+    slots: [std::sync::Weak<Mutex<Option<Arc<CudaEvent>>>>; 4],
+    at: AdamWOperands,
+    hp: AdamWStep,
 }
 
 /// One step's scalars, computed as the CPU backend computes them: (weight decay factor,

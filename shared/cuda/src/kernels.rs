@@ -183,6 +183,7 @@ kernel_table!(
     transpose_last_two,
     embedding_forward,
     embedding_backward,
+    embedding_forward_updated,
     cross_entropy_forward,
     cross_entropy_backward,
     cross_entropy_chunk,

@@ -616,9 +616,13 @@ pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usiz
     // model's 21 small tensors make a group of 16 and one of 5, and must give the same bits.
     // With products limited to fewer SMs while AdamW may run (DSLLM_OPTIMIZER_SMS) the
     // products may pick other algorithms (other roundings): close, not bit-identical.
-    let run = |overlap: bool, grouped: bool, optimizer_sms: u32| -> Result<Vec<f32>> {
+    // The embedding's update held back until the next lookup (DSLLM_DEFER_GATHERED, on with the
+    // optimizer stream) must give the same bits as the update run before it; two micro-batches
+    // a step, so the second lookup waits for the held-back update and the first one does not.
+    let run = |overlap: bool, grouped: bool, optimizer_sms: u32, defer: bool| -> Result<Vec<f32>> {
         let mut trainer = Trainer::new(gpu_factory()?, parity_model_config(), gpu_trainer.config.clone())?;
         trainer.model.backend.overlap_optimizer = overlap;
+        trainer.model.backend.defer_gathered_updates = defer;
         trainer.model.backend.adamw_grouped = grouped;
         trainer.model.backend.optimizer_sms = optimizer_sms;
         trainer.model.backend.optimizer_stream_delay = 40_000;
@@ -628,10 +632,12 @@ pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usiz
         }
         Ok(trainer.model.host_tensors().into_iter().flat_map(|(_, t)| t.data).collect())
     };
-    let (with_stream, without, grouped, limited) = (run(true, false, 0)?, run(false, false, 0)?, run(true, true, 0)?, run(true, false, 16)?);
+    let (with_stream, without, grouped, limited) = (run(true, false, 0, true)?, run(false, false, 0, true)?, run(true, true, 0, true)?, run(true, false, 16, true)?);
+    let not_held = run(true, false, 0, false)?;
     let differing = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    let (streams, grouping) = (differing(&with_stream, &without), differing(&grouped, &without));
+    let (streams, grouping, holding) = (differing(&with_stream, &without), differing(&grouped, &without), differing(&with_stream, &not_held));
     checks.push(Check::new(format!("weights after {steps} steps, optimizer stream on and off: {streams} differ"), streams as f64, 0.0));
+    checks.push(Check::new(format!("weights after {steps} steps, embedding update held back or not: {holding} differ"), holding as f64, 0.0));
     checks.push(Check::new(format!("weights after {steps} steps, AdamW grouped on the stream and not: {grouping} differ"), grouping as f64, 0.0));
     checks.push(Check::new(format!("weights after {steps} steps, products on 16 SMs fewer while AdamW runs"), relative_error(&limited, &without), 3e-2));
     Ok(checks)
