@@ -35,17 +35,17 @@ fn main() -> anyhow::Result<()> {
     checks.extend(variant(&mut gpu, |g| &mut g.cross_entropy_keep_row, other_ce, ce_name, check_output_loss));
     // DSLLM_OUTPUT_CHUNK_MIB: 64 rows of a 5003-token vocabulary a chunk.
     checks.extend(variant(&mut gpu, |g| &mut g.output_chunk_bytes, Some(1 << 20), " (1 MiB chunks)", check_output_loss));
-    // DSLLM_ADAMW_GROUPED: a step's tensors one launch each and grouped.
+    // DSLLM_ADAMW_GROUPED: a step's tensors one launch each and grouped (the default).
     checks.extend(variant(&mut gpu, |g| &mut g.adamw_grouped, false, " (one launch a tensor)", check_adamw_many));
     checks.extend(variant(&mut gpu, |g| &mut g.adamw_grouped, true, " (grouped)", check_adamw_many));
     // DSLLM_ADAMW_WIDTH: the width the default did not run.
     let other_width = !gpu.adamw_eight_wide;
     checks.extend(variant(&mut gpu, |g| &mut g.adamw_eight_wide, other_width, " (the other width)", adamw));
-    // The fused flash-attention backward with atomics (check_ops ran the deterministic one).
+    // The attention backward with and without atomics, whichever check_ops did not run, for the
+    // fused flash-attention backward here and for cuDNN's below.
+    let other_determinism = !gpu.deterministic;
     gpu.attention = AttentionKernels::Fa2;
-    gpu.deterministic = false;
-    checks.extend(check_attention(&gpu));
-    gpu.deterministic = true;
+    checks.extend(variant(&mut gpu, |g| &mut g.deterministic, other_determinism, "", check_attention));
     // The other attention kernels too (check_ops ran the default).
     let hopper = gpu.compute_capability() == (9, 0);
     let others = [AttentionKernels::Cudnn, AttentionKernels::Fa2, AttentionKernels::Wgmma, AttentionKernels::Wmma, AttentionKernels::Fp32];
@@ -53,12 +53,9 @@ fn main() -> anyhow::Result<()> {
         gpu.attention = kernels;
         checks.extend(check_attention(&gpu));
     }
-    // cuDNN's backward with atomics too (the default run is deterministic).
     if gpu.cudnn_attention().is_some() {
         gpu.attention = AttentionKernels::Cudnn;
-        gpu.deterministic = false;
-        checks.extend(check_attention(&gpu));
-        gpu.deterministic = true;
+        checks.extend(variant(&mut gpu, |g| &mut g.deterministic, other_determinism, "", check_attention));
     }
     // Mixed precision with fp32 activations (DSLLM_BF16_ACTIVATIONS=0), if check_ops ran bf16 ones.
     if gpu.bf16_activations {

@@ -45,6 +45,8 @@ const FUSED_NORM_MAX_DIM: usize = 8 * 1024;
 /// 640 of a 102,400-token vocabulary).
 const OUTPUT_CHUNK_BYTES_F32: usize = 256 << 20;
 const OUTPUT_CHUNK_BYTES_BF16: usize = 128 << 20;
+/// SMs the products leave to AdamW while it runs, by default (`DSLLM_OPTIMIZER_SMS`).
+const DEFAULT_OPTIMIZER_SMS: u32 = 8;
 /// Tensors of one grouped AdamW launch (kernels/adamw.cu, ADAMW_GROUP).
 const ADAMW_GROUP: usize = 16;
 /// Elements from which a tensor's AdamW update is launched alone (it fills the GPU by itself).
@@ -143,10 +145,11 @@ pub struct CudaBackend {
     pub attention: AttentionKernels,
     /// What the matrix products and attention compute in; `DSLLM_PRECISION=fp32` picks at start.
     pub precision: Precision,
-    /// Bit-identical reruns (default): no atomics, so the flash-attention backward computes dQ
-    /// in a kernel of its own, and cuDNN's backward writes dQ without its atomic accumulator.
-    /// `DSLLM_DETERMINISTIC=0` allows the atomics instead: ds-160m steps 3% faster with cuDNN on
-    /// the H100 (BENCHMARKS.md v10), 0.5-1% with fa2 (v7), order-dependent sums.
+    /// Bit-identical reruns (`DSLLM_DETERMINISTIC=1`): no atomics, so the flash-attention
+    /// backward computes dQ in a kernel of its own, and cuDNN's backward writes dQ without its
+    /// atomic accumulator. The default allows the atomics, as PyTorch's attention does: ds-160m
+    /// steps 5% faster with cuDNN on the H100 (BENCHMARKS.md v16), ds-1b 0.1-0.4%, 0.5-1% with fa2
+    /// (v7); the sums' order then varies between runs.
     pub deterministic: bool,
     /// Which kernels run on wgmma when `attention` is `Wgmma` (see [`WgmmaChoice`]).
     pub wgmma: WgmmaChoice,
@@ -179,7 +182,8 @@ pub struct CudaBackend {
     /// AdamW with eight weights a thread instead of four (`DSLLM_ADAMW_WIDTH=8`; same values).
     pub adamw_eight_wide: bool,
     /// AdamW's tensors below `ADAMW_ALONE` elements launched up to `ADAMW_GROUP` at a time
-    /// (`DSLLM_ADAMW_GROUPED=1`; same values): a layer's nine tensors in one launch, not nine.
+    /// (default; `DSLLM_ADAMW_GROUPED=0`: one launch a tensor; same values): fewer launches for
+    /// the host to issue before the next forward, ds-160m +0.7% on the H100 (v16).
     pub adamw_grouped: bool,
     /// A gathered table's AdamW update (the token embedding's) is held back until the next
     /// forward's lookup, which computes its rows as the update will leave them, then runs on the
@@ -192,7 +196,8 @@ pub struct CudaBackend {
     /// The update held back, if any (at most one); any other use of its buffers launches it first.
     deferred: RefCell<Option<DeferredUpdate>>,
     /// SMs the matrix products leave to the optimizer stream while its AdamW update may still be
-    /// running (`DSLLM_OPTIMIZER_SMS`, 0: none). The forward's products otherwise hold every SM
+    /// running (`DSLLM_OPTIMIZER_SMS`; default 8, or an eighth of a smaller GPU's; 0: none;
+    /// ds-1b +0.7-0.9% and ds-1b-gqa +0.6% on the H100, v15/v16). The forward's products otherwise hold every SM
     /// (one block of ~200 KiB of shared memory each), so AdamW's blocks, at the lowest
     /// priority, only run in the gaps between kernels and the update barely overlaps the
     /// forward. With a few SMs free it streams beside the products (cuBLASLt's
@@ -424,7 +429,7 @@ impl CudaBackend {
         Ok(Self {
             attention: AttentionKernels::from_env((major, minor) == (9, 0)),
             precision: Precision::from_env(),
-            deterministic: env_switch("DSLLM_DETERMINISTIC", true)?,
+            deterministic: env_switch("DSLLM_DETERMINISTIC", false)?,
             wgmma: WgmmaChoice::from_env(),
             bf16_activations: env_switch("DSLLM_BF16_ACTIVATIONS", true)?,
             fused_norm_backward: match std::env::var("DSLLM_NORM_BACKWARD").as_deref() {
@@ -442,11 +447,11 @@ impl CudaBackend {
                 Ok("8") => true,
                 Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
             },
-            adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", false)?,
+            adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", true)?,
             defer_gathered_updates: env_switch("DSLLM_DEFER_GATHERED", true)?,
             gathered_tables: RefCell::new(std::collections::HashSet::new()),
             deferred: RefCell::new(None),
-            optimizer_sms: env_number("DSLLM_OPTIMIZER_SMS", 0..=sm_count - 1, "SMs left to the optimizer stream")?.unwrap_or(0),
+            optimizer_sms: env_number("DSLLM_OPTIMIZER_SMS", 0..=sm_count - 1, "SMs left to the optimizer stream")?.unwrap_or(DEFAULT_OPTIMIZER_SMS.min(sm_count / 8)),
             sm_count,
             optimizer_tail: Cell::new(None),
             output_chunk_bytes: env_number("DSLLM_OUTPUT_CHUNK_MIB", 1..=65536usize, "MiB of logits a chunk")?.map(|mib| mib << 20),
@@ -1494,7 +1499,8 @@ impl Backend for CudaBackend {
     fn embedding_forward(&self, out: &mut GpuBuffer, tokens: &GpuTokens, table: &GpuBuffer, n_tokens: usize, dim: usize) {
         let _op = self.op(|| "embedding_forward".into());
         let (dim32, n64) = (dim as i32, (n_tokens * dim) as u64);
-        let held = self.deferred.borrow_mut().take_if(|d| d.table == table.id);
+        // (Where AdamW has lost its stream since, profiling, `f32_in` below launches it first.)
+        let held = self.deferred.borrow_mut().take_if(|d| d.table == table.id && self.optimizer_overlaps());
         // (A held update whose gradient or moments were dropped is moot.)
         if let Some(held) = held.filter(|d| d.slots.iter().all(|slot| slot.strong_count() > 0)) {
             // The rows as the held-back update leaves them, read before it runs: the optimizer
@@ -1506,7 +1512,7 @@ impl Backend for CudaBackend {
                 b.arg(self.f32_out_first(out, n_tokens * dim)).arg(&tokens.ids).arg(&table_at).arg(&at.grad).arg(&at.m).arg(&at.v).arg(&dim32).arg(&n64);
                 b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
             });
-            let side = self.optimizer_side_stream().expect("an update is held back only where AdamW has its own stream");
+            let side = self.optimizer_side_stream().expect("checked by optimizer_overlaps");
             self.launch_adamw(side, &at, &hp);
             let done = Arc::new(side.record_event(None).expect("cannot record a CUDA event"));
             for slot in held.slots.iter().filter_map(std::sync::Weak::upgrade) {

@@ -623,6 +623,8 @@ pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usiz
         let mut trainer = Trainer::new(gpu_factory()?, parity_model_config(), gpu_trainer.config.clone())?;
         trainer.model.backend.overlap_optimizer = overlap;
         trainer.model.backend.defer_gathered_updates = defer;
+        // Bit-identical runs need the attention backward without atomics.
+        trainer.model.backend.deterministic = true;
         trainer.model.backend.adamw_grouped = grouped;
         trainer.model.backend.optimizer_sms = optimizer_sms;
         trainer.model.backend.optimizer_stream_delay = 40_000;
