@@ -1,15 +1,18 @@
 #!/bin/bash
 # One device call that weighs settings against the default on one card: parity, the default and
 # each variant in turn (REPEAT rounds, alternating, so drift between runs shows), the default's
-# per-op profile, then torch.compile; tokens/s and ratios at the end. Five files in $OUT (a call
-# brings back at most 8). Copy this into .devbin/ with the parity and bench examples and
-# torch_llama.py; run it from the repository root, e.g.
+# per-op profile, then torch.compile; tokens/s and ratios at the end. At most seven files in $OUT
+# (a call brings back at most 8). Copy this into .devbin/ with the parity and bench examples and
+# torch_llama.py (and torch_profile.py); run it from the repository root, e.g.
 #   CONFIGS=ds-1b,ds-1b-gqa REPEAT=2 VARIANTS="sms8:DSLLM_OPTIMIZER_SMS=8 cand32:DSLLM_GEMM_CANDIDATES=32" bash .devbin/device-levers.sh
 # A variant is `name:VAR=value[,VAR=value...]`. PROFILE= (empty) skips the profile, TORCH= the baseline.
 cd "$(dirname "$0")/.."
 CONFIGS=${CONFIGS:-ds-160m,ds-1b,ds-1b-gqa}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader | tee $OUT/times.txt
 export PYTHONUNBUFFERED=1 DSLLM_KERNEL_CACHE=/tmp/dsllm-kernels
+# PTX compiled here beforehand (`DSLLM_KERNEL_CACHE=.devbin/kernels ptx sm_90a --cache`, same
+# NVRTC version) spares the first process its ~20 s NVRTC compile; a stale file is just unused.
+mkdir -p $DSLLM_KERNEL_CACHE && cp .devbin/kernels/*.ptx $DSLLM_KERNEL_CACHE/ 2>/dev/null
 SP=$(python3 -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null)/nvidia
 [ -d "$SP/cudnn/lib" ] && export LD_LIBRARY_PATH=$SP/cudnn/lib:$SP/cu13/lib:${LD_LIBRARY_PATH:-}
 t0=$(date +%s); T() { echo "== $1: $(( $(date +%s) - t0 )) s" | tee -a $OUT/times.txt; }
@@ -26,6 +29,9 @@ for round in $(seq ${REPEAT:-1}); do
   for v in ${VARIANTS:-}; do run "${v%%:*}" "${v#*:}"; done
 done
 if [ -n "${PROFILE-1}" ]; then DSLLM_PROFILE=1 timeout 120 .devbin/bench $CONFIGS > $OUT/profile.jsonl 2>&1; T profile; fi
+# TORCH_PROFILE=ds-1b: torch.compile's per-kernel GPU time of one step (torch_profile.py, copied
+# into .devbin/ too) into torch_profile.txt, beside the profile above.
+if [ -n "${TORCH_PROFILE:-}" ]; then timeout 150 python3 .devbin/torch_profile.py $TORCH_PROFILE > $OUT/torch_profile.txt 2>&1; rm -f $OUT/torch-profile-*.json; T torch_profile; fi
 if [ -n "${TORCH-1}" ]; then timeout ${TORCH_TIMEOUT:-300} python3 .devbin/torch_llama.py $CONFIGS compile > $OUT/torch.log 2>&1; rm -f $OUT/torch_llama.json; T torch; fi
 python3 - <<'PY'
 import json, os
