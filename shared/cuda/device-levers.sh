@@ -9,7 +9,9 @@
 cd "$(dirname "$0")/.."
 CONFIGS=${CONFIGS:-ds-160m,ds-1b,ds-1b-gqa}
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv,noheader | tee $OUT/times.txt
-export PYTHONUNBUFFERED=1 DSLLM_KERNEL_CACHE=/tmp/dsllm-kernels
+# DSLLM_STREAM_WAITS: after its timed steps each bench run times, in two more, how long the
+# forward waited for AdamW (reported beside the run).
+export PYTHONUNBUFFERED=1 DSLLM_KERNEL_CACHE=/tmp/dsllm-kernels DSLLM_STREAM_WAITS=1
 # PTX compiled here beforehand (`DSLLM_KERNEL_CACHE=.devbin/kernels ptx sm_90a --cache`, same
 # NVRTC version) spares the first process its ~20 s NVRTC compile; a stale file is just unused.
 mkdir -p $DSLLM_KERNEL_CACHE && cp .devbin/kernels/*.ptx $DSLLM_KERNEL_CACHE/ 2>/dev/null
@@ -42,6 +44,10 @@ print("torch.compile:", torch)
 for r in read("runs.jsonl"):
     ratio = f", {r['tokens_per_s'] / torch[r['config']]:.3f}x" if r["config"] in torch else ""
     print(f"{r['variant']:>14} {r['config']:>10}: {r['tokens_per_s']:9.0f} tok/s, step {r['step_ms']:6.1f} ms, MFU {r['mfu']:.3f}, {r['peak_mem_gib']:.1f} GiB, loss {r.get('loss', r.get('final_loss', ''))}{ratio}")
+    if r.get("stream_waits"):
+        total = sum(w["total_ms"] for w in r["stream_waits"])
+        top = ", ".join(f"{w['elements']}: {w['total_ms']:.2f} ms/{w['waits']}" for w in r["stream_waits"][:6])
+        print(f"{'':>26} main stream waited {total:.2f} ms for AdamW (by buffer size: {top})")
 for p in read("profile.jsonl"):
     print(f"profile {p['config']} ({p['step_ms']:.1f} ms step):")
     for op in p.get("profile", [])[:int(os.environ.get("TOPN", "20"))]:

@@ -24,7 +24,7 @@ use half::bf16;
 
 use crate::gemm::{Gemm, GemmShape, Operands};
 use crate::kernels::Kernels;
-use crate::profile::{OpScope, OpTime, Profiler};
+use crate::profile::{OpScope, OpTime, Profiler, WaitProbe, WaitTime};
 
 /// Threads per block of the elementwise and row kernels.
 const BLOCK: u32 = 256;
@@ -49,6 +49,10 @@ const OUTPUT_CHUNK_BYTES_BF16: usize = 128 << 20;
 const DEFAULT_OPTIMIZER_SMS: u32 = 8;
 /// Tensors of one grouped AdamW launch (kernels/adamw.cu, ADAMW_GROUP).
 const ADAMW_GROUP: usize = 16;
+/// Slices of a spread AdamW update at most, and the size from which one is spread
+/// ([`CudaBackend::adamw_spread`]).
+const ADAMW_SPREAD_SLICES: usize = 16;
+const ADAMW_SPREAD_MIN: usize = 1 << 20;
 /// Elements from which a tensor's AdamW update is launched alone (it fills the GPU by itself).
 const ADAMW_ALONE: usize = 16 << 20;
 /// Blocks of the sum-of-squares reduction (their f64 partials are summed on the host).
@@ -185,6 +189,12 @@ pub struct CudaBackend {
     /// (default; `DSLLM_ADAMW_GROUPED=0`: one launch a tensor; same values): fewer launches for
     /// the host to issue before the next forward, ds-160m +0.7% on the H100 (v16).
     pub adamw_grouped: bool,
+    /// The last tensor's AdamW update, when it is at least twice the size of any other launch
+    /// (the output layer's), is split into up to `ADAMW_SPREAD_SLICES` slices queued between the
+    /// other launches (`DSLLM_ADAMW_SPREAD=1`, off until measured; same values). The forward
+    /// needs that tensor last, but queued last as one launch it can hold the forward at the
+    /// output layer while the optimizer stream, on a few SMs, works through it.
+    pub adamw_spread: bool,
     /// A gathered table's AdamW update (the token embedding's) is held back until the next
     /// forward's lookup, which computes its rows as the update will leave them, then runs on the
     /// optimizer stream beside the forward (`DSLLM_DEFER_GATHERED`, default on; same bits). Else
@@ -246,6 +256,7 @@ pub struct CudaBackend {
     /// The output layer's logit gradient for the whole batch, in bf16 (its GEMMs' operand).
     output_grad: RefCell<CudaSlice<bf16>>,
     profiler: Profiler,
+    wait_probe: WaitProbe,
 }
 
 impl Drop for CudaBackend {
@@ -449,6 +460,7 @@ impl CudaBackend {
             },
             adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", true)?,
             defer_gathered_updates: env_switch("DSLLM_DEFER_GATHERED", true)?,
+            adamw_spread: env_switch("DSLLM_ADAMW_SPREAD", false)?,
             gathered_tables: RefCell::new(std::collections::HashSet::new()),
             deferred: RefCell::new(None),
             optimizer_sms: env_number("DSLLM_OPTIMIZER_SMS", 0..=sm_count - 1, "SMs left to the optimizer stream")?.unwrap_or(DEFAULT_OPTIMIZER_SMS.min(sm_count / 8)),
@@ -466,6 +478,7 @@ impl CudaBackend {
             embedding_segments: RefCell::new(stream.alloc_zeros::<u32>(1)?),
             output_grad: RefCell::new(stream.alloc_zeros::<bf16>(1)?),
             profiler: Profiler::default(),
+            wait_probe: WaitProbe::default(),
             overlap_optimizer: env_switch("DSLLM_OPTIMIZER_STREAM", true)?,
             optimizer_stream_delay: 0,
             optimizer_stream,
@@ -505,6 +518,18 @@ impl CudaBackend {
     /// GPU time per op since profiling was turned on or last taken, largest first.
     pub fn take_profile(&self) -> Vec<OpTime> {
         self.profiler.take()
+    }
+
+    /// Times the main stream's waits for the optimizer stream from now on (see
+    /// [`crate::profile::WaitProbe`]); unlike profiling, AdamW stays on its own stream.
+    pub fn set_stream_waits(&self, on: bool) {
+        self.wait_probe.set_enabled(on);
+    }
+
+    /// The main stream's stalls on the optimizer stream since [`CudaBackend::set_stream_waits`]
+    /// or the last take, by buffer size, largest first.
+    pub fn take_stream_waits(&self) -> Vec<WaitTime> {
+        self.wait_probe.take()
     }
 
     fn op(&self, name: impl FnOnce() -> String) -> Option<OpScope<'_>> {
@@ -553,7 +578,7 @@ impl CudaBackend {
             self.flush_deferred();
         }
         if let Some(event) = buf.pending.lock().expect("pending event lock").take() {
-            self.stream.wait(&event).expect("cannot order the CUDA streams");
+            self.wait_probe.around(&self.stream, buf.len, || self.stream.wait(&event).expect("cannot order the CUDA streams"));
             if self.optimizer_tail.get() == Some(buf.id) {
                 self.optimizer_tail.set(None);
             }
@@ -1765,12 +1790,12 @@ impl Backend for CudaBackend {
     /// while the GPU's main stream waits for the host to reach the next forward.
     fn adamw_update_many(&self, updates: &mut [AdamWUpdate<'_, GpuBuffer>]) {
         let operands: Vec<Option<AdamWOperands>> = updates.iter_mut().map(|u| self.take_adamw_operands(u)).collect();
-        let side = self.optimizer_side_stream();
-        let stream = side.unwrap_or(&self.stream);
+        // Launches: single updates, or groups of small ones sharing the step's settings but the
+        // weight decay; none for an update held back.
+        let mut units: Vec<Range<usize>> = Vec::new();
         let mut start = 0;
         while start < updates.len() {
             let groupable = |i: usize| operands[i].is_some() && updates[i].range.len() < ADAMW_ALONE;
-            // A group shares the step's settings but the weight decay.
             let same_step = |a: &AdamWStep, b: &AdamWStep| AdamWStep { weight_decay: a.weight_decay, ..*b } == *a;
             let mut end = start + 1;
             if self.adamw_grouped && groupable(start) {
@@ -1778,21 +1803,55 @@ impl Backend for CudaBackend {
                     end += 1;
                 }
             }
-            let group = start..end;
+            if operands[start].is_some() {
+                units.push(start..end);
+            }
             start = end;
-            let Some(first) = operands[group.start] else { continue }; // held back
+        }
+        let side = self.optimizer_side_stream();
+        let stream = side.unwrap_or(&self.stream);
+        let launch = |unit: &Range<usize>, slice: Option<Range<usize>>| {
             {
                 let _op = self.op(|| "adamw_update".into());
-                if group.len() == 1 {
-                    self.launch_adamw(stream, &first, &updates[group.start].hp);
-                } else {
-                    self.launch_adamw_group(stream, &updates[group.clone()], &operands[group.clone()]);
+                let first = operands[unit.start].expect("units are not held back");
+                match (&slice, unit.len()) {
+                    (Some(part), _) => self.launch_adamw(stream, &first.slice(part.clone()), &updates[unit.start].hp),
+                    (None, 1) => self.launch_adamw(stream, &first, &updates[unit.start].hp),
+                    (None, _) => self.launch_adamw_group(stream, &updates[unit.clone()], &operands[unit.clone()]),
                 }
             }
             if let Some(side) = side {
-                self.optimizer_tail.set(Some(updates[group.end - 1].param.id));
-                let used: Vec<&GpuBuffer> = updates[group].iter().flat_map(|u| [&*u.param, u.grad, &*u.m, &*u.v]).collect();
+                self.optimizer_tail.set(Some(updates[unit.end - 1].param.id));
+                let used: Vec<&GpuBuffer> = updates[unit.clone()].iter().flat_map(|u| [&*u.param, u.grad, &*u.m, &*u.v]).collect();
                 self.leave_optimizer_event(side, &used);
+            }
+        };
+        // DSLLM_ADAMW_SPREAD: the last tensor (the output layer, needed last by the forward but
+        // as large as several blocks) in slices between the others, so that the optimizer
+        // stream's work is even over the forward rather than a large tail it ends on.
+        let spread = self.adamw_spread && side.is_some() && units.len() > 2 && {
+            let size = |unit: &Range<usize>| unit.clone().map(|i| updates[i].range.len()).sum::<usize>();
+            let last = units.last().expect("more than two units");
+            let largest_other = units[..units.len() - 1].iter().map(size).max().unwrap_or(0);
+            last.len() == 1 && size(last) >= ADAMW_SPREAD_MIN && size(last) >= 2 * largest_other
+        };
+        if !spread {
+            for unit in &units {
+                launch(unit, None);
+            }
+            return;
+        }
+        let last = units.pop().expect("spread needs units");
+        let n = operands[last.start].expect("units are not held back").n;
+        let slices = units.len().min(ADAMW_SPREAD_SLICES);
+        // Slice bounds on 1024-value steps keep every slice's arrays 16-byte aligned.
+        let bound = |j: usize| if j == slices { n } else { (n * j / slices) & !1023 };
+        let mut next = 0;
+        for (i, unit) in units.iter().enumerate() {
+            launch(unit, None);
+            while next < slices && (i + 1) * slices >= (next + 1) * units.len() {
+                launch(&last, Some(bound(next)..bound(next + 1)));
+                next += 1;
             }
         }
     }
@@ -1925,6 +1984,22 @@ struct AdamWOperands {
     /// 0: no bf16 copy to write.
     shadow: u64,
     n: usize,
+}
+
+impl AdamWOperands {
+    /// The update of values `part` of this one (the bf16 copy, if any, offset alike).
+    fn slice(&self, part: Range<usize>) -> AdamWOperands {
+        assert!(part.start <= part.end && part.end <= self.n, "slice {part:?} of an update of {} values", self.n);
+        let (f32_offset, bf16_offset) = (4 * part.start as u64, 2 * part.start as u64);
+        AdamWOperands {
+            param: self.param + f32_offset,
+            grad: self.grad + f32_offset,
+            m: self.m + f32_offset,
+            v: self.v + f32_offset,
+            shadow: if self.shadow == 0 { 0 } else { self.shadow + bf16_offset },
+            n: part.len(),
+        }
+    }
 }
 
 /// A table's AdamW update held back until the next embedding lookup ([`CudaBackend::deferred`]).

@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::CudaBackend;
-use crate::profile::OpTime;
+use crate::profile::{OpTime, WaitTime};
 
 /// Dense bf16 peak of an H100/H200 SXM (the datasheet's, as torch_llama.py uses).
 pub const PEAK_FLOPS: f64 = 989e12;
@@ -42,6 +42,10 @@ pub struct BenchResult {
     /// GPU time per op over one more step, when `DSLLM_PROFILE` is set (see [`crate::profile`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub profile: Vec<OpTime>,
+    /// How long the main stream stalled on the optimizer stream in one more step, by buffer
+    /// size, when `DSLLM_STREAM_WAITS` is set (AdamW on its own stream, as in the timed steps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stream_waits: Vec<WaitTime>,
 }
 
 /// Trains `config` for `warmup + steps` steps of `micro_batch × seq_len` random tokens.
@@ -115,6 +119,18 @@ pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_ba
         Vec::new()
     };
 
+    let stream_waits = if std::env::var_os("DSLLM_STREAM_WAITS").is_some() {
+        // A step after an ordinary one, so its forward waits for a whole step's AdamW.
+        trainer.train_step(&mut source)?;
+        trainer.model.backend.set_stream_waits(true);
+        trainer.train_step(&mut source)?;
+        let waits = trainer.model.backend.take_stream_waits();
+        trainer.model.backend.set_stream_waits(false);
+        waits
+    } else {
+        Vec::new()
+    };
+
     let attention = trainer.model.backend.attention_in_use(config.head_dim());
     let deterministic = trainer.model.backend.deterministic;
     let tokens = (seq_len * micro_batch) as f64;
@@ -137,5 +153,6 @@ pub fn bench_training(name: &str, config: &ModelConfig, seq_len: usize, micro_ba
         backward_ms,
         optimizer_ms,
         profile,
+        stream_waits,
     })
 }

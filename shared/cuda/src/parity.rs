@@ -619,28 +619,50 @@ pub fn check_training(gpu_factory: impl Fn() -> Result<CudaBackend>, steps: usiz
     // The embedding's update held back until the next lookup (DSLLM_DEFER_GATHERED, on with the
     // optimizer stream) must give the same bits as the update run before it; two micro-batches
     // a step, so the second lookup waits for the held-back update and the first one does not.
-    let run = |overlap: bool, grouped: bool, optimizer_sms: u32, defer: bool| -> Result<Vec<f32>> {
-        let mut trainer = Trainer::new(gpu_factory()?, parity_model_config(), gpu_trainer.config.clone())?;
-        trainer.model.backend.overlap_optimizer = overlap;
-        trainer.model.backend.defer_gathered_updates = defer;
+    // The output layer's update in slices between the others (DSLLM_ADAMW_SPREAD): the same
+    // bits; with a 16,384-token vocabulary, so that the output layer (4.2M weights) is over
+    // twice the largest other launch (one a tensor: gate/up's 352k) and is spread in 13 slices.
+    #[derive(Clone, Copy)]
+    struct Setup {
+        overlap: bool,
+        grouped: bool,
+        optimizer_sms: u32,
+        defer: bool,
+        spread: bool,
+        vocab: usize,
+    }
+    let base = Setup { overlap: true, grouped: false, optimizer_sms: 0, defer: true, spread: false, vocab: parity_model_config().vocab_size };
+    let run = |setup: Setup| -> Result<Vec<f32>> {
+        let config = ModelConfig { vocab_size: setup.vocab, ..parity_model_config() };
+        let mut trainer = Trainer::new(gpu_factory()?, config, gpu_trainer.config.clone())?;
+        let backend = &mut trainer.model.backend;
+        backend.overlap_optimizer = setup.overlap;
+        backend.defer_gathered_updates = setup.defer;
+        backend.adamw_spread = setup.spread;
         // Bit-identical runs need the attention backward without atomics.
-        trainer.model.backend.deterministic = true;
-        trainer.model.backend.adamw_grouped = grouped;
-        trainer.model.backend.optimizer_sms = optimizer_sms;
-        trainer.model.backend.optimizer_stream_delay = 40_000;
-        let mut source = VecSource::new(random_sequences(81, micro_batch * 2 * steps, seq + 1, parity_model_config().vocab_size), false);
+        backend.deterministic = true;
+        backend.adamw_grouped = setup.grouped;
+        backend.optimizer_sms = setup.optimizer_sms;
+        backend.optimizer_stream_delay = 40_000;
+        let mut source = VecSource::new(random_sequences(81, micro_batch * 2 * steps, seq + 1, setup.vocab), false);
         for _ in 1..=steps {
             trainer.train_step(&mut source)?;
         }
         Ok(trainer.model.host_tensors().into_iter().flat_map(|(_, t)| t.data).collect())
     };
-    let (with_stream, without, grouped, limited) = (run(true, false, 0, true)?, run(false, false, 0, true)?, run(true, true, 0, true)?, run(true, false, 16, true)?);
-    let not_held = run(true, false, 0, false)?;
+    let with_stream = run(base)?;
+    let without = run(Setup { overlap: false, ..base })?;
+    let grouped = run(Setup { grouped: true, ..base })?;
+    let limited = run(Setup { optimizer_sms: 16, ..base })?;
+    let not_held = run(Setup { defer: false, ..base })?;
+    let (wide, wide_spread) = (run(Setup { vocab: 16384, ..base })?, run(Setup { vocab: 16384, spread: true, ..base })?);
     let differing = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-    let (streams, grouping, holding) = (differing(&with_stream, &without), differing(&grouped, &without), differing(&with_stream, &not_held));
+    let (streams, grouping, holding, spreading) =
+        (differing(&with_stream, &without), differing(&grouped, &without), differing(&with_stream, &not_held), differing(&wide, &wide_spread));
     checks.push(Check::new(format!("weights after {steps} steps, optimizer stream on and off: {streams} differ"), streams as f64, 0.0));
     checks.push(Check::new(format!("weights after {steps} steps, embedding update held back or not: {holding} differ"), holding as f64, 0.0));
     checks.push(Check::new(format!("weights after {steps} steps, AdamW grouped on the stream and not: {grouping} differ"), grouping as f64, 0.0));
+    checks.push(Check::new(format!("weights after {steps} steps, output layer's update spread or not: {spreading} differ"), spreading as f64, 0.0));
     checks.push(Check::new(format!("weights after {steps} steps, products on 16 SMs fewer while AdamW runs"), relative_error(&limited, &without), 3e-2));
     Ok(checks)
 }

@@ -77,3 +77,57 @@ impl Drop for OpScope<'_> {
         }
     }
 }
+
+/// How long the main stream waited, at one buffer size, for the optimizer stream's updates.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WaitTime {
+    /// Floats in the buffers waited for (their size names them: ds-1b's output layer is 210M).
+    pub elements: usize,
+    pub waits: usize,
+    pub total_ms: f64,
+}
+
+/// With `DSLLM_STREAM_WAITS` on, events around each of the main stream's waits for the
+/// optimizer stream ([`crate::backend::CudaBackend::take_stream_waits`]): the time between them
+/// is how long the main stream stalled there, which the per-op profile cannot show (it keeps
+/// AdamW on the main stream).
+#[derive(Default)]
+pub(crate) struct WaitProbe {
+    records: RefCell<Option<Vec<(usize, CudaEvent, CudaEvent)>>>,
+}
+
+impl WaitProbe {
+    pub(crate) fn set_enabled(&self, on: bool) {
+        *self.records.borrow_mut() = on.then(Vec::new);
+    }
+
+    /// Runs `wait` (queues a stream wait on `stream`) between two recorded events when on.
+    pub(crate) fn around(&self, stream: &CudaStream, elements: usize, wait: impl FnOnce()) {
+        if self.records.borrow().is_none() {
+            return wait();
+        }
+        let record = || stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).expect("cannot record a CUDA event");
+        let before = record();
+        wait();
+        let after = record();
+        if let Some(records) = self.records.borrow_mut().as_mut() {
+            records.push((elements, before, after));
+        }
+    }
+
+    /// Waits for the recorded events and sums the stalls by buffer size, largest first.
+    pub(crate) fn take(&self) -> Vec<WaitTime> {
+        let Some(records) = self.records.borrow_mut().as_mut().map(std::mem::take) else {
+            return Vec::new();
+        };
+        let mut totals: BTreeMap<usize, (usize, f64)> = BTreeMap::new();
+        for (elements, before, after) in records {
+            let entry = totals.entry(elements).or_default();
+            entry.0 += 1;
+            entry.1 += before.elapsed_ms(&after).expect("cannot read CUDA event times") as f64;
+        }
+        let mut waits: Vec<WaitTime> = totals.into_iter().map(|(elements, (waits, total_ms))| WaitTime { elements, waits, total_ms }).collect();
+        waits.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        waits
+    }
+}
