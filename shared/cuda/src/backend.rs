@@ -378,7 +378,8 @@ pub fn open_gpu_ordinal(head_dim: Option<usize>, local_rank: usize) -> Result<(C
         bail!("local rank {local_rank} needs GPU {ordinal}, but this process sees {count} GPU(s): start at most {count} processes per machine");
     }
     let backend = CudaBackend::new(ordinal)?;
-    let reason = format!("GPU {ordinal} ({})", backend.device_name());
+    let determinism = if backend.deterministic { "bit-identical reruns" } else { "attention backward with atomics, as PyTorch's: reruns differ in the last bits; DSLLM_DETERMINISTIC=1 for bit-identical ones" };
+    let reason = format!("GPU {ordinal} ({}; {determinism})", backend.device_name());
     Ok((backend, reason))
 }
 
