@@ -19,13 +19,29 @@ struct AdamW {
     }
 };
 
+// Loads and stores of the update's arrays, with the streaming cache hints (`.cs`: evict first)
+// when `streaming` (DSLLM_ADAMW_STREAMING): each value is touched once, and the forward's
+// products, running beside the update, then keep more of their operands in L2. Same values.
+template <typename T>
+__device__ __forceinline__ T adamw_load(const T* p, bool streaming) {
+    return streaming ? __ldcs(p) : *p;
+}
+template <typename T>
+__device__ __forceinline__ void adamw_store(T* p, T value, bool streaming) {
+    if (streaming) {
+        __stcs(p, value);
+    } else {
+        *p = value;
+    }
+}
+
 // W (4 or 8) weights a thread: W / 4 16-byte loads of each array issued before any arithmetic,
 // the bf16 copy stored 2W bytes at a time, where every array is aligned for that; else (and for
 // the tail) one weight at a time. Eight a thread keeps twice the bytes in flight.
 // `thread` numbers the tensor's threads from 0.
 template <int W>
 __device__ __forceinline__ void adamw_update_wide(float* param, const float* grad, float* m, float* v, u64 n,
-                                                  const AdamW& opt, __nv_bfloat16* shadow, u64 thread) {
+                                                  const AdamW& opt, __nv_bfloat16* shadow, u64 thread, bool streaming) {
     static_assert(W == 4 || W == 8, "four or eight weights a thread");
     constexpr int H = W / 4;
     const u64 i = W * thread;
@@ -35,10 +51,10 @@ __device__ __forceinline__ void adamw_update_wide(float* param, const float* gra
         float4 p[H], mi[H], vi[H], g[H];
 #pragma unroll
         for (int h = 0; h < H; h++) {
-            p[h] = *reinterpret_cast<const float4*>(param + i + 4 * h);
-            mi[h] = *reinterpret_cast<const float4*>(m + i + 4 * h);
-            vi[h] = *reinterpret_cast<const float4*>(v + i + 4 * h);
-            g[h] = *reinterpret_cast<const float4*>(grad + i + 4 * h);
+            p[h] = adamw_load(reinterpret_cast<const float4*>(param + i + 4 * h), streaming);
+            mi[h] = adamw_load(reinterpret_cast<const float4*>(m + i + 4 * h), streaming);
+            vi[h] = adamw_load(reinterpret_cast<const float4*>(v + i + 4 * h), streaming);
+            g[h] = adamw_load(reinterpret_cast<const float4*>(grad + i + 4 * h), streaming);
         }
         uint4 packed;  // the bf16 copy's values (16-byte aligned, unlike an array of bf16 pairs)
         __nv_bfloat162* halves = reinterpret_cast<__nv_bfloat162*>(&packed);
@@ -48,17 +64,17 @@ __device__ __forceinline__ void adamw_update_wide(float* param, const float* gra
             p[h].y = opt.step(p[h].y, g[h].y, mi[h].y, vi[h].y);
             p[h].z = opt.step(p[h].z, g[h].z, mi[h].z, vi[h].z);
             p[h].w = opt.step(p[h].w, g[h].w, mi[h].w, vi[h].w);
-            *reinterpret_cast<float4*>(param + i + 4 * h) = p[h];
-            *reinterpret_cast<float4*>(m + i + 4 * h) = mi[h];
-            *reinterpret_cast<float4*>(v + i + 4 * h) = vi[h];
+            adamw_store(reinterpret_cast<float4*>(param + i + 4 * h), p[h], streaming);
+            adamw_store(reinterpret_cast<float4*>(m + i + 4 * h), mi[h], streaming);
+            adamw_store(reinterpret_cast<float4*>(v + i + 4 * h), vi[h], streaming);
             halves[2 * h] = __floats2bfloat162_rn(p[h].x, p[h].y);
             halves[2 * h + 1] = __floats2bfloat162_rn(p[h].z, p[h].w);
         }
         if (shadow) {  // the products' copy, so no cast pass follows
             if constexpr (W == 8) {
-                *reinterpret_cast<uint4*>(shadow + i) = packed;
+                adamw_store(reinterpret_cast<uint4*>(shadow + i), packed, streaming);
             } else {
-                *reinterpret_cast<uint2*>(shadow + i) = make_uint2(packed.x, packed.y);
+                adamw_store(reinterpret_cast<uint2*>(shadow + i), make_uint2(packed.x, packed.y), streaming);
             }
         }
         return;
@@ -72,17 +88,17 @@ __device__ __forceinline__ void adamw_update_wide(float* param, const float* gra
 
 extern "C" __global__ void adamw_update(float* param, const float* grad, float* m, float* v, u64 n, float beta1,
                                         float beta2, float eps, float decay, float step_size,
-                                        float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
+                                        float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow, int streaming) {
     adamw_update_wide<4>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow,
-                         (u64)blockIdx.x * blockDim.x + threadIdx.x);
+                         (u64)blockIdx.x * blockDim.x + threadIdx.x, streaming != 0);
 }
 
 // DSLLM_ADAMW_WIDTH=8.
 extern "C" __global__ void adamw_update8(float* param, const float* grad, float* m, float* v, u64 n, float beta1,
                                          float beta2, float eps, float decay, float step_size,
-                                         float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow) {
+                                         float bias_correction2_sqrt, float grad_scale, __nv_bfloat16* shadow, int streaming) {
     adamw_update_wide<8>(param, grad, m, v, n, AdamW{beta1, beta2, eps, decay, step_size, bias_correction2_sqrt, grad_scale}, shadow,
-                         (u64)blockIdx.x * blockDim.x + threadIdx.x);
+                         (u64)blockIdx.x * blockDim.x + threadIdx.x, streaming != 0);
 }
 
 // The embedding lookup of the next forward with the table as its pending AdamW update will
@@ -119,14 +135,14 @@ static_assert(sizeof(AdamWGroup) == 6 * 8 * ADAMW_GROUP + 4 * ADAMW_GROUP + 4 * 
 // __grid_constant__: read in place from the parameter space, not copied per thread to local
 // memory for the runtime index `t`.
 extern "C" __global__ void adamw_update_group(const __grid_constant__ AdamWGroup group, float beta1, float beta2, float eps, float step_size,
-                                              float bias_correction2_sqrt, float grad_scale) {
+                                              float bias_correction2_sqrt, float grad_scale, int streaming) {
     int t = 0;
     while (t + 1 < group.count && blockIdx.x >= group.first_block[t + 1]) t++;
     const AdamW opt{beta1, beta2, eps, group.decay[t], step_size, bias_correction2_sqrt, grad_scale};
     const u64 thread = (u64)(blockIdx.x - group.first_block[t]) * blockDim.x + threadIdx.x;
     adamw_update_wide<4>(reinterpret_cast<float*>(group.param[t]), reinterpret_cast<const float*>(group.grad[t]),
                          reinterpret_cast<float*>(group.m[t]), reinterpret_cast<float*>(group.v[t]), group.n[t], opt,
-                         reinterpret_cast<__nv_bfloat16*>(group.shadow[t]), thread);
+                         reinterpret_cast<__nv_bfloat16*>(group.shadow[t]), thread, streaming != 0);
 }
 
 extern "C" __global__ void sum_squares_partial(double* partial, const float* x, u64 n) {

@@ -41,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     // DSLLM_ADAMW_WIDTH: the width the default did not run.
     let other_width = !gpu.adamw_eight_wide;
     checks.extend(variant(&mut gpu, |g| &mut g.adamw_eight_wide, other_width, " (the other width)", adamw));
+    // DSLLM_ADAMW_STREAMING: cache hints only, the same bits (one launch a tensor and grouped).
+    checks.extend(variant(&mut gpu, |g| &mut g.adamw_streaming, true, " (streaming cache hints)", adamw));
+    checks.extend(variant(&mut gpu, |g| &mut g.adamw_streaming, true, " (streaming cache hints)", check_adamw_many));
     // The attention backward with and without atomics, whichever check_ops did not run, for the
     // fused flash-attention backward here and for cuDNN's below.
     let other_determinism = !gpu.deterministic;

@@ -185,6 +185,10 @@ pub struct CudaBackend {
     cross_entropy_kept_bytes: Cell<usize>,
     /// AdamW with eight weights a thread instead of four (`DSLLM_ADAMW_WIDTH=8`; same values).
     pub adamw_eight_wide: bool,
+    /// AdamW's loads and stores with the streaming cache hint, evicted from L2 first
+    /// (`DSLLM_ADAMW_STREAMING=1`, off until measured; same values): its ~30 bytes a weight pass
+    /// through L2 once, beside the forward's products, whose operands then stay there longer.
+    pub adamw_streaming: bool,
     /// AdamW's tensors below `ADAMW_ALONE` elements launched up to `ADAMW_GROUP` at a time
     /// (default; `DSLLM_ADAMW_GROUPED=0`: one launch a tensor; same values): fewer launches for
     /// the host to issue before the next forward, ds-160m +0.7% on the H100 (v16).
@@ -460,6 +464,7 @@ impl CudaBackend {
                 Ok(other) => bail!("DSLLM_ADAMW_WIDTH={other:?}: expected 4 (the default) or 8"),
             },
             adamw_grouped: env_switch("DSLLM_ADAMW_GROUPED", true)?,
+            adamw_streaming: env_switch("DSLLM_ADAMW_STREAMING", false)?,
             defer_gathered_updates: env_switch("DSLLM_DEFER_GATHERED", true)?,
             adamw_spread: env_switch("DSLLM_ADAMW_SPREAD", false)?,
             gathered_tables: RefCell::new(std::collections::HashSet::new()),
@@ -1909,8 +1914,9 @@ impl CudaBackend {
         }
         args.first_block[group.len()] = u32::try_from(blocks).expect("more than 2^32 blocks in one AdamW launch");
         let config = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let streaming = self.adamw_streaming as i32;
         self.launch_on(stream, &self.kernels.adamw_update_group, config, |b| {
-            b.arg(&args).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale);
+            b.arg(&args).arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&streaming);
         });
     }
 
@@ -1933,9 +1939,11 @@ impl CudaBackend {
         let (decay, step_size, bias_correction2_sqrt) = adamw_scalars(hp);
         let n64 = at.n as u64;
         let (kernel, per_thread) = if self.adamw_eight_wide { (&self.kernels.adamw_update8, 8) } else { (&self.kernels.adamw_update, 4) };
+        let streaming = self.adamw_streaming as i32;
         self.launch_on(stream, kernel, grid_for_u64(at.n.div_ceil(per_thread)), |b| {
             b.arg(&at.param).arg(&at.grad).arg(&at.m).arg(&at.v).arg(&n64);
             b.arg(&hp.beta1).arg(&hp.beta2).arg(&hp.eps).arg(&decay).arg(&step_size).arg(&bias_correction2_sqrt).arg(&hp.grad_scale).arg(&at.shadow);
+            b.arg(&streaming);
         });
     }
 
