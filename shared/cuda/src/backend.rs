@@ -1849,18 +1849,43 @@ impl Backend for CudaBackend {
         }
         let last = units.pop().expect("spread needs units");
         let n = operands[last.start].expect("units are not held back").n;
-        let slices = units.len().min(ADAMW_SPREAD_SLICES);
-        // Slice bounds on 1024-value steps keep every slice's arrays 16-byte aligned.
-        let bound = |j: usize| if j == slices { n } else { (n * j / slices) & !1023 };
-        let mut next = 0;
-        for (i, unit) in units.iter().enumerate() {
-            launch(unit, None);
-            while next < slices && (i + 1) * slices >= (next + 1) * units.len() {
-                launch(&last, Some(bound(next)..bound(next + 1)));
-                next += 1;
+        for step in spread_order(units.len(), n) {
+            match step {
+                SpreadStep::Unit(i) => launch(&units[i], None),
+                SpreadStep::Slice(part) => launch(&last, Some(part)),
             }
         }
     }
+}
+
+/// One launch of a spread AdamW update ([`CudaBackend::adamw_spread`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SpreadStep {
+    /// The i-th of the other launches.
+    Unit(usize),
+    /// Values of the spread tensor.
+    Slice(Range<usize>),
+}
+
+/// The launches of `units` other updates with a tensor of `n` values spread between them: up to
+/// `ADAMW_SPREAD_SLICES` slices, one after each equal share of the others and the last after
+/// the last of them. Slice bounds fall on 1024-value steps, so every slice's arrays stay
+/// 16-byte aligned for the kernel's vector accesses.
+fn spread_order(units: usize, n: usize) -> Vec<SpreadStep> {
+    let slices = units.clamp(1, ADAMW_SPREAD_SLICES);
+    let bound = |j: usize| if j == slices { n } else { (n * j / slices) & !1023 };
+    let mut order = Vec::with_capacity(units + slices);
+    let mut next = 0;
+    for i in 0..units {
+        order.push(SpreadStep::Unit(i));
+        while next < slices && (i + 1) * slices >= (next + 1) * units {
+            order.push(SpreadStep::Slice(bound(next)..bound(next + 1)));
+            next += 1;
+        }
+    }
+    // No other launch: the tensor alone, in one piece.
+    order.extend((next..slices).map(|j| SpreadStep::Slice(bound(j)..bound(j + 1))));
+    order
 }
 
 /// `adamw_update_group`'s first parameter: struct AdamWGroup in kernels/adamw.cu, field for field.
@@ -2297,6 +2322,46 @@ mod tests {
         assert_eq!(std::mem::offset_of!(AdamWGroupArgs, decay), 6 * 8 * ADAMW_GROUP);
         assert_eq!(std::mem::offset_of!(AdamWGroupArgs, count), 6 * 8 * ADAMW_GROUP + 4 * (2 * ADAMW_GROUP + 1));
         assert!(crate::kernels::program_source().contains(&format!("#define ADAMW_GROUP {ADAMW_GROUP}")));
+    }
+
+    /// Every value of the spread tensor updated exactly once, in aligned slices, each slice after
+    /// its share of the other launches, all of those in order, the last launch a slice.
+    #[test]
+    fn spread_slices_cover_the_tensor_once_between_the_other_launches() {
+        for (units, n) in [(1, 1 << 20), (3, 5_000_000), (13, 4_194_304), (35, 210_000_000), (100, (1 << 20) + 7)] {
+            let order = spread_order(units, n);
+            let slices: Vec<Range<usize>> = order.iter().filter_map(|s| if let SpreadStep::Slice(r) = s { Some(r.clone()) } else { None }).collect();
+            let others: Vec<usize> = order.iter().filter_map(|s| if let SpreadStep::Unit(i) = s { Some(*i) } else { None }).collect();
+            assert_eq!(others, (0..units).collect::<Vec<_>>(), "{units} units");
+            assert_eq!(slices.len(), units.min(ADAMW_SPREAD_SLICES));
+            assert_eq!(slices.first().unwrap().start, 0);
+            assert_eq!(slices.last().unwrap().end, n);
+            for pair in slices.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "slices must tile the tensor");
+                assert!(pair[0].end % 1024 == 0 && !pair[0].is_empty(), "slice {:?} of {n}", pair[0]);
+            }
+            assert!(matches!(order.last(), Some(SpreadStep::Slice(_))), "the tensor's last slice comes last");
+            // Slice j goes out once at least (j + 1) / slices of the other launches have.
+            let mut seen_units = 0;
+            let mut seen_slices = 0;
+            for step in &order {
+                match step {
+                    SpreadStep::Unit(_) => seen_units += 1,
+                    SpreadStep::Slice(_) => {
+                        seen_slices += 1;
+                        assert!(seen_units * slices.len() >= seen_slices * units, "slice {seen_slices} after {seen_units} of {units} launches");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slices_of_an_update_offset_every_array() {
+        let at = AdamWOperands { param: 1 << 20, grad: 2 << 20, m: 3 << 20, v: 4 << 20, shadow: 5 << 20, n: 4096 };
+        let part = at.slice(1024..3072);
+        assert_eq!((part.param, part.grad, part.m, part.v, part.shadow, part.n), ((1 << 20) + 4096, (2 << 20) + 4096, (3 << 20) + 4096, (4 << 20) + 4096, (5 << 20) + 2048, 2048));
+        assert_eq!(AdamWOperands { shadow: 0, ..at }.slice(1024..2048).shadow, 0, "no bf16 copy stays none");
     }
 
     #[test]
