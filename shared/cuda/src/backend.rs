@@ -202,8 +202,8 @@ pub struct CudaBackend {
     /// A gathered table's AdamW update (the token embedding's) is held back until the next
     /// forward's lookup, which computes its rows as the update will leave them, then runs on the
     /// optimizer stream beside the forward (`DSLLM_DEFER_GATHERED`, default on; same bits). Else
-    /// the forward waits for the whole table's update first: ~2 ms of ds-1b's step on an H100
-    /// (210M weights, ~30 bytes of traffic each), when nothing else can run.
+    /// the forward waits for the whole table's update first, when nothing else can run (ds-1b:
+    /// 210M weights, 1.9 ms of the optimizer's 14.9 on an H100; +0.6% a step, BENCHMARKS.md v16).
     pub defer_gathered_updates: bool,
     /// Buffers [`Backend::embedding_forward`] has read as its table: their updates may be held back.
     gathered_tables: RefCell<std::collections::HashSet<u64>>,
