@@ -1536,6 +1536,13 @@ impl Backend for CudaBackend {
         if let Some(held) = held.filter(|d| d.slots.iter().all(|slot| slot.strong_count() > 0)) {
             // The rows as the held-back update leaves them, read before it runs: the optimizer
             // stream starts it after this lookup.
+            // Its gradient and moments are read below by address: wait for any optimizer-stream
+            // work on them queued since the update was held (none in the trainer's order).
+            for slot in held.slots.iter().filter_map(std::sync::Weak::upgrade) {
+                if let Some(event) = slot.lock().expect("pending event lock").take() {
+                    self.stream.wait(&event).expect("cannot order the CUDA streams");
+                }
+            }
             let (at, hp) = (held.at, held.hp);
             let (decay, step_size, bias_correction2_sqrt) = adamw_scalars(&hp);
             let table_at = self.ptr(self.f32_in(table));

@@ -470,13 +470,12 @@ impl<B: Backend> Llama<B> {
         acts.head_grad_done = false;
         if ws == Store::Overwrite {
             // What the products do not overwrite: the norm gains (added to by their backward)
-            // and the embedding (its backward adds into the rows of the batch's tokens only).
+            // and the embedding (zeroed right before its backward, below).
             be.zero(&mut g.norm);
             for layer in &mut g.layers {
                 be.zero(&mut layer.input_layernorm);
                 be.zero(&mut layer.post_attention_layernorm);
             }
-            be.zero(&mut g.embed_tokens);
         }
         be.zero(&mut acts.d_residual);
         let last = &acts.residuals[c.num_hidden_layers];
@@ -542,6 +541,13 @@ impl<B: Backend> Llama<B> {
                 d,
             );
             ready(g.layers[l].tensors_mut().into_iter().zip(specs.layers[l].tensors()).collect());
+        }
+        // The embedding's backward adds into the rows of the batch's tokens only. Its gradient
+        // is cleared here, not with the others above: on the GPU the last step's update of the
+        // table, held back until this forward's lookup, may still be reading it, and the
+        // backward of every block can run meanwhile instead of waiting for it.
+        if ws == Store::Overwrite {
+            be.zero(&mut g.embed_tokens);
         }
         be.embedding_backward(&mut g.embed_tokens, &acts.d_residual, &acts.inputs, n, d);
         ready(vec![(&mut g.embed_tokens, &specs.embed_tokens)]);
