@@ -12,7 +12,7 @@ threads_flag  = $(if $(THREADS),--threads $(THREADS))
 DEMO_DUMPS   := CC-MAIN-2024-10 CC-MAIN-2024-14 CC-MAIN-2024-18
 
 .PHONY: all build demo test test-rust test-python bench clean help
-bench: bench-dedup bench-filter bench-pack bench-cpu-train bench-eval
+bench: bench-ingest bench-dedup bench-filter bench-pack bench-cpu-train bench-eval
 
 # Encode+pack and BPE training against Python tokenizers on the same text (needs ../shared/data).
 bench-pack: build

@@ -22,6 +22,17 @@ ingest:
 	@test -n "$(DUMP)" -a -n "$(IN)" || { echo "usage: make ingest DUMP=CC-MAIN-YYYY-WW IN=files-or-folder"; exit 2; }
 	$(BIN)/ds-ingest --input $(IN) --dump $(DUMP) --output $(WORK)/docs/$(DUMP) $(threads_flag)
 
+# ds-ingest against datatrove (WarcReader; + Trafilatura on WARC) and resiliparse on the same
+# WET and WARC files built from ../shared/data/text: docs/s, CPU, memory, and on WARC how much of
+# each page's main text is found. BENCH_INGEST_PAGES pages, BENCH_PYTHON=<venv>/bin/python.
+BENCH_INGEST_PAGES ?= 10000
+.PHONY: bench-ingest
+bench-ingest: build
+	@$(BENCH_PYTHON) -c "import datatrove, trafilatura, warcio, cchardet, magic, resiliparse, fastwarc, pyarrow, psutil" 2>/dev/null || \
+	  $(BENCH_PYTHON) -m pip install -q "datatrove[io,processing]" lxml_html_clean resiliparse pyarrow psutil || \
+	  { echo "bench-ingest needs: $(BENCH_PYTHON) -m pip install 'datatrove[io,processing]' lxml_html_clean resiliparse pyarrow psutil"; exit 2; }
+	$(BENCH_PYTHON) bench/ingest/bench.py --pages $(BENCH_INGEST_PAGES) --ours $(BIN)/ds-ingest
+
 # Tokenizer and shards read the remix's output ($(WORK)/mix: kept documents with `repeat`;
 # ds-pack writes a document `repeat` times, the tokenizer learns from each once). The demo
 # uses a small vocabulary (the default is the paper's 100,000 learned tokens padded to

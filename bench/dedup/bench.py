@@ -26,12 +26,13 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import run_measured  # noqa: E402
 
 TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+")
 BANDS, ROWS, NUM_PERM, THRESHOLD = 14, 8, 112, 0.8
@@ -118,52 +119,6 @@ def write_parquet(docs, folder, files=8):
 
 
 # ---- measurement --------------------------------------------------------------------------
-
-
-def run_measured(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS MB of the process tree, stdout, CPU seconds).
-
-    CPU seconds (user + system of the process and every descendant it waited for) tell the
-    work done whatever else loads the machine; wall seconds give docs/s."""
-    import psutil
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = [0]
-
-    # CPU seconds of every process in the tree, sampled: worker pools that are not waited for
-    # do not show in RUSAGE_CHILDREN.
-    tree_cpu = {}
-
-    def sample():
-        p = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            try:
-                procs = [p] + p.children(recursive=True)
-                rss = 0
-                for q in procs:
-                    try:
-                        rss += q.memory_info().rss
-                        t = q.cpu_times()
-                        tree_cpu[q.pid] = t.user + t.system
-                    except psutil.Error:
-                        pass
-                peak[0] = max(peak[0], rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    out, err = proc.communicate()
-    t.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed: ...{err[-600:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return time.time() - start, peak[0] / 2**20, out, max(cpu, sum(tree_cpu.values()))
 
 
 # ---- the Python tools, each in its own process (python bench.py --tool X --work DIR) --------
