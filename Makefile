@@ -50,7 +50,8 @@ test-rust:
 test-cudnn:
 	CARGO="$(CARGO)" bash shared/cuda/cudnn-cpu-test.sh
 
-# Interop: what the stages write opens unchanged in pyarrow, polars and duckdb.
+# Interop: what the stages write opens unchanged in pyarrow, polars and duckdb; ds-ingest on
+# bench-ingest's pages keeps every WET text and finds the WARC pages' main text (needs ../shared/data).
 TEST_WORK := $(TARGET_DIR)/python-interop
 test-python:
 	$(CARGO) build --bins -p ds-synth -p ds-ingest
@@ -59,6 +60,7 @@ test-python:
 	for d in CC-MAIN-2024-10 CC-MAIN-2024-14; do \
 	  $(TARGET_DIR)/debug/ds-ingest --input $(TEST_WORK)/synth/$$d --output $(TEST_WORK)/docs/$$d >/dev/null || exit 1; done
 	python3 tests/python/check_docs.py $(TEST_WORK)/docs/CC-MAIN-2024-10 $(TEST_WORK)/docs/CC-MAIN-2024-14
+	python3 tests/python/check_ingest_extraction.py $(TARGET_DIR)/debug/ds-ingest
 
 clean:
 	rm -rf $(WORK)

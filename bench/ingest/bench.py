@@ -216,12 +216,13 @@ def warc_record(headers, content):
 
 
 def write_corpus(data_dir, n_pages, files, work, seed=1):
-    """Writes work/warc/*.warc.gz and work/wet/*.warc.wet.gz; returns the HTML pages' truth by URL."""
+    """Writes work/warc/*.warc.gz and work/wet/*.warc.wet.gz. Returns, by URL of the HTML pages,
+    (title, main paragraphs) and the WET record's text; and the uncompressed record bytes."""
     src = sources(data_dir)
     rng = random.Random(seed)
     uid = random.Random(seed + 1)
     new_id = lambda: f"<urn:uuid:{uuid.UUID(int=uid.getrandbits(128))}>"  # noqa: E731
-    truth, sizes = {}, {"warc": 0, "wet": 0}
+    truth, wet_texts, sizes = {}, {}, {"warc": 0, "wet": 0}
     (work / "warc").mkdir(parents=True)
     (work / "wet").mkdir(parents=True)
     per = (n_pages + files - 1) // files
@@ -260,13 +261,14 @@ def write_corpus(data_dir, n_pages, files, work, seed=1):
                     warc.write(gzip.compress(rec, 6))
                     sizes["warc"] += len(rec)
                 if ctype == "text/html" and status.startswith("200"):
-                    text = "\n".join(visible).encode()
+                    wet_texts[url] = "\n".join(visible)
+                    text = wet_texts[url].encode()
                     lang = "zho" if url.split("/")[2] == SITES[-1] else "eng"
                     rec = warc_record([("WARC-Type", "conversion"), ("WARC-Target-URI", url), ("WARC-Date", date), ("WARC-Record-ID", new_id()),
                                        ("WARC-Refers-To", response_id), ("WARC-Identified-Content-Language", lang), ("Content-Type", "text/plain")], text)
                     wet.write(gzip.compress(rec, 6))
                     sizes["wet"] += len(rec)
-    return truth, sizes
+    return truth, wet_texts, sizes
 
 
 # ---- the Python tools, each in its own process (python bench.py --tool X --kind K --work DIR) -----
@@ -387,7 +389,7 @@ def main():
         return
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     try:
-        truth, sizes = write_corpus(args.data, args.pages, args.files, work)
+        truth, _, sizes = write_corpus(args.data, args.pages, args.files, work)
         print(f"{args.pages} pages ({len(truth)} HTML pages with main text) in {args.files} files: "
               f"WARC {sizes['warc'] / 2**20:.1f} MB, WET {sizes['wet'] / 2**20:.1f} MB of records (uncompressed); "
               f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.1f}")
