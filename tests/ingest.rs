@@ -102,4 +102,12 @@ fn usage_errors_exit_2_and_name_the_problem() {
     let (code, summary, err) = run("ds-ingest", &["--input", wet.to_str().unwrap(), "--dump", "CC-MAIN-2000-01", "--output", dir.path().join("o").to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(summary["kept"], 1);
+
+    // An ARC file (Common Crawl before 2013) in a folder is refused by name, not quarantined record by record.
+    let old = dir.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("CC-MAIN-2009-x-00000.arc.gz"), b"not read").unwrap();
+    let (code, _, err) = run("ds-ingest", &["--input", old.to_str().unwrap(), "--output", dir.path().join("o2").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("CC-MAIN-2009-x-00000.arc.gz") && err.contains("ARC"), "{err}");
 }

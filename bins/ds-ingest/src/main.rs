@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(version, about = "Common Crawl WET/WARC files into documents Parquet (one part per input file; damaged records quarantined)")]
 struct Args {
-    /// Input files, folders (searched recursively) or globs of .warc.wet.gz / .warc.gz / .warc files.
+    /// Input files, folders (searched recursively) or globs of .warc.wet.gz / .warc.gz / .warc files
+    /// (ARC files, Common Crawl's before 2013, are refused: convert them to WARC first).
     #[arg(long, short, required = true, num_args = 1..)]
     input: Vec<String>,
     /// Output folder: part-NNNNN.parquet, quarantine/part-NNNNN.parquet, _manifest.json.
@@ -35,7 +36,7 @@ fn main() {
     let args = Args::parse();
     cli::run_main(ingest::TOOL, || {
         cli::init_threads(args.threads)?;
-        let files = inputs::expand(&args.input, ingest::is_warc_file)?;
+        let files = inputs::expand(&args.input, ingest::is_input_file)?;
         if files.is_empty() {
             return Err(dsllm_core::Error::Usage("no .warc/.wet input files found".to_string()));
         }

@@ -19,10 +19,23 @@ use std::sync::Arc;
 
 pub const TOOL: &str = "ds-ingest";
 
-/// Input file names ingest accepts.
+/// Input file names ingest reads.
 pub fn is_warc_file(path: &Path) -> bool {
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    [".warc.gz", ".wet.gz", ".warc", ".wet", ".warc.wet.gz", ".arc.gz"].iter().any(|ext| name.ends_with(ext))
+    [".warc.gz", ".wet.gz", ".warc", ".wet", ".warc.wet.gz"].iter().any(|ext| name.ends_with(ext))
+}
+
+/// ARC files (Common Crawl's crawls before 2013): recognised so that they are refused by name
+/// rather than read as WARC, where every record would be quarantined as malformed.
+pub fn is_arc_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    name.ends_with(".arc.gz") || name.ends_with(".arc")
+}
+
+/// Input files ingest reads or refuses: [`is_warc_file`] or [`is_arc_file`] (for
+/// `dsllm_core::inputs::expand`, so that an ARC file among the inputs reaches [`run`]'s error).
+pub fn is_input_file(path: &Path) -> bool {
+    is_warc_file(path) || is_arc_file(path)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -50,6 +63,14 @@ pub struct IngestResult {
 
 /// Ingests `files` (already expanded and sorted) into `output_dir`.
 pub fn run(files: &[PathBuf], output_dir: &Path, options: &IngestOptions, progress: &dsllm_core::progress::ProgressBar) -> Result<IngestResult> {
+    if let Some(arc) = files.iter().find(|p| is_arc_file(p)) {
+        return Err(Error::Usage(format!(
+            "{}: ARC files (Common Crawl's crawls before 2013) are not read; convert them to WARC first, \
+             e.g. `warcio recompress {} OUT.warc.gz`",
+            arc.display(),
+            arc.display()
+        )));
+    }
     let mine = options.task.select(files);
     let my_files: Vec<PathBuf> = mine.iter().map(|(_, p)| p.clone()).collect();
     let params = serde_json::json!({ "dump": options.dump, "num_files": files.len() });
@@ -367,6 +388,19 @@ mod tests {
         assert_eq!(dump_from_path(p).as_deref(), Some("CC-MAIN-2024-22"));
         assert_eq!(dump_from_path(Path::new("x/CC-MAIN-2024.wet.gz")), None);
         assert_eq!(dump_from_warcinfo(b"operator: x\r\nisPartOf: CC-MAIN-2023-50\r\n").as_deref(), Some("CC-MAIN-2023-50"));
+    }
+
+    #[test]
+    fn arc_files_are_refused_by_name() {
+        assert!(is_arc_file(Path::new("CC-MAIN-2009-x/1224.arc.gz")) && !is_warc_file(Path::new("1224.arc.gz")));
+        assert!(is_input_file(Path::new("a.ARC.GZ")) && is_input_file(Path::new("a.warc.wet.gz")));
+        assert!(!is_arc_file(Path::new("a.warc.gz")) && !is_arc_file(Path::new("a.warc")));
+        let out = tempfile::tempdir().unwrap();
+        let files = [PathBuf::from("x/a.warc.gz"), PathBuf::from("x/old.arc.gz")];
+        let err = run(&files, out.path(), &IngestOptions::default(), &dsllm_core::progress::ProgressBar::hidden()).err().expect("an ARC input is an error");
+        let text = err.to_string();
+        assert!(text.contains("old.arc.gz") && text.contains("warcio recompress"), "{text}");
+        assert!(!out.path().join("_manifest.json").exists());
     }
 
     #[test]
