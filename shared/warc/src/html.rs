@@ -1,5 +1,7 @@
 //! HTTP responses from WARC files turned into main text.
 
+use std::borrow::Cow;
+
 use dom_smoothie::{Config, Readability, TextMode};
 
 /// An HTTP response split into what ingest needs.
@@ -9,6 +11,10 @@ pub struct HttpResponse<'a> {
     /// Media type, lowercased, without parameters (e.g. `text/html`).
     pub media_type: String,
     pub charset: Option<String>,
+    /// `Transfer-Encoding` and `Content-Encoding`, lowercased, as written (Common Crawl stores
+    /// payloads decoded and renames these to `X-Crawler-…`; other crawlers' WARCs keep them).
+    pub transfer_encoding: Option<String>,
+    pub content_encoding: Option<String>,
     pub body: &'a [u8],
 }
 
@@ -26,9 +32,16 @@ pub fn parse_http_response(content: &[u8]) -> Option<HttpResponse<'_>> {
     let status = status_line.split_whitespace().nth(1)?.parse().ok()?;
     let mut media_type = String::new();
     let mut charset = None;
+    let (mut transfer_encoding, mut content_encoding) = (None, None);
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("content-type") {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                transfer_encoding = Some(value.trim().to_ascii_lowercase());
+            } else if name.eq_ignore_ascii_case("content-encoding") {
+                content_encoding = Some(value.trim().to_ascii_lowercase());
+            }
+            if name.eq_ignore_ascii_case("content-type") {
                 let mut parts = value.split(';');
                 media_type = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
                 for param in parts {
@@ -41,7 +54,110 @@ pub fn parse_http_response(content: &[u8]) -> Option<HttpResponse<'_>> {
             }
         }
     }
-    Some(HttpResponse { status, media_type, charset, body: &content[split.1..] })
+    Some(HttpResponse { status, media_type, charset, transfer_encoding, content_encoding, body: &content[split.1..] })
+}
+
+/// Largest decoded payload accepted (a small compressed body can expand without bound).
+pub const MAX_DECODED_BYTES: usize = 64 << 20;
+
+impl HttpResponse<'_> {
+    /// The payload with its transfer coding (chunked) and content codings (gzip, deflate, br,
+    /// zstd; several in the order applied) undone, as a browser would read it. A body that
+    /// does not decode as its headers say but looks like text is taken as already decoded
+    /// (some WARC writers store the decoded payload and keep the header, as warcio also
+    /// allows); otherwise the error says which coding failed.
+    pub fn decoded_body(&self) -> Result<Cow<'_, [u8]>, String> {
+        let mut body = Cow::Borrowed(self.body);
+        if self.transfer_encoding.as_deref().is_some_and(|t| t.split(',').any(|c| c.trim() == "chunked")) {
+            match dechunk(&body) {
+                Ok(joined) => body = Cow::Owned(joined),
+                Err(_) if looks_like_text(&body) && !starts_like_chunk(&body) => {}
+                Err(e) => return Err(format!("Transfer-Encoding chunked: {e}")),
+            }
+        }
+        let codings: Vec<&str> = self.content_encoding.as_deref().unwrap_or("").split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
+        // Codings are listed in the order they were applied: undo them last to first.
+        for coding in codings.iter().rev() {
+            match decode_coding(coding, &body) {
+                Ok(Some(decoded)) => body = Cow::Owned(decoded),
+                Ok(None) => {}
+                Err(_) if looks_like_text(&body) => break,
+                Err(e) => return Err(format!("Content-Encoding {coding}: {e}")),
+            }
+        }
+        Ok(body)
+    }
+}
+
+/// One content coding undone; `None` for identity.
+fn decode_coding(coding: &str, body: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let read_all = |reader: &mut dyn Read| -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let n = reader.take(MAX_DECODED_BYTES as u64 + 1).read_to_end(&mut out).map_err(|e| e.to_string())?;
+        if n > MAX_DECODED_BYTES {
+            return Err(format!("decodes to more than {MAX_DECODED_BYTES} bytes"));
+        }
+        Ok(out)
+    };
+    match coding {
+        "identity" | "none" => Ok(None),
+        "gzip" | "x-gzip" => read_all(&mut flate2::read::MultiGzDecoder::new(body)).map(Some),
+        // `deflate` is zlib-wrapped by the standard, raw deflate by some servers.
+        "deflate" => read_all(&mut flate2::read::ZlibDecoder::new(body)).or_else(|_| read_all(&mut flate2::read::DeflateDecoder::new(body))).map(Some),
+        "br" => read_all(&mut brotli_decompressor::Decompressor::new(body, 4096)).map(Some),
+        "zstd" => {
+            let mut decoder = zstd::stream::read::Decoder::new(body).map_err(|e| e.to_string())?;
+            read_all(&mut decoder).map(Some)
+        }
+        other => Err(format!("unknown coding `{other}`")),
+    }
+}
+
+/// Joins a chunked body's chunks (extensions after `;` and trailer fields ignored).
+pub fn dechunk(body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    loop {
+        let line_end = body[at..].iter().position(|&b| b == b'\n').map(|i| at + i).ok_or_else(|| format!("no chunk-size line at byte {at}"))?;
+        let line = std::str::from_utf8(&body[at..line_end]).map_err(|_| format!("chunk-size line at byte {at} is not text"))?;
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size `{}` at byte {at}", size_text.chars().take(20).collect::<String>()))?;
+        at = line_end + 1;
+        if size == 0 {
+            return Ok(out);
+        }
+        if size > body.len() - at {
+            return Err(format!("chunk of {size} bytes at byte {at} runs past the body's end ({} bytes)", body.len()));
+        }
+        if out.len() + size > MAX_DECODED_BYTES {
+            return Err(format!("decodes to more than {MAX_DECODED_BYTES} bytes"));
+        }
+        out.extend_from_slice(&body[at..at + size]);
+        at += size;
+        // Each chunk ends with CRLF (a bare LF is tolerated); a missing one at the very end too.
+        if body[at..].starts_with(b"\r\n") {
+            at += 2;
+        } else if body[at..].starts_with(b"\n") {
+            at += 1;
+        } else if at == body.len() {
+            return Ok(out);
+        } else {
+            return Err(format!("chunk data at byte {} not followed by a line end", at - size));
+        }
+    }
+}
+
+/// Whether a body starts with what a chunk-size line looks like (hex digits, then `;`, CR or LF).
+fn starts_like_chunk(body: &[u8]) -> bool {
+    let digits = body.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    digits > 0 && matches!(body.get(digits), Some(b';' | b'\r' | b'\n' | b' '))
+}
+
+/// Text rather than compressed bytes: no NUL and few control bytes in the first KiB.
+fn looks_like_text(body: &[u8]) -> bool {
+    let head = &body[..body.len().min(1024)];
+    !head.contains(&0) && head.iter().filter(|b| b.is_ascii_control() && !b.is_ascii_whitespace()).count() * 20 <= head.len()
 }
 
 pub fn is_html(media_type: &str) -> bool {
@@ -82,6 +198,101 @@ mod tests {
         let (text, bad) = decode_body(r.body, r.charset.as_deref());
         assert_eq!(text, "<p>café</p>");
         assert!(!bad);
+    }
+
+    fn response(headers: &str, body: &[u8]) -> Vec<u8> {
+        [format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{headers}\r\n").as_bytes(), body].concat()
+    }
+
+    fn decoded(headers: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+        let raw = response(headers, body);
+        parse_http_response(&raw).unwrap().decoded_body().map(|b| b.into_owned())
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn chunked(data: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, chunk) in data.chunks(size.max(1)).enumerate() {
+            out.extend_from_slice(if i % 2 == 0 { format!("{:x}\r\n", chunk.len()) } else { format!("{:X};ext=1\r\n", chunk.len()) }.as_bytes());
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\nX-Trailer: yes\r\n\r\n");
+        out
+    }
+
+    const PAGE: &[u8] = b"<html><body><p>The payload as the browser reads it.</p></body></html>";
+
+    #[test]
+    fn content_and_transfer_codings_are_undone() {
+        use std::io::Write;
+        assert_eq!(decoded("", PAGE).unwrap(), PAGE);
+        assert_eq!(decoded("Content-Encoding: gzip\r\n", &gzip(PAGE)).unwrap(), PAGE);
+        assert_eq!(decoded("Content-Encoding: x-gzip\r\n", &gzip(PAGE)).unwrap(), PAGE);
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(PAGE).unwrap();
+        assert_eq!(decoded("Content-Encoding: deflate\r\n", &zlib.finish().unwrap()).unwrap(), PAGE);
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(PAGE).unwrap();
+        assert_eq!(decoded("Content-Encoding: deflate\r\n", &raw.finish().unwrap()).unwrap(), PAGE);
+        let mut br = Vec::new();
+        brotli::BrotliCompress(&mut &PAGE[..], &mut br, &brotli::enc::BrotliEncoderParams::default()).unwrap();
+        assert_eq!(decoded("Content-Encoding: br\r\n", &br).unwrap(), PAGE);
+        assert_eq!(decoded("Content-Encoding: zstd\r\n", &zstd::encode_all(PAGE, 3).unwrap()).unwrap(), PAGE);
+        // Chunked (extensions, trailer), then gzip under it; two codings undone last first.
+        assert_eq!(decoded("Transfer-Encoding: chunked\r\n", &chunked(PAGE, 7)).unwrap(), PAGE);
+        assert_eq!(decoded("Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n", &chunked(&gzip(PAGE), 10)).unwrap(), PAGE);
+        let br_of_gzip = {
+            let mut out = Vec::new();
+            brotli::BrotliCompress(&mut &gzip(PAGE)[..], &mut out, &brotli::enc::BrotliEncoderParams::default()).unwrap();
+            out
+        };
+        assert_eq!(decoded("Content-Encoding: gzip, br\r\n", &br_of_gzip).unwrap(), PAGE);
+    }
+
+    #[test]
+    fn mislabelled_text_is_kept_and_broken_codings_are_named() {
+        // Stored decoded but still labelled: taken as it is.
+        assert_eq!(decoded("Content-Encoding: gzip\r\n", PAGE).unwrap(), PAGE);
+        assert_eq!(decoded("Transfer-Encoding: chunked\r\n", PAGE).unwrap(), PAGE);
+        assert_eq!(decoded("Content-Encoding: compress\r\n", PAGE).unwrap(), PAGE);
+        // Binary that is not what the header says.
+        let mut garbage = gzip(PAGE);
+        garbage[12] ^= 0xff;
+        garbage[20] ^= 0xff;
+        let err = decoded("Content-Encoding: gzip\r\n", &garbage).unwrap_err();
+        assert!(err.contains("gzip"), "{err}");
+        let err = decoded("Content-Encoding: compress\r\n", &gzip(PAGE)).unwrap_err();
+        assert!(err.contains("unknown coding `compress`"), "{err}");
+        // A chunk that claims more bytes than the body has.
+        let err = decoded("Transfer-Encoding: chunked\r\n", b"ff\r\n<html>short</html>\r\n0\r\n\r\n").unwrap_err();
+        assert!(err.contains("runs past"), "{err}");
+        // A small body that expands beyond the limit.
+        let bomb = gzip(&vec![b' '; MAX_DECODED_BYTES + 10]);
+        assert!(bomb.len() < 1 << 20);
+        let err = decoded("Content-Encoding: gzip\r\n", &bomb).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dechunk_undoes_any_chunking(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000), size in 1usize..300) {
+            proptest::prop_assert_eq!(dechunk(&chunked(&data, size)).unwrap(), data);
+        }
+
+        #[test]
+        fn decoding_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), te in 0usize..3, ce in 0usize..7) {
+            let transfer = ["", "Transfer-Encoding: chunked\r\n", "Transfer-Encoding: gzip, chunked\r\n"][te];
+            let content = ["", "Content-Encoding: gzip\r\n", "Content-Encoding: deflate\r\n", "Content-Encoding: br\r\n",
+                           "Content-Encoding: zstd\r\n", "Content-Encoding: gzip, br\r\n", "Content-Encoding: what\r\n"][ce];
+            let _ = decoded(&format!("{transfer}{content}"), &body);
+        }
     }
 
     #[test]

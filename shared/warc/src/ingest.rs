@@ -182,7 +182,15 @@ fn on_record(
                 counts.remove("non_html");
                 return Ok(());
             }
-            let (page, had_errors) = html::decode_body(response.body, response.charset.as_deref());
+            let body = match response.decoded_body() {
+                Ok(body) => body,
+                Err(detail) => {
+                    counts.quarantine("undecodable_body");
+                    quarantine.push(&rec, "undecodable_body", &detail, response.body);
+                    return Ok(());
+                }
+            };
+            let (page, had_errors) = html::decode_body(&body, response.charset.as_deref());
             if had_errors {
                 counts.quarantine("invalid_utf8");
                 quarantine.push(&rec, "invalid_utf8", "body is not valid in its declared charset (decoded lossily)", page.as_bytes());

@@ -189,23 +189,27 @@ fn corrupt_member_and_malformed_header_are_skipped_over() {
     assert_eq!(got.reasons, ["corrupt_gzip", "malformed_header"]);
 }
 
+/// A WARC response record with this HTTP message (status line, headers, body) as its content.
+fn response_record(url: &str, id: &str, http: &[u8]) -> Vec<u8> {
+    record_bytes(&RecordOut {
+        warc_type: "response",
+        headers: vec![
+            ("WARC-Target-URI", url.to_string()),
+            ("WARC-Date", "2099-01-02T03:04:05Z".into()),
+            ("WARC-Record-ID", format!("<urn:uuid:{id}>")),
+            ("WARC-Identified-Content-Language", "eng".into()),
+            ("Content-Type", "application/http; msgtype=response".into()),
+        ],
+        content: http,
+    })
+}
+
 #[test]
 fn warc_responses_become_main_text_and_other_records_are_counted() {
     let paragraph = "Rivers carry water from the hills to the sea, shaping valleys over thousands of years and feeding the towns along their banks. ";
     let html = format!("<html><body><nav>Home | About</nav><article><p>{}</p><p>{}</p></article></body></html>", paragraph.repeat(4), paragraph.repeat(3));
     let response = |url: &str, ctype: &str, body: &str, id: &str| {
-        let content = format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n\r\n{body}");
-        record_bytes(&RecordOut {
-            warc_type: "response",
-            headers: vec![
-                ("WARC-Target-URI", url.to_string()),
-                ("WARC-Date", "2099-01-02T03:04:05Z".into()),
-                ("WARC-Record-ID", format!("<urn:uuid:{id}>")),
-                ("WARC-Identified-Content-Language", "eng".into()),
-                ("Content-Type", "application/http; msgtype=response".into()),
-            ],
-            content: content.as_bytes(),
-        })
+        response_record(url, id, format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n\r\n{body}").as_bytes())
     };
     let request = record_bytes(&RecordOut { warc_type: "request", headers: vec![], content: b"GET / HTTP/1.1\r\n\r\n" });
     let records = vec![
@@ -220,6 +224,41 @@ fn warc_responses_become_main_text_and_other_records_are_counted() {
     assert!(!got.texts[0].contains("About"));
     assert_eq!(got.counts.removed_by_reason["non_html"], 1);
     assert_eq!(got.counts.removed_by_reason["record_type_request"], 1);
+}
+
+/// Other crawlers' WARCs keep `Transfer-Encoding: chunked` and `Content-Encoding: gzip` payloads
+/// (Common Crawl stores them decoded): ingest undoes both, and a body that does not decode as its
+/// headers say is quarantined with the coding named.
+#[test]
+fn encoded_payloads_are_decoded_and_undecodable_ones_quarantined() {
+    use std::io::Write;
+    let paragraph = "Glaciers move slowly down the valley, grinding the rock beneath them into fine flour that colours the lakes below. ";
+    let html = format!("<html><body><nav>Home | Maps</nav><article><p>{}</p><p>{}</p></article></body></html>", paragraph.repeat(4), paragraph.repeat(3));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(html.as_bytes()).unwrap();
+    let gzipped = gz.finish().unwrap();
+    let mut chunked = Vec::new();
+    for chunk in gzipped.chunks(100) {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut broken = gzipped.clone();
+    broken.truncate(broken.len() / 2);
+    let response = |url: &str, id: &str, codings: &str, body: &[u8]| {
+        response_record(url, id, &[format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{codings}\r\n").as_bytes(), body].concat())
+    };
+    let records = vec![
+        info(),
+        response("https://g.example/chunked-gzip", "a", "Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n", &chunked),
+        response("https://g.example/gzip", "b", "Content-Encoding: gzip\r\n", &gzipped),
+        response("https://g.example/broken", "c", "Content-Encoding: gzip\r\n", &broken),
+    ];
+    let got = ingest(&gzip_members(&records), "encoded.warc.gz");
+    assert_eq!(got.texts.len(), 2, "{:?}", got.reasons);
+    assert!(got.texts.iter().all(|t| t.contains("Glaciers move slowly") && !t.contains("Maps")), "{:?}", got.texts);
+    assert_eq!(got.reasons, vec!["undecodable_body"]);
 }
 
 #[test]
