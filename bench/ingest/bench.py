@@ -8,7 +8,8 @@ with comments, a news story with ads between paragraphs, an old table layout wit
 paragraphs, a wiki article with headings, a table of contents and an infobox) among
 navigation, sidebars, related links, share buttons, cookie notices, scripts and styles. The
 WARC files hold a request, a response and a metadata record a page, as Common Crawl's do (a
-few responses are redirects or PDFs); the WET files a conversion record a page with all of
+few responses are redirects or PDFs, and half the Chinese pages are GBK, declared in a <meta>
+or not at all, as much of the Chinese web is); the WET files a conversion record a page with all of
 the page's visible text, as Common Crawl's WET files do. One gzip member a record.
 
 Tools, each on all files with 2 workers, timed as whole processes that read the files and
@@ -239,16 +240,24 @@ def write_corpus(data_dir, n_pages, files, work, seed=1):
                 url, html, visible, title, paras = page(rng, i, src)
                 date = f"2024-12-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z"
                 roll = rng.random()
+                http_charset = ""
                 if roll < 0.02:
                     status, ctype, body = "301 Moved Permanently", "text/html", b"<html><body>Moved</body></html>"
                 elif roll < 0.04:
                     status, ctype, body = "200 OK", "application/pdf", b"%PDF-1.4\n" + bytes(rng.randrange(256) for _ in range(2000))
                 else:
-                    status, ctype, body = "200 OK", "text/html", html.encode()
+                    status, ctype, body, http_charset = "200 OK", "text/html", html.encode(), "; charset=UTF-8"
                     truth[url] = (title, paras)
+                    if url.split("/")[2] == SITES[-1] and rng.random() < 0.5:
+                        # Much of the Chinese web is still GBK, declared only in a <meta> or not at all.
+                        declared = '<meta charset="gbk">' if rng.random() < 0.5 else ""
+                        try:
+                            body, http_charset = html.replace('<meta charset="utf-8">', declared).encode("gbk"), ""
+                        except UnicodeEncodeError:
+                            pass
                 host = url.split("/")[2]
                 request = f"GET /{url.split('/', 3)[3]} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: CCBot/2.0 (https://commoncrawl.org/faq/)\r\nAccept: text/html\r\n\r\n".encode()
-                http = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}{'; charset=UTF-8' if ctype == 'text/html' else ''}\r\nContent-Length: {len(body)}\r\nServer: nginx\r\n\r\n".encode() + body
+                http = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}{http_charset}\r\nContent-Length: {len(body)}\r\nServer: nginx\r\n\r\n".encode() + body
                 meta = f"fetchTimeMs: {rng.randrange(50, 900)}\r\ncharset-detected: UTF-8\r\n".encode()
                 response_id = new_id()
                 for headers, content in [

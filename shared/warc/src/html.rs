@@ -164,14 +164,73 @@ pub fn is_html(media_type: &str) -> bool {
     matches!(media_type, "text/html" | "application/xhtml+xml") || media_type.is_empty()
 }
 
-/// Decodes an HTML body with its declared charset (UTF-8 when none). Returns the text and
-/// whether the bytes were invalid in that encoding (replaced by U+FFFD).
-pub fn decode_body(body: &[u8], charset: Option<&str>) -> (String, bool) {
-    let encoding = charset
-        .and_then(|c| encoding_rs::Encoding::for_label(c.as_bytes()))
-        .unwrap_or(encoding_rs::UTF_8);
+/// Decodes an HTML body as a browser would choose its encoding: a byte-order mark, else the
+/// HTTP `charset`, else a `<meta>` charset in the first 1024 bytes, else UTF-8 when the bytes
+/// are valid UTF-8, else a guess from the bytes (chardetng, Firefox's detector; `tld` is the
+/// host's last label, which it takes as a hint: `cn`, `jp`...). A declared charset the bytes
+/// are not valid in is replaced by the guess when the guess decodes them cleanly (pages
+/// mislabelled as UTF-8 or ISO-8859-1 are common). Returns the text and whether bytes were
+/// still invalid (replaced by U+FFFD).
+pub fn decode_body(body: &[u8], charset: Option<&str>, tld: Option<&str>) -> (String, bool) {
+    if let Some((encoding, bom_len)) = encoding_rs::Encoding::for_bom(body) {
+        let (text, had_errors) = encoding.decode_without_bom_handling(&body[bom_len..]);
+        return (text.into_owned(), had_errors);
+    }
+    let label = |c: &str| encoding_rs::Encoding::for_label(c.trim().as_bytes());
+    let declared = match charset.and_then(label) {
+        Some(encoding) => Some(encoding),
+        // A page cannot be UTF-16 and ASCII enough to say so in a <meta>: the HTML standard reads it as UTF-8.
+        None => meta_charset(body).and_then(|c| label(&c)).map(|e| if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE { encoding_rs::UTF_8 } else { e }),
+    };
+    let guess = || {
+        let mut detector = chardetng::EncodingDetector::new();
+        detector.feed(body, true);
+        detector.guess(tld.map(str::as_bytes), true)
+    };
+    let encoding = match declared {
+        Some(encoding) => encoding,
+        None if std::str::from_utf8(body).is_ok() => encoding_rs::UTF_8,
+        None => guess(),
+    };
     let (text, _, had_errors) = encoding.decode(body);
+    if had_errors && declared.is_some() {
+        let guessed = guess();
+        if guessed != encoding {
+            let (retry, _, retry_errors) = guessed.decode(body);
+            if !retry_errors {
+                return (retry.into_owned(), false);
+            }
+        }
+    }
     (text.into_owned(), had_errors)
+}
+
+/// The charset a `<meta charset=…>` or `<meta http-equiv="Content-Type" content="…; charset=…">`
+/// in the first 1024 bytes names (where the HTML standard's prescan looks).
+fn meta_charset(body: &[u8]) -> Option<String> {
+    let head = body[..body.len().min(1024)].to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(start) = find(&head[from..], b"<meta").map(|i| from + i) {
+        let end = head[start..].iter().position(|&b| b == b'>').map_or(head.len(), |i| start + i);
+        let tag = &head[start..end];
+        if let Some(at) = find(tag, b"charset") {
+            let rest = &tag[at + 7..];
+            let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+            if let Some(value) = rest.strip_prefix(b"=") {
+                let value = &value[value.iter().take_while(|b| b.is_ascii_whitespace() || matches!(b, b'"' | b'\'')).count()..];
+                let name: Vec<u8> = value.iter().copied().take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')).collect();
+                if !name.is_empty() {
+                    return Some(String::from_utf8_lossy(&name).into_owned());
+                }
+            }
+        }
+        from = end;
+    }
+    None
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The main text of an HTML page (readability.js's algorithm, via dom_smoothie), with
@@ -195,7 +254,7 @@ mod tests {
         let r = parse_http_response(raw).unwrap();
         assert_eq!(r.status, 200);
         assert!(is_html(&r.media_type));
-        let (text, bad) = decode_body(r.body, r.charset.as_deref());
+        let (text, bad) = decode_body(r.body, r.charset.as_deref(), None);
         assert_eq!(text, "<p>café</p>");
         assert!(!bad);
     }
@@ -292,6 +351,50 @@ mod tests {
             let content = ["", "Content-Encoding: gzip\r\n", "Content-Encoding: deflate\r\n", "Content-Encoding: br\r\n",
                            "Content-Encoding: zstd\r\n", "Content-Encoding: gzip, br\r\n", "Content-Encoding: what\r\n"][ce];
             let _ = decoded(&format!("{transfer}{content}"), &body);
+        }
+    }
+
+    const ZH: &str = "话说贾琏自在梨香院伴宿七日夜，天天僧道不断做佛事。贾母唤了他去，吩咐明日不必送殡。";
+
+    fn page_in(encoding: &'static encoding_rs::Encoding, head: &str, text: &str) -> Vec<u8> {
+        encoding.encode(&format!("<html><head>{head}<title>t</title></head><body><p>{text}</p></body></html>")).0.into_owned()
+    }
+
+    #[test]
+    fn encodings_are_found_as_a_browser_finds_them() {
+        let contains = |(text, bad): (String, bool), want: &str| !bad && text.contains(want);
+        // No declaration at all: GBK bytes are guessed (the host's .cn is a hint), UTF-8 kept.
+        let gbk = page_in(encoding_rs::GBK, "", ZH);
+        assert!(contains(decode_body(&gbk, None, Some("cn")), ZH));
+        assert!(contains(decode_body(&gbk, None, None), ZH));
+        assert!(contains(decode_body(ZH.as_bytes(), None, None), ZH));
+        // <meta charset> and <meta http-equiv> in the first 1024 bytes.
+        let meta = page_in(encoding_rs::GBK, "<meta charset=\"gb2312\">", ZH);
+        assert!(contains(decode_body(&meta, None, None), ZH));
+        let jp = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。";
+        let sjis = page_in(encoding_rs::SHIFT_JIS, "<META HTTP-EQUIV='Content-Type' CONTENT='text/html; charset=Shift_JIS'>", jp);
+        assert!(contains(decode_body(&sjis, None, None), jp));
+        // The HTTP header wins over <meta>; a BOM over both.
+        let latin = page_in(encoding_rs::WINDOWS_1252, "<meta charset=\"utf-8\">", "Caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e, na\u{ef}ve fa\u{e7}ade");
+        assert!(contains(decode_body(&latin, Some("iso-8859-1"), None), "Café crème brûlée"));
+        let bom = [b"\xEF\xBB\xBF".as_slice(), ZH.as_bytes()].concat();
+        assert!(contains(decode_body(&bom, Some("gbk"), None), ZH));
+        // Declared wrongly (UTF-8, but the bytes are GBK): the guess decodes them cleanly.
+        assert!(contains(decode_body(&gbk, Some("utf-8"), Some("cn")), ZH));
+        // A <meta> saying UTF-16 on an ASCII-compatible page means UTF-8.
+        let utf16 = page_in(encoding_rs::UTF_8, "<meta charset=\"utf-16\">", ZH);
+        assert!(contains(decode_body(&utf16, None, None), ZH));
+        // Latin-1 without any declaration: not UTF-8, guessed as windows-1252.
+        let undeclared = page_in(encoding_rs::WINDOWS_1252, "", "Caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e, na\u{ef}ve fa\u{e7}ade, d\u{e9}j\u{e0} vu");
+        assert!(contains(decode_body(&undeclared, None, Some("fr")), "Café crème brûlée"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn charset_resolution_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1500), declared in 0usize..4) {
+            let charset = [None, Some("utf-8"), Some("gbk"), Some("no-such-charset")][declared];
+            let _ = decode_body(&body, charset, Some("cn"));
+            let _ = meta_charset(&body);
         }
     }
 

@@ -190,7 +190,8 @@ fn on_record(
                     return Ok(());
                 }
             };
-            let (page, had_errors) = html::decode_body(&body, response.charset.as_deref());
+            let tld = rec.header("WARC-Target-URI").and_then(|u| url::Url::parse(u).ok()).and_then(|u| u.host_str().and_then(|h| h.rsplit('.').next().map(str::to_ascii_lowercase)));
+            let (page, had_errors) = html::decode_body(&body, response.charset.as_deref(), tld.as_deref());
             if had_errors {
                 counts.quarantine("invalid_utf8");
                 quarantine.push(&rec, "invalid_utf8", "body is not valid in its declared charset (decoded lossily)", page.as_bytes());
