@@ -162,3 +162,65 @@ fn planted_quality_families_get_their_reasons() {
     }
     assert!(scores > 500, "clean documents kept with scores: {scores}");
 }
+
+/// The `[url]` blocklists: every document whose host is a blocked domain (or under one) or
+/// whose URL has a blocked word as a token is rejected as `url_blocklist`, and no other is;
+/// editing the domains file reruns the stage (its content is a parameter).
+#[test]
+fn url_blocklists_reject_by_domain_and_word() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    run("ds-synth", &["--output", d.join("synth").to_str().unwrap(), "--docs-per-dump", "300", "--dumps", "1"]);
+    let docs = d.join("docs");
+    run("ds-ingest", &["--input", d.join("synth/CC-MAIN-2024-10").to_str().unwrap(), "--output", docs.to_str().unwrap()]);
+    let mut pages: Vec<(String, String, String)> = Vec::new();
+    for path in parquet_under(&docs) {
+        for batch in read_batches(&path, Some(&["id", "url", "domain"])).unwrap() {
+            let batch = batch.unwrap();
+            let (ids, urls, domains) = (strings(&batch, "id"), strings(&batch, "url"), strings(&batch, "domain"));
+            for i in 0..ids.len() {
+                pages.push((ids.value(i).to_string(), urls.value(i).to_lowercase(), domains.value(i).to_lowercase()));
+            }
+        }
+    }
+    // The most common domain, and a path token of one URL on another domain.
+    let mut by_domain: HashMap<&str, usize> = HashMap::new();
+    for (_, _, domain) in &pages {
+        *by_domain.entry(domain.as_str()).or_default() += 1;
+    }
+    let blocked_domain = by_domain.iter().max_by_key(|(d, n)| (**n, *d)).map(|(d, _)| d.to_string()).unwrap();
+    let tokens = |url: &str| url.split(|c: char| !c.is_alphanumeric()).filter(|t| t.len() > 5).map(str::to_string).collect::<Vec<_>>();
+    let word = pages.iter().filter(|(_, _, dom)| *dom != blocked_domain).flat_map(|(_, url, _)| tokens(url)).last().expect("a URL token");
+    let expected: std::collections::HashSet<&str> = pages
+        .iter()
+        .filter(|(_, url, dom)| *dom == blocked_domain || dom.ends_with(&format!(".{blocked_domain}")) || tokens(url).contains(&word))
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < pages.len());
+
+    let list = d.join("domains.txt.gz");
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&list).unwrap(), flate2::Compression::default());
+    writeln!(gz, "# blocked\nwww.{blocked_domain}").unwrap();
+    gz.finish().unwrap();
+    let config = d.join("filter.toml");
+    std::fs::write(&config, format!("[url]\nblocked_domains_file = {:?}\nblocked_words = [{:?}]\n", list.to_str().unwrap(), word)).unwrap();
+    let out = d.join("filtered");
+    let args = ["--input", docs.to_str().unwrap(), "--output", out.to_str().unwrap(), "--config", config.to_str().unwrap()];
+    let summary: serde_json::Value = serde_json::from_str(run("ds-filter", &args).trim()).unwrap();
+    let got = decisions(&out);
+    let blocked: std::collections::HashSet<&str> = got.iter().filter(|(_, r)| *r == "url_blocklist").map(|(id, _)| id.as_str()).collect();
+    assert_eq!(blocked, expected, "blocked {} documents, expected {}", blocked.len(), expected.len());
+    assert_eq!(summary["removed_by_reason"]["url_blocklist"].as_u64(), Some(expected.len() as u64), "{summary}");
+
+    // Same list: the stage is up to date. An edited list: it reruns, and nothing is blocked by domain.
+    let again: serde_json::Value = serde_json::from_str(run("ds-filter", &args).trim()).unwrap();
+    assert_eq!(again["up_to_date"], true, "{again}");
+    let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&list).unwrap(), flate2::Compression::default());
+    writeln!(gz, "nothing.invalid").unwrap();
+    gz.finish().unwrap();
+    let rerun: serde_json::Value = serde_json::from_str(run("ds-filter", &args).trim()).unwrap();
+    assert_eq!(rerun["up_to_date"], false, "{rerun}");
+    let by_word = pages.iter().filter(|(_, url, _)| tokens(url).contains(&word)).count() as u64;
+    assert_eq!(rerun["removed_by_reason"]["url_blocklist"].as_u64().unwrap_or(0), by_word, "{rerun}");
+}

@@ -11,6 +11,7 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterConfig {
+    pub url: UrlConfig,
     pub language: LanguageConfig,
     pub gopher_quality: GopherQualityConfig,
     pub gopher_repetition: GopherRepetitionConfig,
@@ -225,6 +226,21 @@ impl Default for FineWebConfig {
             new_line_ratio: 0.3,
         }
     }
+}
+
+/// Rejection by URL (`url_blocklist`), tried first: the lists are the user's, none are shipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrlConfig {
+    /// Hosts to reject, with their subdomains (`example.com` blocks `a.example.com`).
+    pub blocked_domains: Vec<String>,
+    /// A file of more: one domain a line, `#` comments, gzip when named `.gz` (e.g. the UT1
+    /// blacklists' `adult/domains`, as FineWeb used). Its content is part of the stage's
+    /// parameters, so editing it reruns the stage.
+    pub blocked_domains_file: Option<std::path::PathBuf>,
+    /// Words that reject a URL having one as a whole token (host and path split at every
+    /// character that is not a letter or digit).
+    pub blocked_words: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -4,6 +4,7 @@
 //! - [`config`]: every threshold, TOML, defaults from Gopher, C4 and FineWeb.
 //! - [`signals`]: one document's signals in one pass (words, lines, paragraphs, n-grams).
 //! - [`rules`]: the rules in order; a document's `reject_reason` is the first that fails.
+//! - [`url`]: rejection by the URL's domain or words (the user's blocklists).
 //! - [`lang`]: language and script identification (whatlang).
 //! - [`text`]: character classes (CJK, punctuation, terminal punctuation).
 //! - [`quality`]: the hashed n-gram logistic-regression quality model, trained and scored here.
@@ -21,6 +22,7 @@ pub mod report;
 pub mod rules;
 pub mod signals;
 pub mod text;
+pub mod url;
 
 pub use config::FilterConfig;
 pub use pipeline::FilterJob;

@@ -15,6 +15,7 @@ use crate::config::FilterConfig;
 use crate::quality::QualityModel;
 use crate::report::Report;
 use crate::rules::{self, Rule};
+use crate::url::UrlBlocklist;
 use crate::signals::{Analyzer, Signals};
 use arrow::array::{Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -114,21 +115,27 @@ impl FilterJob {
     /// The stage's parameters, as recorded in the manifest (the model by content hash).
     pub fn parameters(&self) -> Result<serde_json::Value> {
         let model = self.quality_model.as_ref().map(InputFile::hash).transpose()?;
-        Ok(serde_json::json!({ "config": self.config, "quality_model": model.map(|m| m.xxh3_128) }))
+        let domains = self.config.url.blocked_domains_file.as_ref().map(InputFile::hash).transpose()?;
+        Ok(serde_json::json!({
+            "config": self.config,
+            "quality_model": model.map(|m| m.xxh3_128),
+            "blocked_domains_file": domains.map(|d| d.xxh3_128),
+        }))
     }
 
-    fn check(&self) -> Result<Option<Arc<QualityModel>>> {
+    fn check(&self) -> Result<(Option<Arc<QualityModel>>, UrlBlocklist)> {
         self.config.validate().map_err(Error::Usage)?;
         dsllm_core::inputs::check_mirrored_inputs(&self.inputs)?;
         if self.config.quality_model.min_score.is_some() && self.quality_model.is_none() {
             return Err(Error::Usage("a minimum quality score needs --quality-model".into()));
         }
-        self.quality_model.as_deref().map(|p| QualityModel::load(p).map(Arc::new)).transpose()
+        let model = self.quality_model.as_deref().map(|p| QualityModel::load(p).map(Arc::new)).transpose()?;
+        Ok((model, UrlBlocklist::load(&self.config.url)?))
     }
 
     /// Runs the stage and returns the one-line JSON summary.
     pub fn run(&self) -> Result<serde_json::Value> {
-        let model = self.check()?;
+        let (model, blocklist) = self.check()?;
         let files: Vec<PathBuf> = self.task.select(&self.inputs).into_iter().map(|(_, p)| p).collect();
         let stage = match Stage::begin(TOOL, &self.output, self.parameters()?, &files, self.task, self.force)? {
             StageStart::UpToDate(m) => {
@@ -142,7 +149,7 @@ impl FilterJob {
         let mut tally = Tally::default();
         let mut outputs = Vec::new();
         for path in &files {
-            outputs.extend(self.filter_file(path, model.as_deref(), &mut tally, &bar)?);
+            outputs.extend(self.filter_file(path, model.as_deref(), &blocklist, &mut tally, &bar)?);
         }
         bar.finish_and_clear();
         let mut extra = BTreeMap::new();
@@ -169,7 +176,7 @@ impl FilterJob {
         Ok(())
     }
 
-    fn filter_file(&self, path: &Path, model: Option<&QualityModel>, tally: &mut Tally, bar: &ProgressBar) -> Result<Vec<WrittenFile>> {
+    fn filter_file(&self, path: &Path, model: Option<&QualityModel>, blocklist: &UrlBlocklist, tally: &mut Tally, bar: &ProgressBar) -> Result<Vec<WrittenFile>> {
         let name = dsllm_core::inputs::mirrored_name(path);
         let input_schema = schema_of(path)?;
         let kept_schema = kept_schema(&input_schema);
@@ -183,13 +190,21 @@ impl FilterJob {
                 .column_by_name("text")
                 .and_then(|c| c.as_any().downcast_ref::<StringArray>())
                 .ok_or_else(|| Error::input(path, None, "column `text` is missing or not a UTF-8 string column"))?;
+            let string_column = |name: &str| batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            let (urls, domains) = (string_column("url"), string_column("domain"));
+            if urls.is_none() && !blocklist.is_empty() {
+                return Err(Error::input(path, None, "the [url] blocklists need a UTF-8 string column `url`"));
+            }
             let outcomes: Vec<Outcome> = (0..batch.num_rows())
                 .into_par_iter()
                 .map_init(
                     || (Analyzer::new(&self.config), Vec::new()),
                     |(analyzer, scratch), row| {
                         let text = if texts.is_null(row) { "" } else { texts.value(row) };
-                        analyze(analyzer, scratch, model, text, rewrite)
+                        let url = urls.filter(|c| !c.is_null(row)).map(|c| c.value(row));
+                        let domain = domains.filter(|c| !c.is_null(row)).map(|c| c.value(row));
+                        let url_blocked = url.is_some_and(|url| blocklist.blocks(url, domain));
+                        analyze(analyzer, scratch, model, text, rewrite, url_blocked)
                     },
                 )
                 .collect();
@@ -240,8 +255,9 @@ impl FilterJob {
     }
 }
 
-fn analyze(analyzer: &mut Analyzer, scratch: &mut Vec<u32>, model: Option<&QualityModel>, text: &str, rewrite: bool) -> Outcome {
+fn analyze(analyzer: &mut Analyzer, scratch: &mut Vec<u32>, model: Option<&QualityModel>, text: &str, rewrite: bool, url_blocked: bool) -> Outcome {
     let mut signals = analyzer.analyze(text);
+    signals.url_blocked = url_blocked;
     signals.quality_score = model.map(|m| m.score_with(text, scratch));
     let config = analyzer.config();
     let reason = rules::first_failure(&signals, config);

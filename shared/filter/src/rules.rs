@@ -1,5 +1,5 @@
 //! The rules, in the order they are tried: a document's `reject_reason` is the first that
-//! fails. Language first (cheapest, and the other rules assume a known script), then Gopher
+//! fails. The URL blocklist first (it needs no text), language next (cheapest, and the other rules assume a known script), then Gopher
 //! quality (a too-short page says nothing about repetition), Gopher repetition, C4, FineWeb,
 //! and the quality model last (it judges what the heuristics let through).
 
@@ -9,6 +9,7 @@ use crate::signals::Signals;
 /// One rule; its name is the `reject_reason` and the manifest's count key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
+    UrlBlocklist,
     Language,
     GopherShortDoc,
     GopherLongDoc,
@@ -35,7 +36,8 @@ pub enum Rule {
 }
 
 /// Every rule in evaluation order.
-pub const ALL_RULES: [Rule; 30] = [
+pub const ALL_RULES: [Rule; 31] = [
+    Rule::UrlBlocklist,
     Rule::Language,
     Rule::GopherShortDoc,
     Rule::GopherLongDoc,
@@ -71,6 +73,7 @@ pub const ALL_RULES: [Rule; 30] = [
 impl Rule {
     pub fn name(self) -> &'static str {
         match self {
+            Rule::UrlBlocklist => "url_blocklist",
             Rule::Language => "language",
             Rule::GopherShortDoc => "gopher_short_doc",
             Rule::GopherLongDoc => "gopher_long_doc",
@@ -111,6 +114,7 @@ impl Rule {
         let c4 = &config.c4;
         let fw = &config.fineweb;
         match self {
+            Rule::UrlBlocklist => s.url_blocked,
             Rule::Language => {
                 let l = &config.language;
                 !l.keep.is_empty()

@@ -52,6 +52,8 @@ pub struct Signals {
     pub list_ratio: f32,
     /// The quality model's probability that the text is reference-quality.
     pub quality_score: Option<f32>,
+    /// The URL is on the `[url]` blocklists (set by the stage, which has the URL).
+    pub url_blocked: bool,
 }
 
 /// Word counts of a line (and, added up, of a document).
