@@ -201,7 +201,7 @@ fn url_blocklists_reject_by_domain_and_word() {
 
     let list = d.join("domains.txt.gz");
     let mut gz = flate2::write::GzEncoder::new(std::fs::File::create(&list).unwrap(), flate2::Compression::default());
-    writeln!(gz, "# blocked\nwww.{blocked_domain}").unwrap();
+    writeln!(gz, "# blocked\n*.{blocked_domain}  # and its subdomains").unwrap();
     gz.finish().unwrap();
     let config = d.join("filter.toml");
     std::fs::write(&config, format!("[url]\nblocked_domains_file = {:?}\nblocked_words = [{:?}]\n", list.to_str().unwrap(), word)).unwrap();

@@ -3,6 +3,7 @@
 //! user's (`[url]` in the config: inline, and a file such as the UT1 blacklists' `adult/domains`,
 //! which FineWeb used); none are shipped, so by default no URL is blocked.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -26,6 +27,12 @@ impl UrlBlocklist {
             domains: config.blocked_domains.iter().filter_map(|d| normalize_domain(d)).collect(),
             words: config.blocked_words.iter().map(|w| w.trim().to_lowercase()).filter(|w| !w.is_empty()).collect(),
         };
+        // URLs are split into tokens at every other character, so such a word could never match.
+        if let Some(word) = list.words.iter().find(|w| !w.chars().all(char::is_alphanumeric)) {
+            return Err(Error::Usage(format!(
+                "url.blocked_words: `{word}` has characters other than letters and digits; URLs are matched token by token"
+            )));
+        }
         if let Some(path) = &config.blocked_domains_file {
             list.domains.extend(read_domains(path)?);
         }
@@ -42,8 +49,11 @@ impl UrlBlocklist {
         if self.is_empty() {
             return false;
         }
-        let url = url.to_lowercase();
-        let host = domain.map(str::to_lowercase).unwrap_or_else(|| host_of(&url).to_string());
+        let url = lowercase(url);
+        let host = match domain.filter(|d| !d.is_empty()) {
+            Some(domain) => lowercase(domain),
+            None => Cow::Borrowed(host_of(&url)),
+        };
         // The host and each parent domain: a.b.example.com, b.example.com, example.com, com.
         let host = host.trim_end_matches('.');
         let mut rest = host;
@@ -60,21 +70,33 @@ impl UrlBlocklist {
     }
 }
 
-/// `https://user@Host:8080/path` -> `host`.
+/// Lowercased, without a copy when it already is.
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_uppercase) {
+        Cow::Owned(text.to_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// `https://user@Host:8080/path` -> `host` (`[::1]` for IPv6; a backslash ends the authority,
+/// as browsers read it).
 fn host_of(url: &str) -> &str {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = after_scheme.split(['/', '\\', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
     host.split(':').next().unwrap_or("")
 }
 
-/// A list entry as a bare lowercase domain (`*.`, a leading dot and a `www.` prefix removed); a
-/// whole URL is taken for its host.
+/// A list entry as a bare lowercase host (`*.` or a leading dot and a port removed; a whole URL
+/// is taken for its host). `www.` is kept: `www.example.com` blocks that host, not `example.com`.
 fn normalize_domain(entry: &str) -> Option<String> {
     let entry = entry.trim().to_lowercase();
-    let entry = if entry.contains("://") { host_of(&entry).to_string() } else { entry };
+    let entry = host_of(&entry).to_string();
     let entry = entry.trim_start_matches("*.").trim_start_matches('.').trim_end_matches('.');
-    let entry = entry.strip_prefix("www.").unwrap_or(entry);
     (!entry.is_empty()).then(|| entry.to_string())
 }
 
@@ -109,16 +131,28 @@ mod tests {
 
     #[test]
     fn domains_block_their_subdomains_only() {
-        let l = list(&["Spam.example", "*.casino.test", "https://www.tracker.test/x"], &[]);
+        let l = list(&["Spam.example", "*.casino.test", "https://www.tracker.test/x", "ported.test:8080", "[::1]"], &[]);
         assert!(l.blocks("https://spam.example/a", None));
         assert!(l.blocks("http://www.spam.example:8080/a?b", None));
         assert!(l.blocks("https://a.b.casino.test/", None));
-        assert!(l.blocks("https://tracker.test/", None));
+        assert!(l.blocks("https://www.tracker.test/", None) && l.blocks("https://a.www.tracker.test/", None));
+        assert!(!l.blocks("https://tracker.test/", None) && !l.blocks("https://mail.tracker.test/", None));
+        assert!(l.blocks("http://ported.test/", None));
+        assert!(l.blocks("http://[::1]:8000/x", None));
+        assert!(l.blocks("http://spam.example\\@good.test/", None));
+        assert!(l.blocks("https://spam.example/", Some("")));
         assert!(!l.blocks("https://notspam.example/", None));
         assert!(!l.blocks("https://spam.example.org/", None));
         // The document's `domain` column, when there, is the host.
         assert!(l.blocks("https://elsewhere.test/", Some("spam.example")));
         assert!(!list(&[], &[]).blocks("https://spam.example/", None));
+    }
+
+    #[test]
+    fn words_that_could_never_match_are_refused() {
+        let config = UrlConfig { blocked_words: vec!["xxx-porn".into()], ..Default::default() };
+        let err = UrlBlocklist::load(&config).unwrap_err().to_string();
+        assert!(err.contains("xxx-porn"), "{err}");
     }
 
     #[test]

@@ -71,7 +71,8 @@ impl HttpResponse<'_> {
         if self.transfer_encoding.as_deref().is_some_and(|t| t.split(',').any(|c| c.trim() == "chunked")) {
             match dechunk(&body) {
                 Ok(joined) => body = Cow::Owned(joined),
-                Err(_) if looks_like_text(&body) && !starts_like_chunk(&body) => {}
+                // Already joined but still labelled: whatever does not start like a chunk passes.
+                Err(_) if !starts_like_chunk(&body) => {}
                 Err(e) => return Err(format!("Transfer-Encoding chunked: {e}")),
             }
         }
@@ -92,17 +93,23 @@ impl HttpResponse<'_> {
 /// One content coding undone; `None` for identity.
 fn decode_coding(coding: &str, body: &[u8]) -> Result<Option<Vec<u8>>, String> {
     use std::io::Read;
+    // A stream cut short (a truncated record) keeps what it decoded, as a browser shows it.
     let read_all = |reader: &mut dyn Read| -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
-        let n = reader.take(MAX_DECODED_BYTES as u64 + 1).read_to_end(&mut out).map_err(|e| e.to_string())?;
-        if n > MAX_DECODED_BYTES {
+        match reader.take(MAX_DECODED_BYTES as u64 + 1).read_to_end(&mut out) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if out.len() > MAX_DECODED_BYTES {
             return Err(format!("decodes to more than {MAX_DECODED_BYTES} bytes"));
         }
         Ok(out)
     };
     match coding {
         "identity" | "none" => Ok(None),
-        "gzip" | "x-gzip" => read_all(&mut flate2::read::MultiGzDecoder::new(body)).map(Some),
+        // Several members are allowed; bytes after the last one (padding, a CRLF) are ignored.
+        "gzip" | "x-gzip" => read_all(&mut flate2::read::MultiGzDecoder::new(body)).or_else(|_| read_all(&mut flate2::read::GzDecoder::new(body))).map(Some),
         // `deflate` is zlib-wrapped by the standard, raw deflate by some servers.
         "deflate" => read_all(&mut flate2::read::ZlibDecoder::new(body)).or_else(|_| read_all(&mut flate2::read::DeflateDecoder::new(body))).map(Some),
         "br" => read_all(&mut brotli_decompressor::Decompressor::new(body, 4096)).map(Some),
@@ -164,24 +171,29 @@ pub fn is_html(media_type: &str) -> bool {
     matches!(media_type, "text/html" | "application/xhtml+xml") || media_type.is_empty()
 }
 
-/// Decodes an HTML body as a browser would choose its encoding: a byte-order mark, else the
-/// HTTP `charset`, else a `<meta>` charset in the first 1024 bytes, else UTF-8 when the bytes
-/// are valid UTF-8, else a guess from the bytes (chardetng, Firefox's detector; `tld` is the
-/// host's last label, which it takes as a hint: `cn`, `jp`...). A declared charset the bytes
-/// are not valid in is replaced by the guess when the guess decodes them cleanly (pages
-/// mislabelled as UTF-8 or ISO-8859-1 are common). Returns the text and whether bytes were
-/// still invalid (replaced by U+FFFD).
+/// Decodes an HTML body, choosing its encoding as a browser would, except that bytes which are
+/// valid UTF-8 (with non-ASCII characters) are read as UTF-8 whatever the page declares (pages
+/// in UTF-8 still labelled ISO-8859-1 are common; legacy text is practically never valid
+/// multi-byte UTF-8). Otherwise: a byte-order mark, else the HTTP `charset`, else a `<meta>`
+/// charset in the first 1024 bytes, else a guess from the bytes (chardetng, Firefox's detector;
+/// `tld` is the host's last label, which it takes as a hint: `cn`, `jp`...). Mostly-UTF-8 bytes
+/// with a few invalid sequences (a stray byte, a page cut mid-character) stay UTF-8 with errors
+/// rather than being guessed as a single-byte encoding, which decodes anything into mojibake; a
+/// declared charset the bytes are invalid in gives way to a guess that decodes them cleanly.
+/// Returns the text and whether bytes were invalid (replaced by U+FFFD).
 pub fn decode_body(body: &[u8], charset: Option<&str>, tld: Option<&str>) -> (String, bool) {
     if let Some((encoding, bom_len)) = encoding_rs::Encoding::for_bom(body) {
         let (text, had_errors) = encoding.decode_without_bom_handling(&body[bom_len..]);
         return (text.into_owned(), had_errors);
     }
-    let label = |c: &str| encoding_rs::Encoding::for_label(c.trim().as_bytes());
-    let declared = match charset.and_then(label) {
-        Some(encoding) => Some(encoding),
-        // A page cannot be UTF-16 and ASCII enough to say so in a <meta>: the HTML standard reads it as UTF-8.
-        None => meta_charset(body).and_then(|c| label(&c)).map(|e| if e == encoding_rs::UTF_16LE || e == encoding_rs::UTF_16BE { encoding_rs::UTF_8 } else { e }),
-    };
+    let (valid_multibyte, invalid) = utf8_census(body);
+    if invalid == 0 {
+        // ASCII or valid UTF-8.
+        return (String::from_utf8(body.to_vec()).expect("checked valid"), false);
+    }
+    let label = |c: &str| encoding_rs::Encoding::for_label(c.trim().as_bytes()).map(html_standard_override);
+    let declared = charset.and_then(label).or_else(|| meta_charset(body).and_then(|c| label(&c)));
+    let mostly_utf8 = valid_multibyte >= 4 * invalid;
     let guess = || {
         let mut detector = chardetng::EncodingDetector::new();
         detector.feed(&detection_sample(body), true);
@@ -189,11 +201,11 @@ pub fn decode_body(body: &[u8], charset: Option<&str>, tld: Option<&str>) -> (St
     };
     let encoding = match declared {
         Some(encoding) => encoding,
-        None if std::str::from_utf8(body).is_ok() => encoding_rs::UTF_8,
+        None if mostly_utf8 => encoding_rs::UTF_8,
         None => guess(),
     };
     let (text, _, had_errors) = encoding.decode(body);
-    if had_errors && declared.is_some() {
+    if had_errors && !mostly_utf8 {
         let guessed = guess();
         if guessed != encoding {
             let (retry, _, retry_errors) = guessed.decode(body);
@@ -203,6 +215,28 @@ pub fn decode_body(body: &[u8], charset: Option<&str>, tld: Option<&str>) -> (St
         }
     }
     (text.into_owned(), had_errors)
+}
+
+/// The HTML standard's substitutions for labels found in a page: a page cannot be UTF-16 and
+/// ASCII enough to say so (UTF-8), and `x-user-defined` means windows-1252.
+fn html_standard_override(encoding: &'static encoding_rs::Encoding) -> &'static encoding_rs::Encoding {
+    if encoding == encoding_rs::UTF_16LE || encoding == encoding_rs::UTF_16BE {
+        encoding_rs::UTF_8
+    } else if encoding == encoding_rs::X_USER_DEFINED {
+        encoding_rs::WINDOWS_1252
+    } else {
+        encoding
+    }
+}
+
+/// Valid non-ASCII UTF-8 characters and invalid sequences in `body`.
+fn utf8_census(body: &[u8]) -> (usize, usize) {
+    let (mut valid, mut invalid) = (0, 0);
+    for chunk in body.utf8_chunks() {
+        valid += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
+        invalid += usize::from(!chunk.invalid().is_empty());
+    }
+    (valid, invalid)
 }
 
 /// What the detector needs of a page: its runs of non-ASCII bytes with a little ASCII context on
@@ -218,11 +252,11 @@ fn detection_sample(body: &[u8]) -> Vec<u8> {
         // The run ends where CONTEXT ASCII bytes in a row follow its last non-ASCII byte.
         let mut end = start;
         let mut ascii_run = 0;
-        while end < body.len() && ascii_run < CONTEXT {
+        let from = start.saturating_sub(CONTEXT).max(at);
+        while end < body.len() && ascii_run < CONTEXT && sample.len() + (end - from) < LIMIT {
             ascii_run = if body[end].is_ascii() { ascii_run + 1 } else { 0 };
             end += 1;
         }
-        let from = start.saturating_sub(CONTEXT).max(at);
         if !sample.is_empty() {
             sample.push(b' ');
         }
@@ -427,7 +461,45 @@ mod tests {
         assert!(sample.windows(5).any(|w| w == b"cr\xe8me"));
         assert!(!sample.windows(6).any(|w| w == b"script"));
         assert!(detection_sample(b"only ascii").is_empty());
-        assert!(detection_sample(&vec![0xe9; 100 << 10]).len() <= (100 << 10));
+        assert!(detection_sample(&vec![0xe9; 100 << 10]).len() <= (32 << 10) + 1);
+    }
+
+    #[test]
+    fn utf8_is_not_misread_for_a_label_or_a_stray_byte() {
+        let fr = "Le café de la gare, crème brûlée et déjà vu à Noël, où l'été dure.";
+        // Valid UTF-8 wins over a <meta> (or HTTP) single-byte label.
+        for head in ["<meta charset=\"iso-8859-1\">", "<meta charset=\"windows-1251\">"] {
+            let page = page_in(encoding_rs::UTF_8, head, fr);
+            let (text, bad) = decode_body(&page, None, None);
+            assert!(!bad && text.contains(fr), "{text}");
+        }
+        assert!(!decode_body(&page_in(encoding_rs::UTF_8, "", fr), Some("iso-8859-1"), None).1);
+        // A stray byte or a page cut mid-character: UTF-8 with an error (quarantined), not mojibake.
+        let stray = [page_in(encoding_rs::UTF_8, "", fr).as_slice(), b"\xe9"].concat();
+        for charset in [None, Some("utf-8")] {
+            let (text, bad) = decode_body(&stray, charset, Some("com"));
+            assert!(bad && text.contains(fr), "{text}");
+        }
+        let zh = page_in(encoding_rs::UTF_8, "", ZH);
+        let (text, bad) = decode_body(&zh[..zh.len() - 20], None, Some("com"));
+        assert!(text.contains(&ZH[..30]) && (bad || !text.contains('Ã')), "{text}");
+        // x-user-defined in a page means windows-1252.
+        let latin = page_in(encoding_rs::WINDOWS_1252, "<meta charset=\"x-user-defined\">", "caf\u{e9}");
+        assert!(decode_body(&latin, None, None).0.contains("café"));
+    }
+
+    #[test]
+    fn gzip_with_trailing_bytes_or_cut_short_and_joined_chunks_still_decode() {
+        let mut padded = gzip(PAGE);
+        padded.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(decoded("Content-Encoding: gzip\r\n", &padded).unwrap(), PAGE);
+        // A truncated record: what decoded is kept.
+        let long = PAGE.repeat(400);
+        let cut = gzip(&long);
+        let got = decoded("Content-Encoding: gzip\r\n", &cut[..cut.len() * 2 / 3]).unwrap();
+        assert!(!got.is_empty() && long.starts_with(&got), "{} bytes", got.len());
+        // Chunked in the header, but the body already joined (and still gzip).
+        assert_eq!(decoded("Transfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n", &gzip(PAGE)).unwrap(), PAGE);
     }
 
     proptest::proptest! {
