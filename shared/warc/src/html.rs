@@ -122,7 +122,7 @@ fn decode_coding(coding: &str, body: &[u8]) -> Result<Option<Vec<u8>>, String> {
 }
 
 /// Joins a chunked body's chunks (extensions after `;` and trailer fields ignored).
-pub fn dechunk(body: &[u8]) -> Result<Vec<u8>, String> {
+fn dechunk(body: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(body.len());
     let mut at = 0;
     loop {
